@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny synthetic image folders, and the offline assets in ../shared/assets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import pytest
+
+from tfinetune.synthetic import write_shapes_folder
+
+ASSETS = Path(
+    os.environ.get("TFINETUNE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets")
+)
+
+
+def asset(*parts: str) -> Path:
+    """Path of an offline asset; skip the test without it, or fail when assets are required."""
+    path = ASSETS.joinpath(*parts)
+    if not path.exists():
+        message = (
+            f"offline asset {path} is missing (see ../shared/assets/README.md; set "
+            "TFINETUNE_ASSETS to its folder)"
+        )
+        if os.environ.get("TFINETUNE_REQUIRE_ASSETS") == "1":
+            pytest.fail(message + " and TFINETUNE_REQUIRE_ASSETS=1")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """Three classes of 8 small PNG shape images each."""
+    return write_shapes_folder(tmp_path / "shapes", ["circle", "cross", "ring"], 8, size=32)

@@ -1,0 +1,116 @@
+import re
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import asset
+
+from tfinetune.backbones import (
+    CATALOGUE,
+    build_backbone,
+    get_spec,
+    group_layers,
+    resolve_imagenet_weights,
+)
+from tfinetune.normalization import PixelNormalization
+
+WEIGHTS = {
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "mobilenet_v2_035": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_every_entry_builds_and_groups_cover_weighted_layers_once(name):
+    spec = CATALOGUE[name]
+    size = max(spec.min_size, 64)
+    model = build_backbone(name, image_size=size, weights=None)
+    assert model.name == name
+    assert model.output_shape[0] is None and len(model.output_shape) == 4
+    groups = group_layers(model.layers, spec.group_pattern)
+    grouped = [layer for _, layers in groups for layer in layers]
+    weighted = [layer for layer in model.layers if layer.weights]
+    assert grouped == weighted  # every layer with weights once, in order
+    assert len(groups) >= 4
+    names = [n for n, _ in groups]
+    assert len(set(names)) == len(names)
+
+
+def test_mobilenet_v2_groups_are_its_blocks():
+    model = build_backbone("mobilenet_v2", image_size=64, weights=None)
+    names = [n for n, _ in group_layers(model.layers, CATALOGUE["mobilenet_v2"].group_pattern)]
+    assert names == ["stem", "expanded_conv"] + [f"block_{i}" for i in range(1, 17)] + ["top"]
+
+
+@pytest.mark.parametrize(
+    "mode, preprocess",
+    [
+        ("tf", keras.applications.mobilenet_v2.preprocess_input),
+        ("torch", keras.applications.densenet.preprocess_input),
+        ("caffe", keras.applications.resnet50.preprocess_input),
+    ],
+)
+def test_normalization_matches_keras_preprocess_input(mode, preprocess):
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = preprocess(pixels.copy())
+    got = np.asarray(PixelNormalization(mode)(pixels))
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(ValueError, match=r"Unknown backbone 'mobilenetv2'.*'mobilenet_v2'"):
+        get_spec("mobilenetv2")
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    tiny = build_backbone("convnet_tiny", image_size=32)
+    path = tmp_path / "tiny.weights.h5"
+    tiny.save_weights(path)
+    with pytest.raises(ValueError, match=r"does not fit the backbone 'mobilenet_v2_035'"):
+        build_backbone("mobilenet_v2_035", image_size=64, weights=path)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.h5"):
+        build_backbone("convnet_tiny", image_size=32, weights=tmp_path / "nothere.h5")
+
+
+def test_imagenet_offline_without_a_local_file_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_imagenet_weights(get_spec("mobilenet_v2"), (160, 160))
+    message = str(info.value)
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5" in message
+    assert "TFINETUNE_WEIGHTS_DIR" in message and "no network" in message
+
+
+def test_imagenet_for_a_backbone_without_published_weights():
+    with pytest.raises(ValueError, match=r"has no ImageNet weights"):
+        build_backbone("convnet_tiny", image_size=32, weights="imagenet")
+
+
+def _first_kernel_from_h5(path):
+    with h5py.File(path, "r") as f:
+        found = []
+        f.visititems(lambda n, obj: found.append(n) if re.search(r"Conv1.*kernel", n) else None)
+        return np.asarray(f[found[0]])
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTS))
+@pytest.mark.parametrize("size", [224, 160])
+def test_imagenet_resolves_offline_from_the_weights_dir(name, size, monkeypatch, tmp_path):
+    weights_dir = asset("weights")
+    monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("tried to download"))
+    model = build_backbone(name, image_size=size, weights="imagenet")
+    expected = _first_kernel_from_h5(weights_dir / WEIGHTS[name])
+    np.testing.assert_array_equal(model.get_layer("Conv1").kernel.numpy(), expected)
+    assert model.output_shape[1] == size // 32

@@ -1,0 +1,83 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from tfinetune.cli import main
+from tfinetune.synthetic import write_shapes_folder
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny run trained through the command line, shared by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    data = write_shapes_folder(root / "data", ["cross", "ring"], 10, size=32, image_format="jpeg")
+    (data / "ring" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
+    args += ["--image-size", "32", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--out", str(root / "run")]) == 0
+    return data, root / "run"
+
+
+def test_train_leaves_a_complete_run_folder(trained_run):
+    _, run = trained_run
+    for name in (
+        "labels.txt",
+        "metrics.json",
+        "history.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "model.keras",
+        "saved_model/saved_model.pb",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"cross", "ring"}
+    assert {"precision", "recall"} <= set(metrics["per_class"]["ring"])
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_examples"] == 4
+    assert [Path(s["path"]).name for s in metrics["skipped_files"]] == ["broken.jpg"]
+    assert (run / "training_curves.png").stat().st_size > 10_000
+
+
+def test_evaluate_writes_metrics_for_a_folder(trained_run, tmp_path):
+    data, run = trained_run
+    assert main(["evaluate", str(run), "--data", str(data), "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["num_examples"] == 20
+    assert sum(map(sum, metrics["confusion_matrix"])) == 20
+
+
+def test_predict_prints_one_json_line_per_image(trained_run, capsys):
+    data, run = trained_run
+    images = sorted(str(p) for p in (data / "cross").iterdir())[:2]
+    bad = str(data / "ring" / "broken.jpg")
+    assert main(["predict", str(run / "saved_model"), *images, bad]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["path"] for line in lines] == [*images, bad]
+    assert all(line["label"] in ("cross", "ring") for line in lines[:2])
+    assert all(0.5 <= line["probability"] <= 1.0 for line in lines[:2])
+    assert "cannot be decoded" in lines[2]["error"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "--data", "/no/such/dir", "--out", "x"],
+            "Data folder not found: '/no/such/dir'",
+        ),
+        (["train", "--data", ".", "--backbone", "resnet9000", "--out", "x"], "Unknown backbone"),
+        (["predict", "/no/such/model", "a.jpg"], "No SavedModel found at '/no/such/model'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_refuses_a_non_empty_out_folder(trained_run, capsys):
+    data, run = trained_run
+    args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--out", str(run)]
+    assert main(args) == 2
+    assert "is not empty" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""tfinetune: transfer learning for Keras 3 and TensorFlow.
+
+Example:
+>>> import tfinetune
+>>> model = tfinetune.build_classifier("convnet_tiny", num_classes=3, weights=None,
+...                                    image_size=32)
+>>> model.input_shape
+(None, 32, 32, 3)
+"""
+
+from tfinetune.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
+from tfinetune.data import (
+    BadFile,
+    ImageData,
+    LabelledFiles,
+    find_bad_files,
+    image_folder_datasets,
+    make_dataset,
+    scan_image_folder,
+    split_files,
+)
+from tfinetune.evaluate import ClassificationReport, classification_report, evaluate_classifier
+from tfinetune.export import ExportCheckError, export_saved_model
+from tfinetune.freezing import freeze, freeze_to, layer_groups, trainable_summary, unfreeze
+from tfinetune.inference import ExportedClassifier
+from tfinetune.models import build_classifier
+from tfinetune.normalization import PixelNormalization
+from tfinetune.runs import evaluate_run, train_run
+from tfinetune.training import FineTuneHistory, Stage, fine_tune
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATALOGUE",
+    "BackboneSpec",
+    "BadFile",
+    "ClassificationReport",
+    "ExportCheckError",
+    "ExportedClassifier",
+    "FineTuneHistory",
+    "ImageData",
+    "LabelledFiles",
+    "PixelNormalization",
+    "Stage",
+    "build_backbone",
+    "build_classifier",
+    "classification_report",
+    "evaluate_classifier",
+    "evaluate_run",
+    "export_saved_model",
+    "find_bad_files",
+    "fine_tune",
+    "freeze",
+    "freeze_to",
+    "get_spec",
+    "image_folder_datasets",
+    "layer_groups",
+    "make_dataset",
+    "scan_image_folder",
+    "split_files",
+    "train_run",
+    "trainable_summary",
+    "unfreeze",
+]

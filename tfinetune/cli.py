@@ -1,0 +1,144 @@
+"""The `tfinetune` command line: train, evaluate, predict and demo, over the public functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfinetune",
+        description="Fine-tune pretrained image models with Keras 3 and ship them to TF Serving.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="fine-tune on a folder of class sub-folders")
+    train.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
+    train.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
+    train.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
+    train.add_argument(
+        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
+    )
+    train.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+    train.add_argument("--epochs", type=int, default=6, help="epochs with the top blocks unfrozen")
+    train.add_argument("--freeze-epochs", type=int, default=4, help="epochs of the head alone")
+    train.add_argument("--unfreeze-groups", type=int, default=4, help="backbone blocks to unfreeze")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate of the head stage")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--val-split", type=float, default=0.2)
+    train.add_argument("--augment", default="light", help="augmentation policy: light or none")
+    train.add_argument("--seed", type=int, default=1337)
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
+    evaluate.add_argument("model", help="a run folder or an exported SavedModel")
+    evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+
+    predict = commands.add_parser("predict", help="print one JSON line per image")
+    predict.add_argument("model", help="a run folder or an exported SavedModel")
+    predict.add_argument("images", nargs="+", help="image files")
+
+    demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
+    demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
+    demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
+    demo.add_argument("--labels-per-class", type=int, default=12)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tfinetune.runs import train_run
+
+    result = train_run(
+        args.data,
+        args.out,
+        val_dir=args.val_data,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        freeze_epochs=args.freeze_epochs,
+        unfreeze_groups=args.unfreeze_groups,
+        base_lr=args.lr,
+        batch_size=args.batch_size,
+        val_split=args.val_split,
+        augment=None if args.augment == "none" else args.augment,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    accuracy = f"validation accuracy {result.report.accuracy:.1%}, " if result.report else ""
+    print(f"Done in {result.seconds:.0f} s: {accuracy}run folder {result.out_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tfinetune.runs import evaluate_run
+
+    report = evaluate_run(args.model, args.data, args.out, batch_size=args.batch_size)
+    print(report)
+    print(f"Wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tfinetune.data import find_bad_files
+    from tfinetune.inference import ExportedClassifier
+
+    classifier = ExportedClassifier(args.model)
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    bad = {b.path: b.reason for b in find_bad_files([p for p in args.images if p not in missing])}
+    bad.update({p: "file not found" for p in missing})
+    good = [p for p in args.images if p not in bad]
+    probs = dict(zip(good, classifier.predict_files(good), strict=True))
+    for path in args.images:
+        if path in bad:
+            print(json.dumps({"path": path, "error": bad[path]}))
+        else:
+            top = int(probs[path].argmax())
+            label = classifier.class_names[top]
+            print(
+                json.dumps({"path": path, "label": label, "probability": float(probs[path][top])})
+            )
+    return 1 if bad else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tfinetune.demo import run_demo
+
+    run_demo(args.out, weights=args.weights, labels_per_class=args.labels_per_class, seed=args.seed)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: the arguments (default: `sys.argv[1:]`).
+
+    Example:
+    >>> main(["predict", "/no/such/model", "x.jpg"])  # doctest: +SKIP
+    tfinetune: error: No SavedModel found at '/no/such/model' ...
+    """
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+        print(f"tfinetune: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Whole runs over the public functions: train a folder into a run folder, evaluate an export.
+
+A run folder holds `labels.txt`, `metrics.json`, `history.json`, `training_curves.png`,
+`confusion_matrix.png`, `model.keras` and the exported `saved_model/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from tfinetune.backbones import BackboneSpec, get_spec
+from tfinetune.data import BadFile, image_folder_datasets, scan_image_folder
+from tfinetune.evaluate import ClassificationReport, classification_report, evaluate_classifier
+from tfinetune.export import export_saved_model
+from tfinetune.inference import SAVED_MODEL_DIR, ExportedClassifier
+from tfinetune.models import build_classifier
+from tfinetune.plots import plot_confusion_matrix, plot_history
+from tfinetune.training import FineTuneHistory, fine_tune
+
+
+@dataclass
+class RunResult:
+    """What `train_run` made."""
+
+    out_dir: Path
+    model: keras.Model
+    class_names: list[str]
+    history: FineTuneHistory
+    report: ClassificationReport | None
+    bad_files: list[BadFile]
+    seconds: float
+
+
+def _write_metrics(
+    out_dir: Path, report: ClassificationReport, bad_files: list[BadFile], **extra
+) -> None:
+    metrics = {
+        **report.to_dict(),
+        "skipped_files": [{"path": b.path, "reason": b.reason} for b in bad_files],
+        **extra,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_confusion_matrix(report, out_dir / "confusion_matrix.png")
+
+
+def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse a non-empty output folder unless `overwrite`; create nothing yet."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"Output folder {str(out)!r} is a file. Choose a folder.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"Output folder {str(out)!r} is not empty. Choose a new folder or pass "
+            "overwrite=True (--overwrite)."
+        )
+    return out
+
+
+def train_run(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    val_dir: str | os.PathLike | None = None,
+    backbone: str | BackboneSpec = "mobilenet_v2",
+    weights: str | os.PathLike | None = "imagenet",
+    image_size: int | None = None,
+    epochs: int = 6,
+    freeze_epochs: int = 4,
+    unfreeze_groups: int = 4,
+    base_lr: float = 1e-3,
+    lr_mult: float = 10.0,
+    batch_size: int = 32,
+    val_split: float = 0.2,
+    augment: str | None = "light",
+    seed: int = 1337,
+    overwrite: bool = False,
+    verbose: int = 1,
+) -> RunResult:
+    """Train a classifier on a folder of class sub-folders and leave a complete run folder.
+
+    Fine-tunes in two stages (head, then the top `unfreeze_groups` blocks), evaluates on the
+    validation data, and writes metrics, plots, the Keras model and a checked SavedModel.
+
+    Args:
+        data_dir: the training folder (one sub-folder per class).
+        out_dir: the run folder to write (new or empty unless `overwrite`).
+        val_dir: a validation folder; otherwise `val_split` of `data_dir` is held out.
+        backbone: a catalogue name or a `BackboneSpec`.
+        weights: `"imagenet"`, a weights file, or None.
+        image_size: the input size; defaults to the backbone's.
+        epochs: epochs of the unfrozen stage.
+        freeze_epochs: epochs of the head stage.
+        unfreeze_groups: backbone layer groups trained in the second stage.
+        base_lr: the head stage's learning rate; the second stage uses `base_lr / lr_mult`.
+        lr_mult: see `base_lr`.
+        batch_size: images per batch.
+        val_split: the share held out for validation when there is no `val_dir`.
+        augment: the training augmentation policy.
+        seed: seeds the split, the initial weights, shuffling and augmentation.
+        overwrite: allow a non-empty `out_dir`.
+        verbose: 0 silent, 1 progress bars and a summary.
+
+    Example:
+    >>> from tfinetune.synthetic import write_shapes_folder
+    >>> data = write_shapes_folder("/tmp/doc_run_data", ["ring", "cross"], 6, size=32)
+    >>> r = train_run(data, "/tmp/doc_run", backbone="convnet_tiny", weights=None,
+    ...               image_size=32, epochs=1, freeze_epochs=1, overwrite=True, verbose=0)
+    >>> (r.out_dir / "saved_model" / "saved_model.pb").is_file()
+    True
+    """
+    started = time.perf_counter()
+    spec = get_spec(backbone)
+    out = check_out_dir(out_dir, overwrite)
+    keras.utils.set_random_seed(seed)
+
+    # === Data ===
+    size = image_size or spec.default_size
+    data = image_folder_datasets(
+        data_dir,
+        val_dir,
+        image_size=size,
+        batch_size=batch_size,
+        val_split=val_split,
+        seed=seed,
+        augment=augment,
+        verbose=bool(verbose),
+    )
+    if verbose and data.bad_files:
+        print(f"Skipped {len(data.bad_files)} unreadable file(s):")
+        for bad in data.bad_files:
+            print(f"  {bad.path}: {bad.reason}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labels.txt").write_text("\n".join(data.class_names) + "\n")
+
+    # === Model and training ===
+    model = build_classifier(spec, len(data.class_names), weights=weights, image_size=size)
+    history = fine_tune(
+        model,
+        data.train,
+        data.val,
+        epochs=epochs,
+        freeze_epochs=freeze_epochs,
+        unfreeze_groups=unfreeze_groups,
+        base_lr=base_lr,
+        lr_mult=lr_mult,
+        verbose=verbose,
+    )
+    (out / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
+    plot_history(history, out / "training_curves.png")
+
+    # === Evaluation and export ===
+    report = None
+    if data.val is not None:
+        report = evaluate_classifier(model, data.val, data.class_names)
+        _write_metrics(out, report, data.bad_files, seconds=time.perf_counter() - started)
+        if verbose:
+            print(report)
+    model.save(out / "model.keras")
+    export_saved_model(
+        model,
+        out / SAVED_MODEL_DIR,
+        data.class_names,
+        overwrite=True,
+        metadata={"backbone": spec.name},
+    )
+    return RunResult(
+        out,
+        model,
+        data.class_names,
+        history,
+        report,
+        data.bad_files,
+        time.perf_counter() - started,
+    )
+
+
+def evaluate_run(
+    model_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    verbose: int = 1,
+) -> ClassificationReport:
+    """Evaluate an exported model (or a run folder) on a folder of labelled images.
+
+    Reads every file as stored on disk through the SavedModel's `serving_default`, and
+    writes `metrics.json` and `confusion_matrix.png` to `out_dir`.
+
+    Args:
+        model_path: a run folder or an exported SavedModel folder.
+        data_dir: a folder with one sub-folder per class (classes the model knows).
+        out_dir: where to write the metrics.
+        batch_size: images per call.
+        verbose: 0 silent, 1 progress bars.
+
+    Example:
+    >>> report = evaluate_run("/tmp/doc_run", "/tmp/doc_run_data", "/tmp/doc_eval", verbose=0)
+    >>> report.class_names
+    ['cross', 'ring']
+    """
+    classifier = ExportedClassifier(model_path)
+    files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))
+    probs = classifier.predict_files(files.paths, batch_size=batch_size, verbose=bool(verbose))
+    report = classification_report(files.labels, probs.argmax(axis=-1), classifier.class_names)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_metrics(out, report, files.bad_files, model=str(classifier.path))
+    return report
