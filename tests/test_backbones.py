@@ -4,7 +4,6 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import asset
 
 from tfinetune.backbones import (
     CATALOGUE,
@@ -14,6 +13,8 @@ from tfinetune.backbones import (
     resolve_imagenet_weights,
 )
 from tfinetune.normalization import PixelNormalization
+
+from conftest import asset
 
 WEIGHTS = {
     "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",

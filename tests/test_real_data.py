@@ -4,11 +4,12 @@ import json
 
 import keras
 import pytest
-from conftest import asset
-from test_export import assert_export_matches_model
 
 from tfinetune import scan_image_folder
 from tfinetune.cli import main
+
+from conftest import asset
+from test_export import assert_export_matches_model
 
 
 @pytest.mark.slow

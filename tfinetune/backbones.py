@@ -234,8 +234,10 @@ def load_backbone_weights(model: keras.Model, path: str | os.PathLike, spec_name
 
     Example:
     >>> m = convnet_tiny((32, 32, 3))
-    >>> m.save_weights("/tmp/tiny.weights.h5")
-    >>> load_backbone_weights(m, "/tmp/tiny.weights.h5", "convnet_tiny")
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/tiny.weights.h5"
+    >>> m.save_weights(path)
+    >>> load_backbone_weights(m, path, "convnet_tiny")
     """
     path = Path(path)
     if not path.is_file():

@@ -68,7 +68,8 @@ class LabelledFiles:
 
 def _tf_error_text(err: Exception) -> str:
     text = getattr(err, "message", str(err)).split("\n")[0]
-    return text.split("}} ")[-1].replace(" [Op:DecodeImage]", "").strip()
+    text = text.split("}} ")[-1].replace("[Op:DecodeImage]", "").strip()
+    return text.removesuffix("name:").strip()
 
 
 def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]:
@@ -82,8 +83,8 @@ def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "notes.jpg")
     >>> _ = open(p, "w").write("not a picture")
-    >>> find_bad_files([p])[0].reason
-    'cannot be decoded: Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP required.'
+    >>> find_bad_files([p])[0].reason.startswith("cannot be decoded: Unknown image file format")
+    True
     """
     if not paths:
         return []
@@ -151,7 +152,8 @@ def scan_image_folder(
 
     Example:
     >>> from tfinetune.synthetic import write_shapes_folder
-    >>> root = write_shapes_folder("/tmp/doc_shapes", ["circle", "square"], 3, size=32)
+    >>> import tempfile
+    >>> root = write_shapes_folder(tempfile.mkdtemp(), ["circle", "square"], 3, size=32)
     >>> scan_image_folder(root).class_names
     ['circle', 'square']
     """
@@ -277,7 +279,8 @@ def make_dataset(
 
     Example:
     >>> from tfinetune.synthetic import write_shapes_folder
-    >>> files = scan_image_folder(write_shapes_folder("/tmp/doc_ds", ["a", "b"], 4, size=32))
+    >>> import tempfile
+    >>> files = scan_image_folder(write_shapes_folder(tempfile.mkdtemp(), ["ring", "star"], 4))
     >>> x, y = next(iter(make_dataset(files, 32, batch_size=8)))
     >>> x.shape, y.shape
     (TensorShape([8, 32, 32, 3]), TensorShape([8]))
@@ -360,10 +363,11 @@ def image_folder_datasets(
 
     Example:
     >>> from tfinetune.synthetic import write_shapes_folder
-    >>> data = image_folder_datasets(write_shapes_folder("/tmp/doc_if", ["a", "b"], 5, size=32),
-    ...                              image_size=32, batch_size=4)
+    >>> import tempfile
+    >>> root = write_shapes_folder(tempfile.mkdtemp(), ["ring", "star"], 5, size=32)
+    >>> data = image_folder_datasets(root, image_size=32, batch_size=4)
     >>> data.class_names, len(data.train_files), len(data.val_files)
-    (['a', 'b'], 8, 2)
+    (['ring', 'star'], 8, 2)
     """
     all_files = scan_image_folder(data_dir, verbose=verbose)
     if val_dir is not None:

@@ -33,6 +33,29 @@ TARGET_SHAPES = ("pentagon", "hexagon", "star", "flower")
 DEMO_MARKER = ".tfinetune-demo"
 
 
+def prepare_demo_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Create the demo folder, replacing the data of an earlier demo run in it.
+
+    A folder that an earlier demo wrote (it holds the demo's marker file) is the demo's own
+    to replace; any other non-empty folder needs `overwrite`.
+
+    Args:
+        out_dir: the demo folder.
+        overwrite: allow a non-empty folder that no demo wrote.
+
+    Example:
+    >>> import tempfile
+    >>> prepare_demo_dir(tempfile.mkdtemp() + "/demo").name
+    'demo'
+    """
+    out = check_out_dir(out_dir, overwrite or (Path(out_dir) / DEMO_MARKER).exists())
+    if (out / "data").exists():  # images of an earlier run, perhaps of other classes
+        shutil.rmtree(out / "data")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by tfinetune demo\n")
+    return out
+
+
 def _train_from_scratch(backbone, weights_none_size, train_dir, val_dir, epochs, seed, verbose):
     """The baseline: the same architecture from random weights, everything trainable."""
     keras.utils.set_random_seed(seed)
@@ -74,22 +97,17 @@ def run_demo(
         verbose: 0 silent, 1 progress and a summary.
 
     Example:
-    >>> summary = run_demo("/tmp/doc_demo", overwrite=True, verbose=0)  # doctest: +SKIP
+    >>> summary = run_demo("tfinetune-demo", verbose=0)  # doctest: +SKIP
     >>> summary["fine_tuned_accuracy"] > summary["scratch_accuracy"]     # doctest: +SKIP
     True
     """
     started = time.perf_counter()
-    # A folder an earlier demo wrote is the demo's own to replace.
-    out = check_out_dir(out_dir, overwrite or (Path(out_dir) / DEMO_MARKER).exists())
-    out.mkdir(parents=True, exist_ok=True)
-    (out / DEMO_MARKER).write_text("written by tfinetune demo\n")
+    out = prepare_demo_dir(out_dir, overwrite)
     say = print if verbose else (lambda *a, **k: None)
     fit_verbose = 2 if verbose else 0
 
     # === Data it makes itself ===
     data = out / "data"
-    if data.exists():  # the demo's own images from an earlier run
-        shutil.rmtree(data)
     target_train = write_shapes_folder(
         data / "target_train", TARGET_SHAPES, labels_per_class, seed=seed + 1, image_format="jpeg"
     )

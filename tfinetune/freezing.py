@@ -85,7 +85,7 @@ def freeze_to(
     >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
     >>> _ = freeze_to(m, 2)
     >>> [w.path for w in m.trainable_weights][:2]
-    ['convnet_tiny/block4_conv1/kernel', 'convnet_tiny/block4_conv1/bias']
+    ['block4_conv1/kernel', 'block4_conv1/bias']
     """
     groups = layer_groups(model, spec)
     if not isinstance(n, int) or not 1 <= n <= len(groups):

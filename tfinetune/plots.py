@@ -23,7 +23,8 @@ def plot_history(history: FineTuneHistory, path: str | os.PathLike) -> None:
 
     Example:
     >>> h = FineTuneHistory({"loss": [1.0, 0.5], "accuracy": [0.5, 0.8]}, [("head", 0, 2)])
-    >>> plot_history(h, "/tmp/doc_curves.png")
+    >>> import tempfile
+    >>> plot_history(h, tempfile.mkdtemp() + "/curves.png")
     """
     metrics = [m for m in ("loss", "accuracy") if m in history.history]
     fig = Figure(figsize=(5.5 * max(len(metrics), 1), 4))
@@ -61,7 +62,9 @@ def plot_confusion_matrix(report: ClassificationReport, path: str | os.PathLike)
 
     Example:
     >>> from tfinetune.evaluate import classification_report
-    >>> plot_confusion_matrix(classification_report([0, 1], [0, 0], ["a", "b"]), "/tmp/doc_cm.png")
+    >>> import tempfile
+    >>> report = classification_report([0, 1], [0, 0], ["a", "b"])
+    >>> plot_confusion_matrix(report, tempfile.mkdtemp() + "/cm.png")
     """
     matrix = report.confusion_matrix
     n = len(report.class_names)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +109,11 @@ def train_run(
 
     Example:
     >>> from tfinetune.synthetic import write_shapes_folder
-    >>> data = write_shapes_folder("/tmp/doc_run_data", ["ring", "cross"], 6, size=32)
-    >>> r = train_run(data, "/tmp/doc_run", backbone="convnet_tiny", weights=None,
-    ...               image_size=32, epochs=1, freeze_epochs=1, overwrite=True, verbose=0)
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> data = write_shapes_folder(root + "/data", ["ring", "cross"], 6, size=32)
+    >>> r = train_run(data, root + "/run", backbone="convnet_tiny", weights=None,
+    ...               image_size=32, epochs=1, freeze_epochs=1, verbose=0)
     >>> (r.out_dir / "saved_model" / "saved_model.pb").is_file()
     True
     """
@@ -149,7 +152,8 @@ def train_run(
         unfreeze_groups=unfreeze_groups,
         base_lr=base_lr,
         lr_mult=lr_mult,
-        verbose=verbose,
+        # One line per epoch in logs; live progress bars in a terminal.
+        verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )
     (out / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
     plot_history(history, out / "training_curves.png")
@@ -201,9 +205,9 @@ def evaluate_run(
         verbose: 0 silent, 1 progress bars.
 
     Example:
-    >>> report = evaluate_run("/tmp/doc_run", "/tmp/doc_run_data", "/tmp/doc_eval", verbose=0)
-    >>> report.class_names
-    ['cross', 'ring']
+    >>> report = evaluate_run("runs/shapes", "more_shapes/", "runs/shapes/eval")  # doctest: +SKIP
+    >>> report.accuracy  # doctest: +SKIP
+    0.97
     """
     classifier = ExportedClassifier(model_path)
     files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))

@@ -124,7 +124,8 @@ def write_shapes_folder(
         The folder.
 
     Example:
-    >>> root = write_shapes_folder("/tmp/doc_write", ["ring", "cross"], 2, size=16)
+    >>> import tempfile
+    >>> root = write_shapes_folder(tempfile.mkdtemp(), ["ring", "cross"], 2, size=16)
     >>> sorted(p.name for p in root.iterdir())
     ['cross', 'ring']
     """

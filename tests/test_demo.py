@@ -1,0 +1,41 @@
+"""The offline demo, end to end (slow: it pretrains and fine-tunes for real)."""
+
+import json
+
+import pytest
+
+from tfinetune.demo import prepare_demo_dir, run_demo
+
+from conftest import asset
+
+
+@pytest.mark.slow
+def test_demo_shows_transfer_beating_training_from_scratch(tmp_path):
+    summary = run_demo(tmp_path / "demo", verbose=0)
+    assert summary["source_accuracy"] >= 0.8
+    assert summary["fine_tuned_accuracy"] >= summary["scratch_accuracy"] + 0.15
+    run = tmp_path / "demo" / "run"
+    for name in ("metrics.json", "training_curves.png", "saved_model/saved_model.pb"):
+        assert (run / name).is_file(), name
+    assert summary["example_prediction"] in ("pentagon", "hexagon", "star", "flower")
+    saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert saved["fine_tuned_accuracy"] == summary["fine_tuned_accuracy"]
+
+
+@pytest.mark.slow
+def test_demo_with_local_imagenet_weights(tmp_path):
+    weights = asset("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    summary = run_demo(tmp_path / "demo", weights=weights, verbose=0)
+    assert summary["source_accuracy"] is None
+    assert summary["fine_tuned_accuracy"] >= summary["scratch_accuracy"] + 0.15
+
+
+def test_demo_replaces_its_own_folder_but_not_a_stranger(tmp_path):
+    out = prepare_demo_dir(tmp_path / "demo")
+    (out / "data" / "stale_class").mkdir(parents=True)
+    assert not (prepare_demo_dir(out) / "data").exists()  # an earlier demo's data goes
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="is not empty"):
+        prepare_demo_dir(tmp_path / "mine")
+    assert (tmp_path / "mine" / "thesis.txt").read_text() == "keep"
