@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--val-split", type=float, default=0.2)
     train.add_argument("--augment", default="light", help="augmentation policy: light or none")
     train.add_argument("--seed", type=int, default=1337)
+    train.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="allow nondeterministic TensorFlow ops (faster on some GPUs; runs not repeatable)",
+    )
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
 
@@ -52,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
     demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
-    demo.add_argument("--labels-per-class", type=int, default=12)
+    demo.add_argument("--labels-per-class", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -75,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
         val_split=args.val_split,
         augment=None if args.augment == "none" else args.augment,
         seed=args.seed,
+        deterministic=not args.nondeterministic,
         overwrite=args.overwrite,
     )
     accuracy = f"validation accuracy {result.report.accuracy:.1%}, " if result.report else ""

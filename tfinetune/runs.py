@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from tfinetune.backbones import BackboneSpec, get_spec
 from tfinetune.data import BadFile, image_folder_datasets, scan_image_folder
@@ -80,6 +81,7 @@ def train_run(
     val_split: float = 0.2,
     augment: str | None = "light",
     seed: int = 1337,
+    deterministic: bool = True,
     overwrite: bool = False,
     verbose: int = 1,
 ) -> RunResult:
@@ -104,6 +106,10 @@ def train_run(
         val_split: the share held out for validation when there is no `val_dir`.
         augment: the training augmentation policy.
         seed: seeds the split, the initial weights, shuffling and augmentation.
+        deterministic: make TensorFlow ops deterministic, so the same seed on the same
+            machine gives the same numbers. It is process-wide
+            (`tf.config.experimental.enable_op_determinism`); it costs little on a CPU but can
+            slow some GPU kernels.
         overwrite: allow a non-empty `out_dir`.
         verbose: 0 silent, 1 progress bars and a summary.
 
@@ -121,6 +127,8 @@ def train_run(
     spec = get_spec(backbone)
     out = check_out_dir(out_dir, overwrite)
     keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     # === Data ===
     size = image_size or spec.default_size
