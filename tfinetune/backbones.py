@@ -65,20 +65,26 @@ class BackboneSpec:
 # === Builders ===
 
 
-def _mobilenet_v2(alpha: float) -> Callable[..., keras.Model]:
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def _mobilenet_v2(name: str, alpha: float) -> BackboneSpec:
     def build(input_shape, weights=None):
         return keras.applications.MobileNetV2(
             input_shape=input_shape, alpha=alpha, include_top=False, weights=weights
         )
 
-    return build
-
-
-def _mobilenet_v2_files(alpha: float) -> dict[int, str]:
     stem = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_"
     files = {size: f"{stem}{size}_no_top.h5" for size in (96, 128, 160, 192, 224)}
-    files[0] = files[224]
-    return files
+    return BackboneSpec(
+        name=name,
+        builder=build,
+        default_size=224,
+        normalization="tf",
+        group_pattern=r"^(block_\d+|expanded_conv)",
+        weights_files={**files, 0: files[224]},
+        weights_origin=_KERAS_WEIGHTS + "mobilenet_v2/",
+    )
 
 
 def convnet_tiny(input_shape, weights=None, widths=(16, 32, 64, 128)) -> keras.Model:
@@ -112,27 +118,9 @@ def convnet_tiny(input_shape, weights=None, widths=(16, 32, 64, 128)) -> keras.M
 
 # === Catalogue ===
 
-_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
 CATALOGUE: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        name="mobilenet_v2",
-        builder=_mobilenet_v2(1.0),
-        default_size=224,
-        normalization="tf",
-        group_pattern=r"^(block_\d+|expanded_conv)",
-        weights_files=_mobilenet_v2_files(1.0),
-        weights_origin=_KERAS_WEIGHTS + "mobilenet_v2/",
-    ),
-    "mobilenet_v2_035": BackboneSpec(
-        name="mobilenet_v2_035",
-        builder=_mobilenet_v2(0.35),
-        default_size=224,
-        normalization="tf",
-        group_pattern=r"^(block_\d+|expanded_conv)",
-        weights_files=_mobilenet_v2_files(0.35),
-        weights_origin=_KERAS_WEIGHTS + "mobilenet_v2/",
-    ),
+    "mobilenet_v2": _mobilenet_v2("mobilenet_v2", 1.0),
+    "mobilenet_v2_035": _mobilenet_v2("mobilenet_v2_035", 0.35),
     "convnet_tiny": BackboneSpec(
         name="convnet_tiny",
         builder=convnet_tiny,
