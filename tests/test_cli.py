@@ -6,6 +6,23 @@ import pytest
 from tfinetune.cli import main
 from tfinetune.synthetic import write_shapes_folder
 
+RUN_FILES = (
+    "labels.txt",
+    "history.json",
+    "training_curves.png",
+    "model.keras",
+    "saved_model/saved_model.pb",
+)
+EVALUATION_FILES = (
+    "metrics.json",
+    "summary.md",
+    "confusion_matrix.png",
+    "reliability.png",
+    "top_losses.json",
+    "top_losses.png",
+    "predictions.png",
+)
+
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
@@ -21,30 +38,30 @@ def trained_run(tmp_path_factory):
 
 def test_train_leaves_a_complete_run_folder(trained_run):
     _, run = trained_run
-    for name in (
-        "labels.txt",
-        "metrics.json",
-        "history.json",
-        "training_curves.png",
-        "confusion_matrix.png",
-        "model.keras",
-        "saved_model/saved_model.pb",
-    ):
+    for name in (*RUN_FILES, *EVALUATION_FILES):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"cross", "ring"}
-    assert {"precision", "recall"} <= set(metrics["per_class"]["ring"])
+    assert {"precision", "recall", "f1", "support"} <= set(metrics["per_class"]["ring"])
+    assert {"macro_avg", "weighted_avg", "expected_calibration_error"} <= set(metrics)
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_examples"] == 4
     assert [Path(s["path"]).name for s in metrics["skipped_files"]] == ["broken.jpg"]
     assert (run / "training_curves.png").stat().st_size > 10_000
 
 
-def test_evaluate_writes_metrics_for_a_folder(trained_run, tmp_path):
+@pytest.mark.parametrize("tta", [False, True])
+def test_evaluate_writes_metrics_and_figures_for_a_folder(trained_run, tmp_path, tta):
     data, run = trained_run
-    assert main(["evaluate", str(run), "--data", str(data), "--out", str(tmp_path)]) == 0
+    args = ["evaluate", str(run), "--data", str(data), "--out", str(tmp_path)]
+    assert main(args + (["--tta"] if tta else [])) == 0
+    for name in EVALUATION_FILES:
+        assert (tmp_path / name).is_file(), name
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["num_examples"] == 20
+    assert metrics["num_examples"] == 20 and metrics["tta"] is tta
     assert sum(map(sum, metrics["confusion_matrix"])) == 20
+    losses = json.loads((tmp_path / "top_losses.json").read_text())
+    assert len(losses) == 9 and losses[0]["loss"] >= losses[-1]["loss"]
+    assert all(Path(t["path"]).parent.parent == data for t in losses)
 
 
 def test_predict_prints_one_json_line_per_image(trained_run, capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfinetune import build_classifier, export_saved_model, scan_image_folder
+from tfinetune import ExportedClassifier, build_classifier, export_saved_model, scan_image_folder
 from tfinetune import export as export_module
 from tfinetune.images import load_image
 from tfinetune.synthetic import write_shapes_folder
@@ -81,3 +81,16 @@ def test_class_names_must_match_outputs(tmp_path):
     with pytest.raises(ValueError, match="predicts 2 classes but 3 class names"):
         export_saved_model(model, tmp_path / "export", ["a", "b", "c"])
     assert not (tmp_path / "export").exists()
+
+
+def test_test_time_augmentation_through_the_saved_model(tmp_path):
+    folder = write_shapes_folder(tmp_path / "d", ["star", "ring"], 2, size=40, image_format="jpeg")
+    files = scan_image_folder(folder)
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
+    classifier = ExportedClassifier(export_saved_model(model, tmp_path / "e", files.class_names))
+    pixels = np.stack([load_image(p, 32).numpy() for p in files.paths]).astype("float32")
+    mirrored = model.predict(pixels[:, :, ::-1], verbose=0)
+    expected = (model.predict(pixels, verbose=0) + mirrored) / 2
+    np.testing.assert_allclose(classifier.predict_files(files.paths, tta=True), expected, atol=1e-5)
+    plain = classifier.predict_files(files.paths)
+    np.testing.assert_allclose(plain, model.predict(pixels, verbose=0), atol=1e-5)

@@ -26,6 +26,9 @@ def test_default_train_reaches_accuracy_and_export_matches(dataset, minimum, tmp
     metrics = json.loads((run / "metrics.json").read_text())
     print(f"{dataset}: accuracy {metrics['accuracy']:.4f} in {metrics['seconds']:.0f} s")
     assert metrics["accuracy"] >= minimum
+    figures = ("training_curves.png", "confusion_matrix.png", "reliability.png", "top_losses.png")
+    for name in (*figures, "predictions.png", "summary.md"):
+        assert (run / name).stat().st_size > 1000, name
 
     # Every validation image, as stored on disk, through the SavedModel in another process.
     model = keras.models.load_model(run / "model.keras")

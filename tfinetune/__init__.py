@@ -19,13 +19,20 @@ from tfinetune.data import (
     scan_image_folder,
     split_files,
 )
-from tfinetune.evaluate import ClassificationReport, classification_report, evaluate_classifier
+from tfinetune.evaluate import (
+    ClassificationReport,
+    classification_report,
+    evaluate_classifier,
+    predict_dataset,
+    top_losses,
+)
 from tfinetune.export import ExportCheckError, export_saved_model
 from tfinetune.freezing import freeze, freeze_to, layer_groups, trainable_summary, unfreeze
 from tfinetune.inference import ExportedClassifier
 from tfinetune.models import build_classifier
+from tfinetune.multilabel import MultiLabelReport, multilabel_report
 from tfinetune.normalization import PixelNormalization
-from tfinetune.runs import evaluate_run, train_run
+from tfinetune.runs import evaluate_run, train_run, write_evaluation
 from tfinetune.training import FineTuneHistory, Stage, fine_tune
 
 __version__ = "0.1.0"
@@ -40,6 +47,7 @@ __all__ = [
     "FineTuneHistory",
     "ImageData",
     "LabelledFiles",
+    "MultiLabelReport",
     "PixelNormalization",
     "Stage",
     "build_backbone",
@@ -56,9 +64,13 @@ __all__ = [
     "image_folder_datasets",
     "layer_groups",
     "make_dataset",
+    "multilabel_report",
+    "predict_dataset",
     "scan_image_folder",
     "split_files",
+    "top_losses",
     "train_run",
     "trainable_summary",
     "unfreeze",
+    "write_evaluation",
 ]

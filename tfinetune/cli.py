@@ -49,10 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
     evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--tta", action="store_true", help="average with mirrored images")
 
     predict = commands.add_parser("predict", help="print one JSON line per image")
     predict.add_argument("model", help="a run folder or an exported SavedModel")
     predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--tta", action="store_true", help="average with mirrored images")
 
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
@@ -91,9 +93,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from tfinetune.runs import evaluate_run
 
-    report = evaluate_run(args.model, args.data, args.out, batch_size=args.batch_size)
+    report = evaluate_run(args.model, args.data, args.out, batch_size=args.batch_size, tta=args.tta)
     print(report)
-    print(f"Wrote {os.path.join(args.out, 'metrics.json')}")
+    print(f"Wrote metrics.json, summary.md and figures to {args.out}")
     return 0
 
 
@@ -106,7 +108,7 @@ def _predict(args: argparse.Namespace) -> int:
     bad = {b.path: b.reason for b in find_bad_files([p for p in args.images if p not in missing])}
     bad.update({p: "file not found" for p in missing})
     good = [p for p in args.images if p not in bad]
-    probs = dict(zip(good, classifier.predict_files(good), strict=True))
+    probs = dict(zip(good, classifier.predict_files(good, tta=args.tta), strict=True))
     for path in args.images:
         if path in bad:
             print(json.dumps({"path": path, "error": bad[path]}))

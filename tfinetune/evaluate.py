@@ -1,28 +1,77 @@
-"""Classification metrics: accuracy, per-class precision and recall, the confusion matrix."""
+"""Metrics reports for classifiers: single-label and multi-label, with top losses.
+
+Every metric is computed from true labels and predicted probabilities with NumPy; the tests
+check each one against scikit-learn.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.multilabel import MultiLabelReport, multilabel_report
+
+CALIBRATION_BINS = 15
+TOP_K = (3, 5)
+
+
+def _safe_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+
+
+def calibration_bins(
+    correct: np.ndarray, confidence: np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width confidence bin: example count, accuracy and mean confidence.
+
+    Args:
+        correct: 1 where the top prediction was right, else 0.
+        confidence: the top predicted probability of each example.
+        n_bins: the number of bins over [0, 1].
+
+    Example:
+    >>> counts, acc, conf = calibration_bins(np.array([1, 0]), np.array([0.85, 0.86]), 10)
+    >>> counts[7:9].tolist(), float(acc[8])
+    ([0, 2], 0.5)
+    """
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ids = np.searchsorted(edges[1:-1], confidence)  # a value on an edge joins the lower bin
+    counts = np.bincount(ids, minlength=n_bins)
+    accuracy = _safe_divide(np.bincount(ids, weights=correct, minlength=n_bins), counts)
+    mean_conf = _safe_divide(np.bincount(ids, weights=confidence, minlength=n_bins), counts)
+    return counts, accuracy, mean_conf
+
 
 @dataclass
 class ClassificationReport:
-    """Metrics of a classifier on a labelled dataset.
+    """Metrics of a single-label classifier on a labelled dataset.
 
     Args:
         class_names: the classes, in label order.
-        confusion_matrix: `[true, predicted]` counts.
+        labels: the true class index of each example.
+        probabilities: `[examples, classes]` predicted probabilities.
     """
 
     class_names: list[str]
-    confusion_matrix: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    predictions: np.ndarray = field(init=False)
+    confusion_matrix: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        n = len(self.class_names)
+        self.predictions = self.probabilities.argmax(axis=1)
+        self.confusion_matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(self.confusion_matrix, (self.labels, self.predictions), 1)
+
+    # === Metrics ===
 
     @property
     def support(self) -> np.ndarray:
@@ -31,45 +80,117 @@ class ClassificationReport:
 
     @property
     def accuracy(self) -> float:
-        """The share of examples predicted correctly."""
-        total = self.confusion_matrix.sum()
-        return float(np.trace(self.confusion_matrix) / total) if total else 0.0
+        """The share of examples whose top prediction is right."""
+        return float(np.mean(self.predictions == self.labels))
 
     @property
     def precision(self) -> np.ndarray:
-        """Per class: correct predictions of it over all predictions of it (0 if none)."""
-        predicted = self.confusion_matrix.sum(axis=0)
-        return np.divide(
-            np.diag(self.confusion_matrix),
-            predicted,
-            out=np.zeros(len(predicted)),
-            where=predicted > 0,
-        )
+        """Per class: right predictions of it over all predictions of it (0 if none)."""
+        return _safe_divide(np.diag(self.confusion_matrix), self.confusion_matrix.sum(axis=0))
 
     @property
     def recall(self) -> np.ndarray:
-        """Per class: correct predictions of it over its examples (0 if it has none)."""
-        support = self.support
-        return np.divide(
-            np.diag(self.confusion_matrix), support, out=np.zeros(len(support)), where=support > 0
+        """Per class: right predictions of it over its examples (0 if it has none)."""
+        return _safe_divide(np.diag(self.confusion_matrix), self.support)
+
+    @property
+    def f1(self) -> np.ndarray:
+        """Per class: the harmonic mean of precision and recall (0 when both are 0)."""
+        return _safe_divide(2 * self.precision * self.recall, self.precision + self.recall)
+
+    def average(self, metric: str, how: str = "macro") -> float:
+        """The `"macro"` (every class alike) or `"weighted"` (by support) mean of a metric."""
+        values = getattr(self, metric)
+        if how == "macro":
+            return float(values.mean())
+        total = self.support.sum()
+        return float((values * self.support).sum() / total) if total else 0.0
+
+    def top_k_accuracy(self, k: int) -> float:
+        """The share of examples whose true class is among the `k` most probable."""
+        top = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return float(np.mean((top == self.labels[:, None]).any(axis=1)))
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Per example: the cross-entropy, `-log p(true class)`."""
+        p_true = self.probabilities[np.arange(len(self.labels)), self.labels]
+        return -np.log(np.clip(p_true, 1e-12, 1.0))
+
+    @property
+    def expected_calibration_error(self) -> float:
+        """How far confidence is from accuracy, averaged over 15 confidence bins."""
+        counts, accuracy, confidence = calibration_bins(
+            (self.predictions == self.labels).astype(float), self.probabilities.max(axis=1)
         )
+        return float((counts * np.abs(accuracy - confidence)).sum() / counts.sum())
+
+    def most_confused(self, n: int = 5) -> list[tuple[str, str, int]]:
+        """The `n` most frequent mistakes as `(true class, predicted class, count)`."""
+        off = self.confusion_matrix.copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(-off, axis=None, kind="stable")[:n]
+        pairs = [np.unravel_index(i, off.shape) for i in order]
+        return [
+            (self.class_names[t], self.class_names[p], int(off[t, p]))
+            for t, p in pairs
+            if off[t, p]
+        ]
+
+    # === Output ===
 
     def to_dict(self) -> dict:
         """A JSON-ready form, as written to `metrics.json`."""
+        n = len(self.class_names)
         return {
             "accuracy": self.accuracy,
-            "num_examples": int(self.confusion_matrix.sum()),
+            "num_examples": len(self.labels),
+            "top_k_accuracy": {str(k): self.top_k_accuracy(k) for k in TOP_K if k < n},
+            "macro_avg": {m: self.average(m) for m in ("precision", "recall", "f1")},
+            "weighted_avg": {m: self.average(m, "weighted") for m in ("precision", "recall", "f1")},
+            "expected_calibration_error": self.expected_calibration_error,
             "class_names": self.class_names,
             "per_class": {
                 name: {
                     "precision": float(self.precision[i]),
                     "recall": float(self.recall[i]),
+                    "f1": float(self.f1[i]),
                     "support": int(self.support[i]),
                 }
                 for i, name in enumerate(self.class_names)
             },
             "confusion_matrix": self.confusion_matrix.tolist(),
+            "most_confused": [
+                {"true": t, "predicted": p, "count": c} for t, p, c in self.most_confused()
+            ],
         }
+
+    def to_markdown(self) -> str:
+        """A short Markdown summary, as written to `summary.md`."""
+        data = self.to_dict()
+        lines = [
+            "# Evaluation",
+            "",
+            f"- accuracy: **{self.accuracy:.2%}** on {len(self.labels)} images",
+            *(f"- top-{k} accuracy: {v:.2%}" for k, v in data["top_k_accuracy"].items()),
+            f"- macro F1: {data['macro_avg']['f1']:.4f}, weighted F1: "
+            f"{data['weighted_avg']['f1']:.4f}",
+            f"- expected calibration error: {self.expected_calibration_error:.4f}",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, m in data["per_class"].items():
+            lines.append(
+                f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                f"{m['support']} |"
+            )
+        if data["most_confused"]:
+            lines += ["", "Most confused (true → predicted: count):", ""]
+            lines += [
+                f"- {c['true']} → {c['predicted']}: {c['count']}" for c in data["most_confused"]
+            ]
+        return "\n".join(lines) + "\n"
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the report as JSON."""
@@ -78,54 +199,68 @@ class ClassificationReport:
 
     def __str__(self) -> str:
         width = max(12, *(len(n) for n in self.class_names)) + 2
-        lines = [f"accuracy {self.accuracy:.4f} on {int(self.confusion_matrix.sum())} images"]
-        lines.append(f"{'class':<{width}}{'precision':>10}{'recall':>10}{'support':>10}")
+        lines = [
+            f"accuracy {self.accuracy:.4f} on {len(self.labels)} images, macro F1 "
+            f"{self.average('f1'):.4f}, calibration error {self.expected_calibration_error:.4f}",
+            f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+        ]
         for i, name in enumerate(self.class_names):
             lines.append(
                 f"{name:<{width}}{self.precision[i]:>10.3f}{self.recall[i]:>10.3f}"
-                f"{int(self.support[i]):>10}"
+                f"{self.f1[i]:>10.3f}{int(self.support[i]):>10}"
             )
         return "\n".join(lines)
 
 
 def classification_report(
     y_true: Sequence[int] | np.ndarray,
-    y_pred: Sequence[int] | np.ndarray,
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
     class_names: Sequence[str],
 ) -> ClassificationReport:
-    """Build a report from true and predicted class indices.
+    """Build a single-label report from true class indices and predicted probabilities.
 
     Args:
         y_true: the true class index of each example.
-        y_pred: the predicted class index of each example.
+        probabilities: `[examples, classes]` predicted probabilities (or one-hot predictions).
         class_names: the class names, in index order.
 
     Example:
-    >>> report = classification_report([0, 1, 1], [0, 1, 0], ["cat", "dog"])
+    >>> report = classification_report([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["a", "b"])
     >>> report.accuracy, report.recall.tolist()
     (0.6666666666666666, [1.0, 0.5])
     """
-    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    labels = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probabilities, dtype=float)
     n = len(class_names)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} and {y_pred.shape}.")
-    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
-        if values.size and (values.min() < 0 or values.max() >= n):
-            raise ValueError(
-                f"{name} holds class indices outside 0..{n - 1} for classes {list(class_names)}: "
-                f"found {sorted(set(values[(values < 0) | (values >= n)].tolist()))}."
-            )
-    matrix = np.zeros((n, n), dtype=np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
-    return ClassificationReport(list(class_names), matrix)
+    if labels.size == 0:
+        raise ValueError("There are no examples to evaluate: the dataset is empty.")
+    if probs.ndim != 2 or probs.shape != (len(labels), n):
+        raise ValueError(
+            f"Expected probabilities of shape ({len(labels)}, {n}) for {len(labels)} labels and "
+            f"classes {list(class_names)}. Received shape {probs.shape}."
+        )
+    outside = labels[(labels < 0) | (labels >= n)]
+    if outside.size:
+        raise ValueError(
+            f"The labels hold class indices outside 0..{n - 1}, the model's classes "
+            f"{list(class_names)}: found {sorted(set(outside.tolist()))}. Check that the data "
+            "uses the model's class order."
+        )
+    return ClassificationReport(list(class_names), labels, probs)
 
 
-def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+# === Predictions ===
+
+
+def predict_dataset(
+    model: keras.Model, dataset: tf.data.Dataset, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Run a model over a `(pixels, labels)` dataset once; return labels and probabilities.
 
     Args:
         model: a classifier.
         dataset: batches of `(pixels, labels)`, in a fixed order.
+        tta: test-time augmentation: average the predictions of each image and its mirror.
 
     Example:
     >>> from tfinetune.models import build_classifier
@@ -137,7 +272,10 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
     """
     labels, probs = [], []
     for x, y in dataset:
-        probs.append(np.asarray(model.predict_on_batch(x)))
+        p = np.asarray(model.predict_on_batch(x))
+        if tta:
+            p = (p + np.asarray(model.predict_on_batch(tf.image.flip_left_right(x)))) / 2
+        probs.append(p)
         labels.append(np.asarray(y))
     if not labels:
         raise ValueError("The dataset is empty: there is nothing to evaluate.")
@@ -145,14 +283,21 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nd
 
 
 def evaluate_classifier(
-    model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[str]
-) -> ClassificationReport:
-    """Predict a labelled dataset and report accuracy, precision, recall and confusions.
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    class_names: Sequence[str],
+    tta: bool = False,
+) -> ClassificationReport | MultiLabelReport:
+    """Predict a labelled dataset and report on it (multi-label when labels are multi-hot).
 
     Args:
         model: a classifier whose outputs follow `class_names`.
-        dataset: batches of `(pixels, labels)`.
+        dataset: batches of `(pixels, labels)`: class indices, or multi-hot rows.
         class_names: the class names, in label order.
+        tta: average each image's prediction with its mirror's.
+
+    Returns:
+        A `ClassificationReport`, or a `MultiLabelReport` for multi-hot labels.
 
     Example:
     >>> from tfinetune.models import build_classifier
@@ -166,5 +311,37 @@ def evaluate_classifier(
             f"The model predicts {model.output_shape[-1]} classes but {len(class_names)} class "
             f"names were given: {list(class_names)}."
         )
-    labels, probs = predict_dataset(model, dataset)
-    return classification_report(labels, probs.argmax(axis=-1), class_names)
+    labels, probs = predict_dataset(model, dataset, tta=tta)
+    if labels.ndim == 2:
+        return multilabel_report(labels, probs, class_names)
+    return classification_report(labels, probs, class_names)
+
+
+def top_losses(
+    report: ClassificationReport, paths: Sequence[str] | None = None, k: int = 9
+) -> list[dict]:
+    """The `k` examples with the highest loss: index, path, true and predicted class.
+
+    Args:
+        report: a single-label report.
+        paths: the file of each example, in the report's order.
+        k: how many.
+
+    Example:
+    >>> r = classification_report([0, 1], [[0.2, 0.8], [0.3, 0.7]], ["a", "b"])
+    >>> [(t["true"], t["predicted"]) for t in top_losses(r, k=1)]
+    [('a', 'b')]
+    """
+    order = np.argsort(-report.losses, kind="stable")[:k]
+    return [
+        {
+            "index": int(i),
+            "path": str(paths[i]) if paths is not None else None,
+            "true": report.class_names[report.labels[i]],
+            "predicted": report.class_names[report.predictions[i]],
+            "probability": float(report.probabilities[i].max()),
+            "probability_of_true": float(report.probabilities[i, report.labels[i]]),
+            "loss": float(report.losses[i]),
+        }
+        for i in order
+    ]

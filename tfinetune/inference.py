@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.export import LABELS_FILE
+from tfinetune.images import load_image
 
 SAVED_MODEL_DIR = "saved_model"
 
@@ -58,27 +59,47 @@ class ExportedClassifier:
                 f"{str(labels)!r} is missing: this SavedModel was not written by tfinetune."
             )
         self.class_names = labels.read_text().splitlines()
+        pixels_spec = self._loaded.serve_pixels.concrete_functions[0].structured_input_signature
+        self.image_size = tuple(pixels_spec[0][0].shape[1:3])
 
     def predict_bytes(self, images: Sequence[bytes]) -> np.ndarray:
         """Class probabilities for encoded images, `[len(images), num_classes]`."""
         out = self._serve(image_bytes=tf.constant(list(images), dtype=tf.string))
         return out["probabilities"].numpy()
 
+    def predict_pixels(self, pixels: np.ndarray | tf.Tensor, tta: bool = False) -> np.ndarray:
+        """Class probabilities for `uint8` images at the model's size; `tta` adds mirrors."""
+        pixels = tf.convert_to_tensor(pixels, dtype=tf.uint8)
+        probs = self._loaded.serve_pixels(pixels)["probabilities"].numpy()
+        if tta:
+            mirrored = self._loaded.serve_pixels(tf.image.flip_left_right(pixels))
+            probs = (probs + mirrored["probabilities"].numpy()) / 2
+        return probs
+
     def predict_files(
-        self, paths: Sequence[str], batch_size: int = 32, verbose: bool = False
+        self,
+        paths: Sequence[str],
+        batch_size: int = 32,
+        tta: bool = False,
+        verbose: bool = False,
     ) -> np.ndarray:
         """Class probabilities for image files, read as stored on disk.
 
         Args:
             paths: image files (check them first with `tfinetune.data.find_bad_files`).
             batch_size: images per call.
+            tta: average each image's prediction with its mirror's (decoding as served).
             verbose: show a progress bar.
         """
         progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
         chunks = []
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
-            chunks.append(self.predict_bytes([Path(p).read_bytes() for p in batch]))
+            if tta:
+                pixels = tf.stack([load_image(p, self.image_size) for p in batch])
+                chunks.append(self.predict_pixels(pixels, tta=True))
+            else:
+                chunks.append(self.predict_bytes([Path(p).read_bytes() for p in batch]))
             if progress:
                 progress.add(len(batch))
         if not chunks:

@@ -18,11 +18,23 @@ import tensorflow as tf
 
 from tfinetune.backbones import BackboneSpec, get_spec
 from tfinetune.data import BadFile, image_folder_datasets, scan_image_folder
-from tfinetune.evaluate import ClassificationReport, classification_report, evaluate_classifier
+from tfinetune.evaluate import (
+    ClassificationReport,
+    classification_report,
+    predict_dataset,
+    top_losses,
+)
 from tfinetune.export import export_saved_model
 from tfinetune.inference import SAVED_MODEL_DIR, ExportedClassifier
 from tfinetune.models import build_classifier
-from tfinetune.plots import plot_confusion_matrix, plot_history
+from tfinetune.multilabel import MultiLabelReport
+from tfinetune.plots import (
+    plot_confusion_matrix,
+    plot_history,
+    plot_predictions,
+    plot_reliability,
+    plot_top_losses,
+)
 from tfinetune.training import FineTuneHistory, fine_tune
 
 
@@ -39,16 +51,56 @@ class RunResult:
     seconds: float
 
 
-def _write_metrics(
-    out_dir: Path, report: ClassificationReport, bad_files: list[BadFile], **extra
-) -> None:
+def write_evaluation(
+    out_dir: str | os.PathLike,
+    report: ClassificationReport | MultiLabelReport,
+    paths: list[str] | None = None,
+    bad_files: list[BadFile] = (),
+    **extra,
+) -> list[Path]:
+    """Write a report's files: metrics, a Markdown summary and the figures.
+
+    `metrics.json` and `summary.md` always; for single-label reports also
+    `confusion_matrix.png` and `reliability.png`, and, when the image files are known,
+    `top_losses.json`, `top_losses.png` and `predictions.png`.
+
+    Args:
+        out_dir: the folder to write into (created if missing).
+        report: the report.
+        paths: the image file of each example, in the report's order.
+        bad_files: files skipped while reading the data, listed in `metrics.json`.
+        **extra: more JSON-ready facts for `metrics.json`.
+
+    Returns:
+        The files written.
+
+    Example:
+    >>> import tempfile
+    >>> report = classification_report([0, 1], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+    >>> sorted(p.name for p in write_evaluation(tempfile.mkdtemp(), report))
+    ['confusion_matrix.png', 'metrics.json', 'reliability.png', 'summary.md']
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     metrics = {
         **report.to_dict(),
         "skipped_files": [{"path": b.path, "reason": b.reason} for b in bad_files],
         **extra,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_confusion_matrix(report, out_dir / "confusion_matrix.png")
+    written = [out / "metrics.json", out / "summary.md"]
+    written[0].write_text(json.dumps(metrics, indent=2))
+    written[1].write_text(report.to_markdown())
+    if isinstance(report, ClassificationReport):
+        plot_confusion_matrix(report, out / "confusion_matrix.png")
+        plot_reliability(report, out / "reliability.png")
+        written += [out / "confusion_matrix.png", out / "reliability.png"]
+        if paths is not None:
+            losses = top_losses(report, paths, k=9)
+            (out / "top_losses.json").write_text(json.dumps(losses, indent=2))
+            plot_top_losses(report, paths, out / "top_losses.png")
+            plot_predictions(report, paths, out / "predictions.png")
+            written += [out / "top_losses.json", out / "top_losses.png", out / "predictions.png"]
+    return written
 
 
 def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
@@ -169,8 +221,12 @@ def train_run(
     # === Evaluation and export ===
     report = None
     if data.val is not None:
-        report = evaluate_classifier(model, data.val, data.class_names)
-        _write_metrics(out, report, data.bad_files, seconds=time.perf_counter() - started)
+        labels, probs = predict_dataset(model, data.val)
+        report = classification_report(labels, probs, data.class_names)
+        # A file that became unreadable after the scan would shift the order: no paths then.
+        paths = data.val_files.paths if len(labels) == len(data.val_files) else None
+        seconds = time.perf_counter() - started
+        write_evaluation(out, report, paths, data.bad_files, seconds=seconds)
         if verbose:
             print(report)
     model.save(out / "model.keras")
@@ -198,18 +254,21 @@ def evaluate_run(
     out_dir: str | os.PathLike,
     *,
     batch_size: int = 32,
+    tta: bool = False,
     verbose: int = 1,
 ) -> ClassificationReport:
     """Evaluate an exported model (or a run folder) on a folder of labelled images.
 
-    Reads every file as stored on disk through the SavedModel's `serving_default`, and
-    writes `metrics.json` and `confusion_matrix.png` to `out_dir`.
+    Reads every file as stored on disk through the SavedModel's `serving_default` (or, with
+    `tta`, averages `serve_pixels` over each image and its mirror), and writes the files of
+    `write_evaluation` to `out_dir`.
 
     Args:
         model_path: a run folder or an exported SavedModel folder.
         data_dir: a folder with one sub-folder per class (classes the model knows).
         out_dir: where to write the metrics.
         batch_size: images per call.
+        tta: test-time augmentation with horizontal flips.
         verbose: 0 silent, 1 progress bars.
 
     Example:
@@ -219,9 +278,11 @@ def evaluate_run(
     """
     classifier = ExportedClassifier(model_path)
     files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))
-    probs = classifier.predict_files(files.paths, batch_size=batch_size, verbose=bool(verbose))
-    report = classification_report(files.labels, probs.argmax(axis=-1), classifier.class_names)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_metrics(out, report, files.bad_files, model=str(classifier.path))
+    probs = classifier.predict_files(
+        files.paths, batch_size=batch_size, tta=tta, verbose=bool(verbose)
+    )
+    report = classification_report(files.labels, probs, classifier.class_names)
+    write_evaluation(
+        out_dir, report, files.paths, files.bad_files, model=str(classifier.path), tta=tta
+    )
     return report
