@@ -97,3 +97,23 @@ def test_bad_stages_are_refused(stage, message):
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
     with pytest.raises(ValueError, match=message):
         fine_tune(model, _data(), stages=[stage], verbose=0)
+
+
+def test_each_stage_ends_with_the_averaged_weights():
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    fine_tune(model, _data(), freeze_epochs=0, epochs=2, unfreeze_groups=2, verbose=0)
+    optimizer = model.optimizer
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+    averages = optimizer._model_variables_moving_average
+    assert len(averages) == len(model.trainable_weights) > 2
+    for weight, average in zip(model.trainable_weights, averages, strict=True):
+        assert average.path.endswith(weight.path.replace("/", "_") + "_average")
+        np.testing.assert_array_equal(weight.numpy(), average.numpy(), err_msg=weight.path)
+
+
+def test_without_ema_the_raw_weights_stay():
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    fine_tune(model, _data(), freeze_epochs=1, epochs=0, ema_momentum=None, verbose=0)
+    assert not model.optimizer.use_ema
+    with pytest.raises(ValueError, match="ema_momentum must be in"):
+        fine_tune(model, _data(), freeze_epochs=1, epochs=0, ema_momentum=1.5, verbose=0)

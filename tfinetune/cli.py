@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--freeze-epochs", type=int, default=4, help="epochs of the head alone")
     train.add_argument("--unfreeze-groups", type=int, default=4, help="backbone blocks to unfreeze")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate of the head stage")
+    train.add_argument(
+        "--ema", type=float, default=0.9, help="weight-average momentum; 0 trains without it"
+    )
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--val-split", type=float, default=0.2)
     train.add_argument("--augment", default="light", help="augmentation policy: light or none")
@@ -78,6 +81,7 @@ def _train(args: argparse.Namespace) -> int:
         freeze_epochs=args.freeze_epochs,
         unfreeze_groups=args.unfreeze_groups,
         base_lr=args.lr,
+        ema_momentum=args.ema or None,
         batch_size=args.batch_size,
         val_split=args.val_split,
         augment=None if args.augment == "none" else args.augment,

@@ -129,6 +129,7 @@ def train_run(
     unfreeze_groups: int = 4,
     base_lr: float = 1e-3,
     lr_mult: float = 10.0,
+    ema_momentum: float | None = 0.9,
     batch_size: int = 32,
     val_split: float = 0.2,
     augment: str | None = "light",
@@ -154,6 +155,7 @@ def train_run(
         unfreeze_groups: backbone layer groups trained in the second stage.
         base_lr: the head stage's learning rate; the second stage uses `base_lr / lr_mult`.
         lr_mult: see `base_lr`.
+        ema_momentum: average the trained weights (see `fine_tune`); None for raw weights.
         batch_size: images per batch.
         val_split: the share held out for validation when there is no `val_dir`.
         augment: the training augmentation policy.
@@ -212,6 +214,7 @@ def train_run(
         unfreeze_groups=unfreeze_groups,
         base_lr=base_lr,
         lr_mult=lr_mult,
+        ema_momentum=ema_momentum,
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )

@@ -95,6 +95,7 @@ def fine_tune(
     unfreeze_groups: int = 4,
     stages: Sequence[Stage] | None = None,
     train_bn: bool = False,
+    ema_momentum: float | None = 0.9,
     loss: str | keras.losses.Loss = "sparse_categorical_crossentropy",
     metrics: Sequence[str | keras.metrics.Metric] = ("accuracy",),
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -107,6 +108,11 @@ def fine_tune(
     `base_lr / lr_mult`. BatchNormalization layers stay in inference mode unless
     `train_bn`. Callbacks see every epoch of every stage, numbered continuously.
 
+    With `ema_momentum`, the optimizer keeps an exponential moving average of the trained
+    weights (Keras's `use_ema`) and each stage ends with the model holding those averages:
+    on small datasets this removes much of the step-to-step noise of the final weights.
+    Per-epoch validation metrics are computed on the raw weights.
+
     Args:
         model: a classifier made by `build_classifier`.
         train_data: a dataset of `(pixels, labels)` batches.
@@ -118,6 +124,8 @@ def fine_tune(
         unfreeze_groups: how many backbone layer groups, from the top, the second stage trains.
         stages: an explicit list of `Stage`s, instead of the arguments above.
         train_bn: train BatchNormalization layers in unfrozen groups.
+        ema_momentum: the momentum of the weight average (about `1 / (1 - m)` steps), or
+            None for the raw weights.
         loss: the Keras loss.
         metrics: the Keras metrics.
         callbacks: Keras callbacks, shared by every stage.
@@ -133,6 +141,10 @@ def fine_tune(
     >>> [name for name, _, _ in h.stages]
     ['head', 'fine-tune']
     """
+    if ema_momentum is not None and not 0.0 < ema_momentum < 1.0:
+        raise ValueError(
+            f"ema_momentum must be in (0, 1), or None for no averaging. Received: {ema_momentum!r}"
+        )
     if stages is None:
         stages = default_stages(
             model,
@@ -147,7 +159,11 @@ def fine_tune(
     for index, stage in enumerate(stages):
         freeze_to(model, stage.train_groups, train_bn=train_bn)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=stage.learning_rate),
+            optimizer=keras.optimizers.Adam(
+                learning_rate=stage.learning_rate,
+                use_ema=ema_momentum is not None,
+                ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+            ),
             loss=loss,
             metrics=list(metrics),
         )
@@ -172,6 +188,7 @@ def fine_tune(
 
 
 def _check_stages(stages: Sequence[Stage], n_groups: int) -> None:
+    """Refuse stages that cannot train, naming the stage."""
     if not stages:
         raise ValueError("Nothing to train: every stage has 0 epochs. Give epochs > 0.")
     for stage in stages:
