@@ -4,14 +4,9 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from keras.src.utils import file_utils
 
-from tfinetune.backbones import (
-    CATALOGUE,
-    build_backbone,
-    get_spec,
-    group_layers,
-    resolve_imagenet_weights,
-)
+from tfinetune.backbones import CATALOGUE, build_backbone, get_spec, group_layers
 from tfinetune.normalization import PixelNormalization
 
 from conftest import asset
@@ -23,19 +18,26 @@ WEIGHTS = {
 
 
 @pytest.mark.parametrize("name", sorted(CATALOGUE))
-def test_every_entry_builds_and_groups_cover_weighted_layers_once(name):
+def test_every_entry_builds_normalises_like_keras_and_groups_its_layers(name):
     spec = CATALOGUE[name]
-    size = max(spec.min_size, 64)
+    size = max(spec.min_size, 32)
     model = build_backbone(name, image_size=size, weights=None)
     assert model.name == name
-    assert model.output_shape[0] is None and len(model.output_shape) == 4
-    groups = group_layers(model.layers, spec.group_pattern)
+    shape = model.output_shape
+    assert len(shape) == 4 and shape[0] is None and min(shape[1:]) >= 1
+
+    groups = group_layers(model.layers, spec.group_pattern, spec.boundary_pattern)
     grouped = [layer for _, layers in groups for layer in layers]
-    weighted = [layer for layer in model.layers if layer.weights]
-    assert grouped == weighted  # every layer with weights once, in order
-    assert len(groups) >= 4
+    assert grouped == [layer for layer in model.layers if layer.weights]  # once each, in order
     names = [n for n, _ in groups]
-    assert len(set(names)) == len(names)
+    assert len(set(names)) == len(names) >= 4
+
+    if spec.keras_module:
+        pixels = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+        module = getattr(keras.applications, spec.keras_module)
+        expected = np.asarray(module.preprocess_input(pixels.copy()))
+        got = np.asarray(PixelNormalization(spec.normalization)(pixels))
+        assert np.abs(got - expected).max() <= 1e-4
 
 
 def test_mobilenet_v2_groups_are_its_blocks():
@@ -84,9 +86,9 @@ def test_imagenet_offline_without_a_local_file_says_where_to_put_it(tmp_path, mo
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure: no network")
 
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(FileNotFoundError) as info:
-        resolve_imagenet_weights(get_spec("mobilenet_v2"), (160, 160))
+        build_backbone("mobilenet_v2", image_size=160, weights="imagenet")
     message = str(info.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5" in message
     assert "TFINETUNE_WEIGHTS_DIR" in message and "no network" in message
@@ -110,7 +112,7 @@ def test_imagenet_resolves_offline_from_the_weights_dir(name, size, monkeypatch,
     weights_dir = asset("weights")
     monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(weights_dir))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("tried to download"))
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: pytest.fail("tried to download"))
     model = build_backbone(name, image_size=size, weights="imagenet")
     expected = _first_kernel_from_h5(weights_dir / WEIGHTS[name])
     np.testing.assert_array_equal(model.get_layer("Conv1").kernel.numpy(), expected)

@@ -98,3 +98,13 @@ def test_train_refuses_a_non_empty_out_folder(trained_run, capsys):
     args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--out", str(run)]
     assert main(args) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_backbones_lists_names_sizes_parameters_normalisation_and_groups(capsys):
+    assert main(["backbones", "mobilenet_v2", "resnet50", "convnet_tiny"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["mobilenet_v2"][1:] == ["224", "2,257,984", "tf", "19", "yes"]
+    assert rows["resnet50"][1:] == ["224", "23,587,712", "caffe", "17", "yes"]
+    assert rows["convnet_tiny"][-1] == "no"
+    assert main(["backbones", "resnet5O"]) == 2
+    assert "Did you mean 'resnet50'" in capsys.readouterr().err

@@ -1,135 +1,36 @@
-"""Backbones described by data: `BackboneSpec`, the catalogue, building, and offline weights."""
+"""Building backbones from the catalogue, with weights resolved offline first."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
+from keras.src.utils import file_utils
 
+from tfinetune.catalogue import CATALOGUE, convnet_tiny
 from tfinetune.images import to_size
+from tfinetune.specs import BackboneSpec, group_layers
+
+__all__ = [
+    "CATALOGUE",
+    "WEIGHTS_DIR_ENV",
+    "BackboneSpec",
+    "build_backbone",
+    "convnet_tiny",
+    "describe_backbone",
+    "get_spec",
+    "group_layers",
+    "load_backbone_weights",
+    "weights_search_dirs",
+]
 
 WEIGHTS_DIR_ENV = "TFINETUNE_WEIGHTS_DIR"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What tfinetune needs to know about a feature extractor.
-
-    Args:
-        name: the catalogue name, also the name of the built backbone model.
-        builder: called as `builder(input_shape=..., weights=None)`; returns a `keras.Model`
-            mapping normalised images to a feature map (no classification top).
-        default_size: the input size the pretrained weights were made for.
-        normalization: the pixel normalisation the weights expect (see
-            `tfinetune.normalization.MODES`).
-        group_pattern: a regular expression whose first group names the block a layer
-            belongs to; consecutive layers with weights and the same block form one layer
-            group, used for staged unfreezing. Layers that match nothing form `stem` (at the
-            bottom) or `top` groups.
-        weights_files: Keras's file names for the ImageNet no-top weights, keyed by input
-            size (`0` is the file to fall back on for any other size).
-        weights_origin: the folder URL Keras downloads those files from.
-        min_size: the smallest input size the architecture accepts.
-
-    Example:
-    >>> spec = CATALOGUE["mobilenet_v2"]
-    >>> spec.default_size, spec.normalization
-    (224, 'tf')
-    """
-
-    name: str
-    builder: Callable[..., keras.Model]
-    default_size: int
-    normalization: str
-    group_pattern: str
-    weights_files: dict[int, str] = field(default_factory=dict)
-    weights_origin: str | None = None
-    min_size: int = 32
-
-    def weights_candidates(self, image_size: tuple[int, int]) -> list[str]:
-        """Keras's ImageNet weight file names for this input size, best first."""
-        names = []
-        if image_size[0] == image_size[1] and image_size[0] in self.weights_files:
-            names.append(self.weights_files[image_size[0]])
-        if 0 in self.weights_files and self.weights_files[0] not in names:
-            names.append(self.weights_files[0])
-        return names
-
-
-# === Builders ===
-
-
-_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
-
-def _mobilenet_v2(name: str, alpha: float) -> BackboneSpec:
-    def build(input_shape, weights=None):
-        return keras.applications.MobileNetV2(
-            input_shape=input_shape, alpha=alpha, include_top=False, weights=weights
-        )
-
-    stem = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_"
-    files = {size: f"{stem}{size}_no_top.h5" for size in (96, 128, 160, 192, 224)}
-    return BackboneSpec(
-        name=name,
-        builder=build,
-        default_size=224,
-        normalization="tf",
-        group_pattern=r"^(block_\d+|expanded_conv)",
-        weights_files={**files, 0: files[224]},
-        weights_origin=_KERAS_WEIGHTS + "mobilenet_v2/",
-    )
-
-
-def convnet_tiny(input_shape, weights=None, widths=(16, 32, 64, 128)) -> keras.Model:
-    """A small four-block ConvNet for demos and tests on a CPU (no pretrained weights).
-
-    Args:
-        input_shape: `(height, width, 3)`.
-        weights: must be None; load your own with `model.load_weights`.
-        widths: the number of filters of each block.
-
-    Example:
-    >>> convnet_tiny((32, 32, 3)).output_shape
-    (None, 2, 2, 128)
-    """
-    if weights is not None:
-        raise ValueError(f"convnet_tiny has no published weights. Received: weights={weights!r}")
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(widths[0], 3, strides=2, padding="same", name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
-    for i, width in enumerate(widths, start=1):
-        stride = 1 if i == 1 else 2
-        x = keras.layers.Conv2D(width, 3, strides=stride, padding="same", name=f"block{i}_conv1")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn1")(x)
-        x = keras.layers.ReLU(name=f"block{i}_relu1")(x)
-        x = keras.layers.Conv2D(width, 3, padding="same", name=f"block{i}_conv2")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn2")(x)
-        x = keras.layers.ReLU(name=f"block{i}_relu2")(x)
-    return keras.Model(inputs, x, name="convnet_tiny")
-
-
-# === Catalogue ===
-
-CATALOGUE: dict[str, BackboneSpec] = {
-    "mobilenet_v2": _mobilenet_v2("mobilenet_v2", 1.0),
-    "mobilenet_v2_035": _mobilenet_v2("mobilenet_v2_035", 0.35),
-    "convnet_tiny": BackboneSpec(
-        name="convnet_tiny",
-        builder=convnet_tiny,
-        default_size=64,
-        normalization="tf",
-        group_pattern=r"^(block\d+)_",
-        min_size=16,
-    ),
-}
 
 
 def get_spec(backbone: str | BackboneSpec) -> BackboneSpec:
@@ -146,11 +47,11 @@ def get_spec(backbone: str | BackboneSpec) -> BackboneSpec:
         return backbone
     if isinstance(backbone, str) and backbone in CATALOGUE:
         return CATALOGUE[backbone]
-    close = difflib.get_close_matches(str(backbone), list(CATALOGUE), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(str(backbone).lower(), list(CATALOGUE), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
-        f"Unknown backbone {backbone!r}.{hint} Known backbones: {', '.join(sorted(CATALOGUE))} "
-        "(run `tfinetune backbones`), or pass a BackboneSpec."
+        f"Unknown backbone {backbone!r}.{hint} Run `tfinetune backbones` for the "
+        f"{len(CATALOGUE)} known names, or pass a BackboneSpec."
     )
 
 
@@ -175,39 +76,58 @@ def weights_search_dirs() -> list[Path]:
     return dirs
 
 
-def resolve_imagenet_weights(spec: BackboneSpec, image_size: tuple[int, int]) -> str:
-    """Find ImageNet weights for `spec` locally, or download them through Keras.
+def _local_candidates(name: str) -> list[str]:
+    """The file Keras asks for, then the same weights made for 224 pixels.
 
-    A file found locally under Keras's own name is used without a hash check. Otherwise
-    Keras downloads it; when that fails (no internet), the error names the file and where
-    to put it.
-
-    Args:
-        spec: the backbone.
-        image_size: `(height, width)` of the model input.
-
-    Example:
-    >>> resolve_imagenet_weights(get_spec("mobilenet_v2"), (224, 224))  # doctest: +SKIP
-    '/home/me/.keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5'
+    MobileNet files encode the input size they were trained at; convolution weights fit any
+    size, so the 224 file serves at 160 when that is the one at hand.
     """
-    candidates = spec.weights_candidates(image_size)
-    if not candidates:
+    at_224 = re.sub(r"_(96|128|160|192)_", "_224_", name)
+    return [name] if at_224 == name else [name, at_224]
+
+
+@contextlib.contextmanager
+def _local_weights_first(requested: list[str]) -> Iterator[None]:
+    """While Keras builds a model, serve the weight files it asks for from local folders.
+
+    A file found under Keras's own name is used without Keras's hash check (local copies may
+    be re-serialised); otherwise Keras downloads it as usual. Asked-for names are recorded.
+    """
+    download = file_utils.get_file
+
+    def get_file(fname=None, origin=None, *args, **kwargs):
+        name = fname or os.path.basename(origin or "")
+        requested.append(name)
+        for candidate in _local_candidates(name):
+            for folder in weights_search_dirs():
+                if (folder / candidate).is_file():
+                    return str(folder / candidate)
+        return download(fname, origin, *args, **kwargs)
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    finally:
+        file_utils.get_file = download
+
+
+def _build_imagenet(spec: BackboneSpec, input_shape: tuple[int, int, int]) -> keras.Model:
+    if not spec.imagenet:
         raise ValueError(
             f"Backbone {spec.name!r} has no ImageNet weights. Use weights=None or pass the "
             "path of a weights file made for it."
         )
-    for folder in weights_search_dirs():
-        for name in candidates:
-            if (folder / name).is_file():
-                return str(folder / name)
-    name = candidates[0]
+    requested: list[str] = []
     try:
-        return keras.utils.get_file(name, spec.weights_origin + name, cache_subdir="models")
+        with _local_weights_first(requested):
+            return spec.builder(input_shape=input_shape, weights="imagenet")
     except Exception as err:  # Keras wraps every download failure in a bare Exception.
+        if not requested:
+            raise
+        names = " or ".join(repr(c) for c in _local_candidates(requested[-1]))
         raise FileNotFoundError(
             f"Could not find or download the ImageNet weights for {spec.name!r} ({err}). "
-            f"Put the file {name!r} (or {', '.join(repr(c) for c in candidates[1:]) or 'none'}) "
-            f"into the folder named by ${WEIGHTS_DIR_ENV} or into "
+            f"Put the file {names} into the folder named by ${WEIGHTS_DIR_ENV} or into "
             f"{weights_search_dirs()[-1]}, or pass weights=<path to the file>."
         ) from err
 
@@ -246,7 +166,7 @@ def load_backbone_weights(model: keras.Model, path: str | os.PathLike, spec_name
         raise ValueError(
             f"The weights file {str(path)!r} does not fit the backbone {spec_name!r} "
             f"({type(err).__name__}: {err}). Pass a file saved from the same architecture "
-            "(for Keras applications: the matching *_no_top.h5 file), or weights=None."
+            "(for Keras applications: the matching *_notop.h5 file), or weights=None."
         ) from err
 
 
@@ -274,13 +194,13 @@ def build_backbone(
             f"Backbone {spec.name!r} needs inputs of at least {spec.min_size} pixels. "
             f"Received: image_size={image_size!r}"
         )
-    model = spec.builder(input_shape=(*size, 3), weights=None)
-    if weights is None:
-        pass
-    elif isinstance(weights, str) and weights == "imagenet":
-        load_backbone_weights(model, resolve_imagenet_weights(spec, size), spec.name)
-    elif isinstance(weights, (str, os.PathLike)):
-        load_backbone_weights(model, weights, spec.name)
+    input_shape = (*size, 3)
+    if isinstance(weights, str) and weights == "imagenet":
+        model = _build_imagenet(spec, input_shape)
+    elif weights is None or isinstance(weights, (str, os.PathLike)):
+        model = spec.builder(input_shape=input_shape, weights=None)
+        if weights is not None:
+            load_backbone_weights(model, weights, spec.name)
     else:
         raise ValueError(
             f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}"
@@ -290,28 +210,27 @@ def build_backbone(
     return keras.Model(model.input, model.output, name=spec.name)
 
 
-def group_layers(layers: list[keras.layers.Layer], pattern: str) -> list[tuple[str, list]]:
-    """Split layers with weights into consecutive groups named by `pattern`'s first group.
+def describe_backbone(backbone: str | BackboneSpec) -> dict:
+    """Facts about a backbone for listings: sizes, parameters, normalisation, layer groups.
+
+    Builds it once with random weights at its smallest input size (the parameter count of a
+    network without its top does not depend on the input size).
 
     Args:
-        layers: a backbone's layers, bottom to top.
-        pattern: a regular expression as in `BackboneSpec.group_pattern`.
+        backbone: a catalogue name or a `BackboneSpec`.
 
     Example:
-    >>> [name for name, _ in group_layers(convnet_tiny((32, 32, 3)).layers, r"^(block\\d+)_")]
-    ['stem', 'block1', 'block2', 'block3', 'block4']
+    >>> describe_backbone("convnet_tiny")["layer_groups"]
+    5
     """
-    regex = re.compile(pattern)
-    groups: list[tuple[str, list]] = []
-    last_key: str | None = None
-    for layer in layers:
-        if not layer.weights:
-            continue
-        match = regex.match(layer.name)
-        key = match.group(1) if match else ""
-        if not groups or key != last_key:
-            name = key or ("stem" if not groups else "top")
-            groups.append((name, []))
-            last_key = key
-        groups[-1][1].append(layer)
-    return groups
+    spec = get_spec(backbone)
+    model = build_backbone(spec, image_size=max(spec.min_size, 32), weights=None)
+    groups = group_layers(model.layers, spec.group_pattern, spec.boundary_pattern)
+    return {
+        "name": spec.name,
+        "default_size": spec.default_size,
+        "parameters": model.count_params(),
+        "normalization": spec.normalization,
+        "layer_groups": len(groups),
+        "imagenet": spec.imagenet,
+    }

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--tta", action="store_true", help="average with mirrored images")
 
+    backbones = commands.add_parser("backbones", help="list the backbone catalogue")
+    backbones.add_argument("names", nargs="*", help="only these backbones (default: all)")
+
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
     demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
@@ -125,6 +128,28 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _backbones(args: argparse.Namespace) -> int:
+    import keras
+
+    from tfinetune.backbones import CATALOGUE, describe_backbone
+
+    names = args.names or sorted(CATALOGUE)
+    progress = keras.utils.Progbar(len(names), unit_name="backbone", verbose=sys.stderr.isatty())
+    rows = []
+    for name in names:
+        rows.append(describe_backbone(name))
+        progress.add(1)
+    print(
+        f"{'name':<22}{'size':>6}{'parameters':>14}  {'normalisation':<15}{'groups':>7}  imagenet"
+    )
+    for r in rows:
+        print(
+            f"{r['name']:<22}{r['default_size']:>6}{r['parameters']:>14,}  "
+            f"{r['normalization']:<15}{r['layer_groups']:>7}  {'yes' if r['imagenet'] else 'no'}"
+        )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tfinetune.demo import run_demo
 
@@ -144,7 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "demo": _demo}
+    handlers = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "backbones": _backbones,
+        "demo": _demo,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:

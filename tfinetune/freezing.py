@@ -56,7 +56,7 @@ def layer_groups(model: keras.Model, spec: BackboneSpec | None = None) -> list[L
     if spec is None:
         groups = [("backbone", [layer for layer in backbone.layers if layer.weights])]
     else:
-        groups = group_layers(backbone.layers, spec.group_pattern)
+        groups = group_layers(backbone.layers, spec.group_pattern, spec.boundary_pattern)
     head = [
         layer
         for layer in model.layers
