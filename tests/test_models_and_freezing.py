@@ -93,3 +93,16 @@ def test_bad_head_arguments_name_the_value():
         build_classifier("convnet_tiny", 1, weights=None, image_size=32)
     with pytest.raises(ValueError, match="pooling='sum'"):
         build_classifier("convnet_tiny", 2, weights=None, image_size=32, pooling="sum")
+
+
+def test_any_keras_model_can_be_the_backbone_with_a_spec_like_description():
+    from tfinetune import BackboneSpec
+    from tfinetune.catalogue import convnet_tiny
+
+    own = convnet_tiny((32, 32, 3))
+    spec = BackboneSpec.from_model(own, "unit", group_pattern=r"^(block\d+)_")
+    model = build_classifier(spec, 3)
+    assert model.input_shape == (None, 32, 32, 3) and model.get_layer("normalize").mode == "unit"
+    assert [g.name for g in layer_groups(model, spec)][-2:] == ["block4", "head"]
+    with pytest.raises(ValueError, match="built already"):
+        build_classifier(spec, 3, image_size=64)

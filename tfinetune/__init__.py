@@ -28,6 +28,7 @@ from tfinetune.evaluate import (
 )
 from tfinetune.export import ExportCheckError, export_saved_model
 from tfinetune.freezing import freeze, freeze_to, layer_groups, trainable_summary, unfreeze
+from tfinetune.hub import HubLayer
 from tfinetune.inference import ExportedClassifier
 from tfinetune.models import build_classifier
 from tfinetune.multilabel import MultiLabelReport, multilabel_report
@@ -45,6 +46,7 @@ __all__ = [
     "ExportCheckError",
     "ExportedClassifier",
     "FineTuneHistory",
+    "HubLayer",
     "ImageData",
     "LabelledFiles",
     "MultiLabelReport",

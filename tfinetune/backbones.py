@@ -14,6 +14,7 @@ import keras
 from keras.src.utils import file_utils
 
 from tfinetune.catalogue import CATALOGUE, convnet_tiny
+from tfinetune.hub import HUB_PREFIX, hub_spec
 from tfinetune.images import to_size
 from tfinetune.specs import BackboneSpec, group_layers
 
@@ -37,7 +38,8 @@ def get_spec(backbone: str | BackboneSpec) -> BackboneSpec:
     """Look a backbone up in the catalogue, or pass a `BackboneSpec` through.
 
     Args:
-        backbone: a catalogue name such as `"mobilenet_v2"`, or a `BackboneSpec`.
+        backbone: a catalogue name such as `"mobilenet_v2"`, `"hub:<TF Hub or Kaggle handle,
+            or a SavedModel folder>"`, or a `BackboneSpec`.
 
     Example:
     >>> get_spec("mobilenet_v2").name
@@ -45,6 +47,8 @@ def get_spec(backbone: str | BackboneSpec) -> BackboneSpec:
     """
     if isinstance(backbone, BackboneSpec):
         return backbone
+    if isinstance(backbone, str) and backbone.startswith(HUB_PREFIX):
+        return hub_spec(backbone[len(HUB_PREFIX) :])
     if isinstance(backbone, str) and backbone in CATALOGUE:
         return CATALOGUE[backbone]
     close = difflib.get_close_matches(str(backbone).lower(), list(CATALOGUE), n=3, cutoff=0.5)

@@ -46,6 +46,44 @@ class BackboneSpec:
     imagenet: bool = True
     min_size: int = 32
 
+    @classmethod
+    def from_model(
+        cls,
+        model: keras.Model,
+        normalization: str,
+        group_pattern: str | None = None,
+        boundary_pattern: str | None = None,
+    ) -> BackboneSpec:
+        """Describe your own feature extractor (any `keras.Model` from images to features).
+
+        Args:
+            model: the backbone, with a fixed input shape `(height, width, 3)`.
+            normalization: the pixel normalisation it expects (see `normalization.MODES`).
+            group_pattern: see the class; without one the backbone is one layer group.
+            boundary_pattern: see the class.
+
+        Example:
+        >>> from tfinetune.catalogue import convnet_tiny
+        >>> spec = BackboneSpec.from_model(convnet_tiny((32, 32, 3)), "tf", r"^(block\\d+)_")
+        >>> spec.name, spec.default_size
+        ('convnet_tiny', 32)
+        """
+        shape = tuple(model.input_shape[1:])
+
+        def build(input_shape, weights=None):
+            if tuple(input_shape) != shape or weights not in (None, "imagenet"):
+                raise ValueError(
+                    f"The backbone {model.name!r} is built already, for input shape {shape} "
+                    "with its own weights. "
+                    f"Received: input_shape={input_shape}, weights={weights!r}"
+                )
+            return model
+
+        return cls(
+            model.name, build, shape[0], normalization, group_pattern, boundary_pattern,
+            imagenet=True, min_size=min(shape[:2]),
+        )  # fmt: skip
+
 
 def _group_name(key: str) -> str:
     return f"block_{key}" if key.isdigit() else key
