@@ -184,6 +184,7 @@ def run_demo(
         "scratch_accuracy": scratch.accuracy,
         "labels_per_class": labels_per_class,
         "example_image": str(example),
+        "example_true_label": TARGET_SHAPES[0],
         "example_prediction": served.class_names[int(probs.argmax())],
         "example_probability": float(probs.max()),
         "run_dir": str(run.out_dir),
@@ -195,8 +196,8 @@ def run_demo(
         f"({len(TARGET_SHAPES)} classes, {labels_per_class} training images per class):\n"
         f"  fine-tuned from the pretrained backbone  {run.report.accuracy:.1%}\n"
         f"  same model trained from scratch          {scratch.accuracy:.1%}\n"
-        f"\nSavedModel says {example.name} is '{summary['example_prediction']}' "
-        f"(p={summary['example_probability']:.3f}).\n"
+        f"\nSavedModel says {example.name} (a {TARGET_SHAPES[0]}) is "
+        f"'{summary['example_prediction']}' (p={summary['example_probability']:.3f}).\n"
         f"\nEverything is in {out}/:\n"
         f"  run/metrics.json, run/training_curves.png, run/confusion_matrix.png\n"
         f"  run/saved_model/ (TF Serving), run/model.keras, summary.json, data/\n"
