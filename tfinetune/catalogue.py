@@ -74,10 +74,6 @@ def _family(
     }
 
 
-def _mobilenet_v2(alpha: float) -> Callable[..., keras.Model]:
-    return _application("MobileNetV2", alpha=alpha)
-
-
 _RESNET_BLOCKS = r"^(conv\d_block\d+)_"
 _EFFICIENTNET_BLOCKS = r"^(block\d+[a-z])_"
 
@@ -112,11 +108,11 @@ CATALOGUE: dict[str, BackboneSpec] = {
         group_pattern=r"^conv_(?:dw|pw)_(\d+)",
     ),
     "mobilenet_v2": BackboneSpec(
-        "mobilenet_v2", _mobilenet_v2(1.0), 224, "tf",
+        "mobilenet_v2", _application("MobileNetV2", alpha=1.0), 224, "tf",
         group_pattern=r"^(block_\d+|expanded_conv)_", keras_module="mobilenet_v2",
     ),
     "mobilenet_v2_035": BackboneSpec(
-        "mobilenet_v2_035", _mobilenet_v2(0.35), 224, "tf",
+        "mobilenet_v2_035", _application("MobileNetV2", alpha=0.35), 224, "tf",
         group_pattern=r"^(block_\d+|expanded_conv)_", keras_module="mobilenet_v2",
     ),
     **_family(

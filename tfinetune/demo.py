@@ -66,16 +66,15 @@ def _train_from_scratch(backbone, weights_none_size, train_dir, val_dir, epochs,
     model = build_classifier(
         backbone, len(data.class_names), weights=None, image_size=weights_none_size
     )
-    n_groups = len(layer_groups(model))
-    fine_tune(
-        model,
-        data.train,
-        data.val,
-        stages=[Stage(epochs, n_groups, 1e-3, "from scratch")],
-        train_bn=True,
-        verbose=verbose,
-    )
+    _train_every_layer(model, data, epochs, 1e-3, "from scratch", verbose)
     return evaluate_classifier(model, data.val, data.class_names)
+
+
+def _train_every_layer(model, data, epochs: int, learning_rate: float, name: str, verbose):
+    """Train all layer groups, BatchNorm included, as training from random weights needs."""
+    everything = len(layer_groups(model))
+    stages = [Stage(epochs, everything, learning_rate, name)]
+    fine_tune(model, data.train, data.val, stages=stages, train_bn=True, verbose=verbose)
 
 
 def run_demo(
@@ -125,15 +124,7 @@ def run_demo(
         keras.utils.set_random_seed(seed)
         source_data = image_folder_datasets(source, image_size=size, batch_size=32, seed=seed)
         source_model = build_classifier(backbone, len(SOURCE_SHAPES), weights=None, image_size=size)
-        n_groups = len(layer_groups(source_model))
-        fine_tune(
-            source_model,
-            source_data.train,
-            source_data.val,
-            stages=[Stage(12, n_groups, 2e-3, "pretrain")],
-            train_bn=True,
-            verbose=fit_verbose,
-        )
+        _train_every_layer(source_model, source_data, 12, 2e-3, "pretrain", fit_verbose)
         source_acc = evaluate_classifier(
             source_model, source_data.val, source_data.class_names
         ).accuracy

@@ -6,8 +6,6 @@ check each one against scikit-learn.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,15 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.multilabel import MultiLabelReport, multilabel_report
+from tfinetune.multilabel import MultiLabelReport, multilabel_report, safe_ratio
 
 CALIBRATION_BINS = 15
 TOP_K = (3, 5)
-
-
-def _safe_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
 
 
 def calibration_bins(
@@ -44,8 +37,8 @@ def calibration_bins(
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ids = np.searchsorted(edges[1:-1], confidence)  # a value on an edge joins the lower bin
     counts = np.bincount(ids, minlength=n_bins)
-    accuracy = _safe_divide(np.bincount(ids, weights=correct, minlength=n_bins), counts)
-    mean_conf = _safe_divide(np.bincount(ids, weights=confidence, minlength=n_bins), counts)
+    accuracy = safe_ratio(np.bincount(ids, weights=correct, minlength=n_bins), counts)
+    mean_conf = safe_ratio(np.bincount(ids, weights=confidence, minlength=n_bins), counts)
     return counts, accuracy, mean_conf
 
 
@@ -86,17 +79,17 @@ class ClassificationReport:
     @property
     def precision(self) -> np.ndarray:
         """Per class: right predictions of it over all predictions of it (0 if none)."""
-        return _safe_divide(np.diag(self.confusion_matrix), self.confusion_matrix.sum(axis=0))
+        return safe_ratio(np.diag(self.confusion_matrix), self.confusion_matrix.sum(axis=0))
 
     @property
     def recall(self) -> np.ndarray:
         """Per class: right predictions of it over its examples (0 if it has none)."""
-        return _safe_divide(np.diag(self.confusion_matrix), self.support)
+        return safe_ratio(np.diag(self.confusion_matrix), self.support)
 
     @property
     def f1(self) -> np.ndarray:
         """Per class: the harmonic mean of precision and recall (0 when both are 0)."""
-        return _safe_divide(2 * self.precision * self.recall, self.precision + self.recall)
+        return safe_ratio(2 * self.precision * self.recall, self.precision + self.recall)
 
     def average(self, metric: str, how: str = "macro") -> float:
         """The `"macro"` (every class alike) or `"weighted"` (by support) mean of a metric."""
@@ -191,11 +184,6 @@ class ClassificationReport:
                 f"- {c['true']} → {c['predicted']}: {c['count']}" for c in data["most_confused"]
             ]
         return "\n".join(lines) + "\n"
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the report as JSON."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
 
     def __str__(self) -> str:
         width = max(12, *(len(n) for n in self.class_names)) + 2

@@ -53,10 +53,8 @@ def layer_groups(model: keras.Model, spec: BackboneSpec | None = None) -> list[L
     """
     backbone = find_backbone(model)
     spec = spec or backbone_spec_of(model)
-    if spec is None:
-        groups = [("backbone", [layer for layer in backbone.layers if layer.weights])]
-    else:
-        groups = group_layers(backbone.layers, spec.group_pattern, spec.boundary_pattern)
+    pattern, boundary = (spec.group_pattern, spec.boundary_pattern) if spec else (None, None)
+    groups = group_layers(backbone.layers, pattern, boundary)
     head = [
         layer
         for layer in model.layers

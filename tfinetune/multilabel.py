@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def safe_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise `a / b`, with 0 where `b` is 0 (scikit-learn's `zero_division=0`)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
 
@@ -97,18 +96,18 @@ class MultiLabelReport:
     def precision(self) -> np.ndarray:
         """Per class: right positive predictions over all positive predictions."""
         tp = (self.predictions & (self.labels > 0)).sum(axis=0)
-        return _ratio(tp, self.predictions.sum(axis=0))
+        return safe_ratio(tp, self.predictions.sum(axis=0))
 
     @property
     def recall(self) -> np.ndarray:
         """Per class: right positive predictions over positive examples."""
         tp = (self.predictions & (self.labels > 0)).sum(axis=0)
-        return _ratio(tp, self.support)
+        return safe_ratio(tp, self.support)
 
     @property
     def f1(self) -> np.ndarray:
         """Per class: the harmonic mean of precision and recall."""
-        return _ratio(2 * self.precision * self.recall, self.precision + self.recall)
+        return safe_ratio(2 * self.precision * self.recall, self.precision + self.recall)
 
     @property
     def auc(self) -> list[float | None]:
@@ -169,11 +168,6 @@ class MultiLabelReport:
                 f"{m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
             )
         return "\n".join(lines) + "\n"
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the report as JSON."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
 
     def __str__(self) -> str:
         return self.to_markdown()

@@ -100,7 +100,8 @@ def group_layers(
     name matches nothing, or names a block already left behind (branches of neighbouring
     blocks can interleave), joins the current group; unmatched layers before the first block
     form `stem`, and after the last one `top`. With `boundary`, each layer whose name matches
-    it closes a group named after it; layers after the last boundary form `top`.
+    it closes a group named after it; layers after the last boundary form `top`. With neither,
+    the whole backbone is one group, `backbone`.
 
     Args:
         layers: a backbone's layers, bottom to top.
@@ -125,8 +126,10 @@ def group_layers(
             groups.append(("top", current))
         return groups
 
-    regex = re.compile(pattern or r"(?!)")
     weighted = [layer for layer in layers if layer.weights]
+    if pattern is None:
+        return [("backbone", weighted)] if weighted else []
+    regex = re.compile(pattern)
     keys = [(m.group(1) if (m := regex.search(layer.name)) else None) for layer in weighted]
     last_keyed = max((i for i, k in enumerate(keys) if k is not None), default=-1)
     seen: set[str] = set()
