@@ -108,3 +108,19 @@ def test_backbones_lists_names_sizes_parameters_normalisation_and_groups(capsys)
     assert rows["convnet_tiny"][-1] == "no"
     assert main(["backbones", "resnet5O"]) == 2
     assert "Did you mean 'resnet50'" in capsys.readouterr().err
+
+
+def test_lr_find_prints_suggestions_and_writes_the_curve(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    args = ["lr-find", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
+    args += ["--image-size", "32", "--batch-size", "4", "--steps", "30", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "valley:" in out and "steepest:" in out
+    curve = json.loads((tmp_path / "lr_finder.json").read_text())
+    assert len(curve["learning_rates"]) == len(curve["losses"]) <= 30  # data repeated as needed
+    assert curve["learning_rates"][0] == pytest.approx(1e-7)
+    assert f"{curve['suggestions']['valley']:.2e}" in out
+    assert (tmp_path / "lr_finder.png").stat().st_size > 5000
+    assert main([*args[:-2], "--out", str(tmp_path / "again"), "--steps", "2"]) == 2
+    assert "num_steps must be a whole number from 4 to 1000" in capsys.readouterr().err

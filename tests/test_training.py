@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfinetune import Stage, build_classifier, fine_tune, layer_groups
+from tfinetune import Stage, build_classifier, fine_tune, freeze_to, layer_groups
 from tfinetune.models import find_backbone
+from tfinetune.optimizers import group_learning_rates, learning_rates_of
 
 
 def _data(n=32, size=32, classes=3):
@@ -79,18 +80,99 @@ def test_callbacks_see_every_epoch_numbered_continuously_and_history_has_both_st
     assert len(history.history["loss"]) == len(history.history["val_accuracy"]) == 5
 
 
-def test_second_stage_uses_the_lower_learning_rate():
+def test_second_stage_spreads_rates_geometrically_over_the_unfrozen_groups():
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
-    fine_tune(model, _data(), freeze_epochs=1, epochs=1, base_lr=1e-3, lr_mult=20, verbose=0)
-    assert float(model.optimizer.learning_rate) == pytest.approx(5e-5)
+    fine_tune(
+        model, _data(), freeze_epochs=1, epochs=1, base_lr=1e-3, lr_mult=100, verbose=0
+    )  # fine-tune stage: head at base_lr / 2, the lowest of 4 unfrozen groups at 1/100 of it
+    rates = learning_rates_of(model.optimizer)
+    expected = {"lr_block1": 5e-6, "lr_block2": 5e-6 * 100 ** (1 / 4), "lr_block3": 5e-5}
+    expected |= {"lr_block4": 5e-6 * 100 ** (3 / 4), "lr_head": 5e-4}
+    assert rates.keys() == expected.keys()
+    for name, rate in expected.items():
+        assert rates[name] == pytest.approx(rate, rel=1e-6), name
+
+
+def _gradients(model, x, y):
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    return dict(
+        zip(
+            [v.path for v in model.trainable_weights],
+            [g.numpy() for g in tape.gradient(loss, model.trainable_weights)],
+            strict=True,
+        )
+    )
+
+
+def test_one_sgd_step_moves_each_group_by_its_own_rate_times_its_gradient():
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32, dropout=0.0)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1], "int32")
+    stage = Stage(1, 4, 1.0, lr_mult=10.0)  # block2..block4 and the head; rates 0.1 .. 1
+    groups = freeze_to(model, 4)[-4:]
+    grads = _gradients(model, x, y)
+    before = {v.path: v.numpy().copy() for v in model.trainable_weights}
+    fine_tune(
+        model,
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+        stages=[stage],
+        optimizer="sgd",
+        ema_momentum=None,
+        verbose=0,
+    )
+    after = {v.path: v.numpy() for v in model.weights}
+    rates = group_learning_rates(4, 1.0, lr_mult=10.0)
+    for group, rate in zip(groups, rates, strict=True):
+        for layer in group.layers:
+            for v in layer.trainable_weights:
+                g, step = grads[v.path], before[v.path] - after[v.path]
+                measured = float(np.sum(step * g) / np.sum(g * g))  # least-squares step / grad
+                assert measured / rate == pytest.approx(1.0, abs=1e-3), (group.name, v.path)
+    assert len({round(r, 6) for r in rates}) == 4
+
+
+class _TrainableCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.counts = []
+
+    def on_train_begin(self, logs=None):
+        self.counts.append(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
+
+
+def test_trainable_parameters_match_the_groups_at_every_stage():
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    counter = _TrainableCounter()
+    stages = [Stage(1, 1, 1e-3), Stage(1, "block3", 1e-4, lr_mult=4), Stage(1, 6, 1e-5)]
+    fine_tune(model, _data(), stages=stages, callbacks=[counter], verbose=0)
+    groups = layer_groups(model)
+
+    def expected(n):  # weights of the top n groups, without BatchNorm (frozen by default)
+        return sum(
+            int(np.prod(w.shape))
+            for g in groups[-n:]
+            for layer in g.layers
+            if not isinstance(layer, keras.layers.BatchNormalization)
+            for w in layer.weights
+        )
+
+    assert counter.counts == [expected(1), expected(3), expected(6)]
+    assert counter.counts[0] < counter.counts[1] < counter.counts[2]
 
 
 @pytest.mark.parametrize(
     "stage, message",
     [
         (Stage(1, 99, 1e-3), "1 to 6 layer groups"),
+        (Stage(1, "block9", 1e-3), "no layer group 'block9'. Did you mean 'block4'"),
         (Stage(1, 1, 0.0), "learning rate must be above 0"),
+        (Stage(1, 1, -1e-3), "learning rate must be above 0"),
         (Stage(0, 1, 1e-3), "at least 1 epoch"),
+        (Stage(1, 2, 1e-3, lr_mult=0.5), "lr_mult must be 1 or more"),
+        (Stage(1, 2, 1e-3, schedule="linear"), "Unknown schedule 'linear'"),
     ],
 )
 def test_bad_stages_are_refused(stage, message):
@@ -99,21 +181,32 @@ def test_bad_stages_are_refused(stage, message):
         fine_tune(model, _data(), stages=[stage], verbose=0)
 
 
+def test_negative_epochs_are_refused():
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    with pytest.raises(ValueError, match="freeze_epochs must be a whole number, 0 or more"):
+        fine_tune(model, _data(), freeze_epochs=-1, epochs=2, verbose=0)
+
+
 def test_each_stage_ends_with_the_averaged_weights():
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
     fine_tune(model, _data(), freeze_epochs=0, epochs=2, unfreeze_groups=2, verbose=0)
-    optimizer = model.optimizer
-    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
-    averages = optimizer._model_variables_moving_average
+    optimizers = model.optimizer.optimizers  # one per learning rate
+    assert len(optimizers) == 3
+    averages = {}
+    for optimizer in optimizers:
+        assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+        averages |= {a.path: a for a in optimizer._model_variables_moving_average}
     assert len(averages) == len(model.trainable_weights) > 2
-    for weight, average in zip(model.trainable_weights, averages, strict=True):
-        assert average.path.endswith(weight.path.replace("/", "_") + "_average")
+    for weight in model.trainable_weights:
+        average = next(
+            a for p, a in averages.items() if p.endswith(weight.path.replace("/", "_") + "_average")
+        )
         np.testing.assert_array_equal(weight.numpy(), average.numpy(), err_msg=weight.path)
 
 
 def test_without_ema_the_raw_weights_stay():
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
     fine_tune(model, _data(), freeze_epochs=1, epochs=0, ema_momentum=None, verbose=0)
-    assert not model.optimizer.use_ema
+    assert not model.optimizer.use_ema and model.optimizer.name == "lr_head"
     with pytest.raises(ValueError, match="ema_momentum must be in"):
         fine_tune(model, _data(), freeze_epochs=1, epochs=0, ema_momentum=1.5, verbose=0)

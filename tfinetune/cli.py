@@ -1,4 +1,4 @@
-"""The `tfinetune` command line: train, evaluate, predict and demo, over the public functions."""
+"""The `tfinetune` command line: train, lr-find, evaluate, predict, backbones and demo."""
 
 from __future__ import annotations
 
@@ -47,6 +47,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
 
+    finder = commands.add_parser("lr-find", help="sweep the learning rate and suggest one")
+    finder.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
+    finder.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
+    finder.add_argument(
+        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
+    )
+    finder.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+    finder.add_argument(
+        "--train-groups", type=int, default=1, help="layer groups that train (1: the head only)"
+    )
+    finder.add_argument("--steps", type=int, default=100, help="batches in the sweep")
+    finder.add_argument("--start-lr", type=float, default=1e-7)
+    finder.add_argument("--end-lr", type=float, default=10.0)
+    finder.add_argument("--batch-size", type=int, default=32)
+    finder.add_argument("--seed", type=int, default=1337)
+    finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
+    finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
     evaluate.add_argument("model", help="a run folder or an exported SavedModel")
     evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
@@ -94,6 +112,31 @@ def _train(args: argparse.Namespace) -> int:
     )
     accuracy = f"validation accuracy {result.report.accuracy:.1%}, " if result.report else ""
     print(f"Done in {result.seconds:.0f} s: {accuracy}run folder {result.out_dir}")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from tfinetune.runs import lr_find_run
+
+    result = lr_find_run(
+        args.data,
+        args.out,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        train_groups=args.train_groups,
+        num_steps=args.steps,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    stopped = " (stopped early: the loss diverged)" if result.diverged else ""
+    print(f"Swept {len(result.losses)} steps{stopped}. Suggested learning rates:")
+    for name, rate in result.suggestions.items():
+        print(f"  {name}: {rate:.2e}")
+    print(f"Wrote lr_finder.png and lr_finder.json to {args.out}")
     return 0
 
 
@@ -171,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     handlers = {
         "train": _train,
+        "lr-find": _lr_find,
         "evaluate": _evaluate,
         "predict": _predict,
         "backbones": _backbones,

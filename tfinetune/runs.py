@@ -25,7 +25,9 @@ from tfinetune.evaluate import (
     top_losses,
 )
 from tfinetune.export import export_saved_model
+from tfinetune.freezing import freeze_to
 from tfinetune.inference import SAVED_MODEL_DIR, ExportedClassifier
+from tfinetune.lr_finder import LRFinderResult, lr_find
 from tfinetune.models import build_classifier
 from tfinetune.multilabel import MultiLabelReport
 from tfinetune.plots import (
@@ -289,3 +291,73 @@ def evaluate_run(
         out_dir, report, files.paths, files.bad_files, model=str(classifier.path), tta=tta
     )
     return report
+
+
+def lr_find_run(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    backbone: str | BackboneSpec = "mobilenet_v2",
+    weights: str | os.PathLike | None = "imagenet",
+    image_size: int | None = None,
+    train_groups: int = 1,
+    num_steps: int = 100,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    batch_size: int = 32,
+    augment: str | None = "light",
+    seed: int = 1337,
+    overwrite: bool = False,
+    verbose: int = 1,
+) -> LRFinderResult:
+    """Run the learning-rate finder on a folder; write `lr_finder.png` and `lr_finder.json`.
+
+    The training images are repeated as needed to give `num_steps` batches.
+
+    Args:
+        data_dir: a folder of class sub-folders.
+        out_dir: the folder to write.
+        backbone: a catalogue name or a `BackboneSpec`.
+        weights: `"imagenet"`, a weights file, or None.
+        image_size: the input size; defaults to the backbone's.
+        train_groups: how many layer groups, from the top, train (1: the head only).
+        num_steps: batches in the sweep.
+        start_lr: the first learning rate.
+        end_lr: the last learning rate, unless the loss diverges first.
+        batch_size: images per batch.
+        augment: the augmentation policy.
+        seed: seeds the data order, the head's initial weights and augmentation.
+        overwrite: allow a non-empty `out_dir`.
+        verbose: 0 silent, 1 a progress bar.
+
+    Example:
+    >>> from tfinetune.synthetic import write_shapes_folder
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> data = write_shapes_folder(root + "/data", ["ring", "cross"], 8, size=32)
+    >>> r = lr_find_run(data, root + "/lr", backbone="convnet_tiny", weights=None,
+    ...                 image_size=32, num_steps=20, batch_size=4, verbose=0)
+    >>> sorted(p.name for p in Path(root, "lr").iterdir())
+    ['lr_finder.json', 'lr_finder.png']
+    """
+    spec = get_spec(backbone)
+    out = check_out_dir(out_dir, overwrite)
+    keras.utils.set_random_seed(seed)
+    size = image_size or spec.default_size
+    data = image_folder_datasets(
+        data_dir, image_size=size, batch_size=batch_size, val_split=0, seed=seed, augment=augment
+    )
+    model = build_classifier(spec, len(data.class_names), weights=weights, image_size=size)
+    freeze_to(model, train_groups)
+    result = lr_find(
+        model,
+        data.train.repeat(),
+        num_steps=num_steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    result.plot(out / "lr_finder.png")
+    (out / "lr_finder.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result

@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
+import difflib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tfinetune.freezing import freeze_to, layer_groups
+from tfinetune.losses import resolve_loss
+from tfinetune.optimizers import (
+    OptimizerFactory,
+    discriminative_optimizer,
+    group_learning_rates,
+    make_optimizer_factory,
+    scaled_rates,
+)
+from tfinetune.schedules import (
+    SCHEDULES,
+    MomentumCycle,
+    Schedule,
+    make_schedule,
+    one_cycle_momentum,
+)
 
 
 @dataclass(frozen=True)
 class Stage:
     """One stage of fine-tuning.
 
+    The top group (the head) learns at `learning_rate`; lower groups learn more slowly with
+    `lr_mult` (a geometric spread: the lowest trained group at `learning_rate / lr_mult`) or
+    `lr_decay` (each group at `lr_decay` times the rate of the group above).
+
     Args:
         epochs: how many epochs the stage trains.
-        train_groups: how many layer groups, from the top, train (1: the head only).
-        learning_rate: the stage's learning rate (a float or a Keras schedule).
+        train_groups: how many layer groups, from the top, train (1: the head only), or the
+            name of the lowest group to train (that group and every group above it).
+        learning_rate: the top group's learning rate: a float, or a Keras
+            `LearningRateSchedule` used as given (then `schedule` must be "constant").
         name: a label for histories and plots.
+        lr_mult: the head's rate divided by the lowest trained group's rate (1: one rate).
+        lr_decay: instead of `lr_mult`, the ratio of each group's rate to the next one up.
+        schedule: "constant", "warmup_cosine" or "one_cycle" (which also cycles momentum),
+            built over the stage's steps with `learning_rate` as the peak.
     """
 
     epochs: int
-    train_groups: int
-    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+    train_groups: int | str
+    learning_rate: float | Schedule
     name: str = ""
+    lr_mult: float = 1.0
+    lr_decay: float | None = None
+    schedule: str = "constant"
 
 
 @dataclass
@@ -71,15 +101,44 @@ def default_stages(
     base_lr: float,
     lr_mult: float,
     unfreeze_groups: int,
+    fine_tune_lr: float | None = None,
+    schedule: str = "constant",
 ) -> list[Stage]:
-    """The fastai-style recipe: a head stage, then the top groups at a lower learning rate."""
+    """The fastai-style recipe: a head stage, then the top groups with discriminative rates.
+
+    Args:
+        model: a classifier made by `build_classifier`.
+        epochs: epochs of the unfrozen stage (0 skips it).
+        freeze_epochs: epochs of the head stage (0 skips it).
+        base_lr: the head's rate in the head stage.
+        lr_mult: the spread of the unfrozen stage's rates: its lowest group learns at
+            `fine_tune_lr / lr_mult`.
+        unfreeze_groups: backbone groups, from the top, that the unfrozen stage trains.
+        fine_tune_lr: the head's rate in the unfrozen stage (default `base_lr / 2`).
+        schedule: each stage's schedule.
+
+    Example:
+    >>> from tfinetune.models import build_classifier
+    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
+    >>> [(s.name, s.train_groups) for s in default_stages(m, epochs=2, freeze_epochs=1,
+    ...     base_lr=1e-3, lr_mult=10, unfreeze_groups=2)]
+    [('head', 1), ('fine-tune', 3)]
+    """
+    for name, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number, 0 or more. Received: {value!r}")
+    if not isinstance(unfreeze_groups, int) or unfreeze_groups < 1:
+        raise ValueError(f"unfreeze_groups must be 1 or more. Received: {unfreeze_groups!r}")
     n_groups = len(layer_groups(model))
     stages = []
     if freeze_epochs > 0:
-        stages.append(Stage(freeze_epochs, 1, base_lr, "head"))
+        stages.append(Stage(freeze_epochs, 1, base_lr, "head", schedule=schedule))
     if epochs > 0:
         train_groups = min(unfreeze_groups + 1, n_groups)
-        stages.append(Stage(epochs, train_groups, base_lr / lr_mult, "fine-tune"))
+        top = base_lr / 2 if fine_tune_lr is None else fine_tune_lr
+        stages.append(
+            Stage(epochs, train_groups, top, "fine-tune", lr_mult=lr_mult, schedule=schedule)
+        )
     return stages
 
 
@@ -93,20 +152,31 @@ def fine_tune(
     base_lr: float = 1e-3,
     lr_mult: float = 10.0,
     unfreeze_groups: int = 4,
+    fine_tune_lr: float | None = None,
+    schedule: str = "constant",
     stages: Sequence[Stage] | None = None,
     train_bn: bool = False,
+    optimizer: str | OptimizerFactory = "adam",
+    optimizer_options: Mapping[str, Any] | None = None,
     ema_momentum: float | None = 0.9,
+    gradient_accumulation_steps: int | None = None,
+    label_smoothing: float = 0.0,
     loss: str | keras.losses.Loss = "sparse_categorical_crossentropy",
     metrics: Sequence[str | keras.metrics.Metric] = ("accuracy",),
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    steps_per_epoch: int | None = None,
     verbose: int | str = "auto",
 ) -> FineTuneHistory:
     """Fine-tune a classifier in stages, recompiling between them.
 
-    By default: `freeze_epochs` epochs train the head on a frozen backbone at `base_lr`,
-    then the top `unfreeze_groups` backbone groups join the head for `epochs` epochs at
-    `base_lr / lr_mult`. BatchNormalization layers stay in inference mode unless
-    `train_bn`. Callbacks see every epoch of every stage, numbered continuously.
+    The simple spelling, close to fastai's: `freeze_epochs` epochs train the head on a
+    frozen backbone at `base_lr`; then the top `unfreeze_groups` backbone groups join the
+    head for `epochs` epochs, the head at `fine_tune_lr` (default `base_lr / 2`) and lower
+    groups more slowly, down to `fine_tune_lr / lr_mult` for the lowest (discriminative
+    rates, one Keras optimizer per group in a `MultiOptimizer`). Or pass `stages`.
+
+    BatchNormalization layers stay frozen, and so in inference mode, unless `train_bn`.
+    Callbacks see every epoch of every stage, numbered continuously.
 
     With `ema_momentum`, the optimizer keeps an exponential moving average of the trained
     weights (Keras's `use_ema`) and each stage ends with the model holding those averages:
@@ -120,15 +190,23 @@ def fine_tune(
         epochs: epochs of the unfrozen stage (0 skips it).
         freeze_epochs: epochs of the head-only stage (0 skips it).
         base_lr: the head stage's learning rate.
-        lr_mult: how much lower the unfrozen stage's learning rate is.
+        lr_mult: the spread of the unfrozen stage's rates (1: one rate for every group).
         unfreeze_groups: how many backbone layer groups, from the top, the second stage trains.
+        fine_tune_lr: the head's rate in the unfrozen stage (default `base_lr / 2`).
+        schedule: "constant", "warmup_cosine" or "one_cycle", for both stages.
         stages: an explicit list of `Stage`s, instead of the arguments above.
         train_bn: train BatchNormalization layers in unfrozen groups.
+        optimizer: a Keras optimizer name, or `(learning_rate, name) -> optimizer`.
+        optimizer_options: more arguments for the named optimizer (e.g. `weight_decay`).
         ema_momentum: the momentum of the weight average (about `1 / (1 - m)` steps), or
             None for the raw weights.
+        gradient_accumulation_steps: apply the summed gradients every this many steps.
+        label_smoothing: smooth the one-hot targets by this much (sparse or one-hot labels).
         loss: the Keras loss.
         metrics: the Keras metrics.
         callbacks: Keras callbacks, shared by every stage.
+        steps_per_epoch: batches per epoch, needed by schedules when the dataset does not
+            know its length (otherwise it is counted with one pass).
         verbose: passed to `model.fit`.
 
     Example:
@@ -153,20 +231,42 @@ def fine_tune(
             base_lr=base_lr,
             lr_mult=lr_mult,
             unfreeze_groups=unfreeze_groups,
+            fine_tune_lr=fine_tune_lr,
+            schedule=schedule,
         )
-    _check_stages(stages, len(layer_groups(model)))
+    groups = layer_groups(model)
+    _check_stages(stages, [g.name for g in groups])
+    if callable(optimizer):
+        make_optimizer = optimizer
+    else:
+        options = dict(optimizer_options or {})
+        if ema_momentum is not None:
+            options.update(use_ema=True, ema_momentum=ema_momentum)
+        if gradient_accumulation_steps:
+            options["gradient_accumulation_steps"] = gradient_accumulation_steps
+        make_optimizer = make_optimizer_factory(optimizer, **options)
+    loss = resolve_loss(loss, label_smoothing)
+    if any(s.schedule != "constant" for s in stages) and steps_per_epoch is None:
+        steps_per_epoch = count_batches(train_data)
     result = FineTuneHistory()
     for index, stage in enumerate(stages):
-        freeze_to(model, stage.train_groups, train_bn=train_bn)
+        n_trained = _train_groups(stage, [g.name for g in groups])
+        trained = freeze_to(model, n_trained, train_bn=train_bn)[-n_trained:]
+        steps = (steps_per_epoch or 1) * stage.epochs
+        peak = make_schedule(stage.schedule, stage.learning_rate, steps)
+        factors = group_learning_rates(
+            len(trained), 1.0, lr_mult=stage.lr_mult, decay=stage.lr_decay
+        )
         model.compile(
-            optimizer=keras.optimizers.Adam(
-                learning_rate=stage.learning_rate,
-                use_ema=ema_momentum is not None,
-                ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+            optimizer=discriminative_optimizer(
+                trained, scaled_rates(peak, factors), make_optimizer
             ),
             loss=loss,
             metrics=list(metrics),
         )
+        stage_callbacks = list(callbacks)
+        if stage.schedule == "one_cycle":
+            stage_callbacks.append(MomentumCycle(one_cycle_momentum(steps)))
         start = result.epochs
         with warnings.catch_warnings():
             # tfinetune's datasets skip unreadable files, so their length is unknown until
@@ -177,7 +277,7 @@ def fine_tune(
                 validation_data=val_data,
                 initial_epoch=start,
                 epochs=start + stage.epochs,
-                callbacks=list(callbacks),
+                callbacks=stage_callbacks,
                 shuffle=False,  # datasets shuffle themselves; Keras ignores it for them anyway
                 verbose=verbose,
             )
@@ -187,17 +287,68 @@ def fine_tune(
     return result
 
 
-def _check_stages(stages: Sequence[Stage], n_groups: int) -> None:
+def count_batches(dataset: tf.data.Dataset) -> int:
+    """The number of batches in one pass: the dataset's cardinality, or one pass to count.
+
+    Args:
+        dataset: a finite dataset.
+
+    Example:
+    >>> count_batches(tf.data.Dataset.range(10).batch(4))
+    3
+    """
+    known = int(dataset.cardinality())
+    if known == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "The dataset repeats forever, so an epoch has no length: give steps_per_epoch."
+        )
+    if known >= 0:
+        return known
+    return int(dataset.reduce(0, lambda count, _: count + 1))
+
+
+def _check_stages(stages: Sequence[Stage], group_names: Sequence[str]) -> None:
     """Refuse stages that cannot train, naming the stage."""
     if not stages:
         raise ValueError("Nothing to train: every stage has 0 epochs. Give epochs > 0.")
     for stage in stages:
         if not isinstance(stage.epochs, int) or stage.epochs < 1:
             raise ValueError(f"A stage needs at least 1 epoch. Received: {stage}")
-        if not 1 <= stage.train_groups <= n_groups:
-            raise ValueError(
-                f"A stage can train 1 to {n_groups} layer groups of this model. Received: {stage}"
-            )
+        _train_groups(stage, group_names)
         lr = stage.learning_rate
-        if isinstance(lr, (int, float)) and not lr > 0:
+        if isinstance(lr, Schedule):
+            if stage.schedule != "constant":
+                raise ValueError(
+                    f"Give either a schedule object or a schedule name, not both: {stage}"
+                )
+        elif not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"The learning rate must be above 0. Received: {stage}")
+        if stage.schedule not in SCHEDULES:
+            raise ValueError(
+                f"Unknown schedule {stage.schedule!r} in {stage}. Use one of "
+                f"{', '.join(SCHEDULES)}."
+            )
+        if stage.lr_decay is not None and not 0.0 < stage.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in (0, 1]. Received: {stage}")
+        if stage.lr_decay is None and not stage.lr_mult >= 1.0:
+            raise ValueError(f"lr_mult must be 1 or more. Received: {stage}")
+
+
+def _train_groups(stage: Stage, group_names: Sequence[str]) -> int:
+    """How many groups from the top a stage trains (`train_groups` is a count or a name)."""
+    value, n_groups = stage.train_groups, len(group_names)
+    if isinstance(value, str):
+        if value not in group_names:
+            close = difflib.get_close_matches(value, group_names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"This model has no layer group {value!r}.{hint} Its groups, bottom to top, "
+                f"are: {', '.join(group_names)}."
+            )
+        return n_groups - list(group_names).index(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n_groups:
+        raise ValueError(
+            f"A stage trains 1 to {n_groups} layer groups of this model, counted from the top, "
+            f"or names the lowest group to train ({', '.join(group_names)}). Received: {stage}"
+        )
+    return value
