@@ -1,39 +1,154 @@
-"""Augmentation policies built from Keras preprocessing layers, applied in the `tf.data` map."""
+"""Augmentation policies from Keras 3 preprocessing layers, applied to batches in `tf.data`.
+
+A policy is a list of Keras layers plus, optionally, a random resized crop done while
+decoding (see `tfinetune.pipeline`). `Augmenter` runs the layers on a batch with a seed
+that belongs to that batch: every random draw of every layer comes from it, statelessly, so
+a seeded pipeline gives the same augmented batches on every run even with parallel maps.
+Outside training the layers are the identity, and tfinetune never augments validation data.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import keras
+import tensorflow as tf
+from keras.src.random.seed_generator import SeedGenerator
+
+LayerFactory = Callable[[int | None], keras.layers.Layer]
+_RANGE = (0, 255)
+
+# Building blocks, by the names explicit lists may use.
+LAYERS: dict[str, LayerFactory] = {
+    "flip": lambda s: keras.layers.RandomFlip("horizontal", seed=s),
+    "rotation": lambda s: keras.layers.RandomRotation(0.04, fill_mode="reflect", seed=s),
+    "zoom": lambda s: keras.layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=s),
+    "translation": lambda s: keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=s),
+    "color_jitter": lambda s: keras.layers.RandomColorJitter(
+        value_range=_RANGE,
+        brightness_factor=0.2,
+        contrast_factor=0.2,
+        saturation_factor=(0.3, 0.7),
+        seed=s,
+    ),
+    "randaugment": lambda s: keras.layers.RandAugment(value_range=_RANGE, seed=s),
+    "augmix": lambda s: keras.layers.AugMix(value_range=_RANGE, seed=s),
+    "erasing": lambda s: keras.layers.RandomErasing(factor=0.5, value_range=_RANGE, seed=s),
+    "mixup": lambda s: keras.layers.MixUp(alpha=0.2, seed=s),
+    "cutmix": lambda s: keras.layers.CutMix(seed=s),
+}
+# Layers that mix images, and so need one-hot labels (which they mix too).
+MIXING = (keras.layers.MixUp, keras.layers.CutMix)
 
 
-def _light(seed: int | None) -> list[keras.layers.Layer]:
-    return [
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.04, fill_mode="reflect", seed=seed),
-        keras.layers.RandomZoom((-0.15, 0.0), fill_mode="reflect", seed=seed),
-    ]
+@dataclass(frozen=True)
+class Policy:
+    """A named augmentation recipe.
+
+    Args:
+        layers: names in `LAYERS`, applied in order to each training batch.
+        random_crop: the area range of a random resized crop taken while decoding, or None.
+    """
+
+    layers: tuple[str, ...]
+    random_crop: tuple[float, float] | None = None
 
 
-POLICIES = {"none": lambda seed: [], "light": _light}
+POLICIES = {
+    "none": Policy(()),
+    "light": Policy(("flip", "rotation", "zoom")),
+    "medium": Policy(("flip", "rotation", "translation", "color_jitter"), random_crop=(0.35, 1.0)),
+    "heavy": Policy(("flip", "randaugment", "erasing"), random_crop=(0.08, 1.0)),
+}
+
+
+class _BatchSeed(SeedGenerator):
+    """Stateless seeds folded from one seed tensor: a `SeedGenerator` without a variable."""
+
+    def __init__(self, seed: tf.Tensor) -> None:  # no super().__init__: no state variable
+        self._base = tf.cast(seed, tf.int64)
+        self._draws = 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        self._draws += 1
+        return tf.random.experimental.stateless_fold_in(self._base, self._draws)
+
+
+@contextlib.contextmanager
+def _seeded(layers: Sequence[keras.layers.Layer], seed: tf.Tensor) -> Iterator[None]:
+    """While tracing, make every (nested) layer draw its randomness from `seed`."""
+    generator = _BatchSeed(seed)
+    patched = [sub for layer in layers for sub in layer._flatten_layers(include_self=True)]
+    for sub in patched:
+        object.__setattr__(sub, "_get_seed_generator", lambda backend=None: generator)
+    try:
+        yield
+    finally:
+        for sub in patched:
+            sub.__dict__.pop("_get_seed_generator", None)
+
+
+class Augmenter:
+    """Keras preprocessing layers applied to `(images, labels)` batches with a per-batch seed.
+
+    Args:
+        layers: Keras image preprocessing layers, applied in order.
+        random_crop: the area range of the decode-time random resized crop, or None.
+
+    Example:
+    >>> aug = build_augmentation("light")
+    >>> x = tf.random.stateless_uniform([2, 8, 8, 3], [1, 2], maxval=255.0)
+    >>> a, _ = aug(x, tf.constant([0, 1]), seed=tf.constant([7, 7]))
+    >>> b, _ = aug(x, tf.constant([0, 1]), seed=tf.constant([7, 7]))
+    >>> bool(tf.reduce_all(a == b)), bool(tf.reduce_all(aug(x, None, training=False)[0] == x))
+    (True, True)
+    """
+
+    def __init__(
+        self, layers: Sequence[keras.layers.Layer], random_crop: tuple[float, float] | None = None
+    ) -> None:
+        self.layers = list(layers)
+        self.random_crop = random_crop
+
+    @property
+    def mixes_labels(self) -> bool:
+        """Whether a layer mixes images (MixUp, CutMix), so labels must be one-hot."""
+        return any(isinstance(layer, MIXING) for layer in self.layers)
+
+    def __call__(self, images, labels, seed=None, training: bool = True):
+        """Augment a batch; `seed` is a `[2]` int tensor (None: the layers' own generators)."""
+        if not training or not self.layers:
+            return images, labels
+        data = {"images": tf.cast(images, tf.float32), "labels": labels}
+        with _seeded(self.layers, seed) if seed is not None else contextlib.nullcontext():
+            for layer in self.layers:
+                data = layer(data, training=True)
+        return data["images"], data["labels"]
 
 
 def build_augmentation(
-    policy: str | Sequence[keras.layers.Layer] | None = "light", seed: int | None = None
-) -> keras.Sequential | None:
-    """Build an augmentation pipeline from a policy name or an explicit list of layers.
+    policy: str | Sequence[str | keras.layers.Layer] | None = "light",
+    seed: int | None = None,
+    random_crop: tuple[float, float] | None = None,
+) -> Augmenter | None:
+    """Build an `Augmenter` from a policy name or an explicit list of layers or layer names.
 
-    The result runs on batches of pixels (0..255) inside `tf.data`, with `training=True`;
-    Keras preprocessing layers are the identity when called with `training=False`.
+    Policies: "none"; "light" (flip, small rotation, zoom in); "medium" (random resized crop
+    of 35-100 % of the area, flip, rotation, translation, colour jitter); "heavy" (random
+    resized crop of 8-100 %, flip, RandAugment, random erasing). Lists may mix Keras layers
+    and the names in `LAYERS`, including "mixup" and "cutmix" (which make labels one-hot).
 
     Args:
-        policy: `"none"`, `"light"`, a list of Keras layers, or None (no augmentation).
-        seed: seeds every random layer, for repeatable augmentation.
+        policy: a policy name, a list of layers or names, or None (no augmentation).
+        seed: seeds every layer (the pipeline also seeds each batch).
+        random_crop: the decode-time crop's area range; overrides the policy's.
 
     Example:
-    >>> aug = build_augmentation("light", seed=1)
-    >>> [layer.__class__.__name__ for layer in aug.layers]
-    ['RandomFlip', 'RandomRotation', 'RandomZoom']
+    >>> aug = build_augmentation(["flip", keras.layers.RandomContrast(0.2), "cutmix"], seed=1)
+    >>> [type(layer).__name__ for layer in aug.layers], aug.mixes_labels
+    (['RandomFlip', 'RandomContrast', 'CutMix'], True)
     """
     if policy is None:
         return None
@@ -41,9 +156,29 @@ def build_augmentation(
         if policy not in POLICIES:
             raise ValueError(
                 f"Unknown augmentation policy. Expected one of {sorted(POLICIES)} or a list "
-                f"of Keras layers. Received: augment={policy!r}"
+                f"of Keras layers or layer names ({', '.join(LAYERS)}). Received: "
+                f"augment={policy!r}"
             )
-        layers = POLICIES[policy](seed)
+        chosen = POLICIES[policy]
+        names: Sequence[str | keras.layers.Layer] = chosen.layers
+        random_crop = random_crop or chosen.random_crop
     else:
-        layers = list(policy)
-    return keras.Sequential(layers, name="augmentation") if layers else None
+        names = list(policy)
+    layers = []
+    for item in names:
+        if isinstance(item, keras.layers.Layer):
+            layers.append(item)
+        elif item in LAYERS:
+            layers.append(LAYERS[item](seed))
+        else:
+            raise ValueError(
+                f"Unknown augmentation layer {item!r}: use a Keras layer or one of "
+                f"{', '.join(LAYERS)}."
+            )
+    if random_crop is not None:
+        low, high = random_crop
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"random_crop must be an area range within (0, 1]: {random_crop}")
+    if not layers and random_crop is None:
+        return None
+    return Augmenter(layers, random_crop)

@@ -1,4 +1,4 @@
-"""The `tfinetune` command line: train, lr-find, evaluate, predict, backbones and demo."""
+"""The `tfinetune` command line: train, lr-find, convert, evaluate, predict, backbones, demo."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from collections.abc import Sequence
 
 def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
+
+
+def _augment(value: str) -> str | list[str] | None:
+    if value == "none":
+        return None
+    return value.split(",") if "," in value else value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,11 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--unfreeze-groups", type=int, default=4, help="backbone blocks to unfreeze")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate of the head stage")
     train.add_argument(
+        "--lr-mult",
+        type=float,
+        default=10.0,
+        help="the unfrozen stage's spread of rates: head rate / lowest group's rate",
+    )
+    train.add_argument("--fine-tune-lr", type=float, help="head rate when unfrozen (lr / 2)")
+    train.add_argument(
+        "--schedule", default="constant", choices=("constant", "warmup_cosine", "one_cycle")
+    )
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument(
         "--ema", type=float, default=0.9, help="weight-average momentum; 0 trains without it"
     )
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--val-split", type=float, default=0.2)
-    train.add_argument("--augment", default="light", help="augmentation policy: light or none")
+    train.add_argument(
+        "--augment",
+        default="light",
+        help="none, light, medium, heavy, or layer names with commas (flip,rotation,cutmix)",
+    )
+    train.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
+    train.add_argument(
+        "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
+    )
     train.add_argument("--seed", type=int, default=1337)
     train.add_argument(
         "--nondeterministic",
@@ -64,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     finder.add_argument("--seed", type=int, default=1337)
     finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
     finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+
+    convert = commands.add_parser("convert", help="write a folder as split TFRecord shards")
+    convert.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    convert.add_argument("--out", required=True, help="new folder for the shards")
+    convert.add_argument("--val-split", type=float, default=0.2)
+    convert.add_argument("--test-split", type=float, default=0.0)
+    convert.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    convert.add_argument("--seed", type=int, default=1337)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
     evaluate.add_argument("model", help="a run folder or an exported SavedModel")
@@ -102,10 +135,16 @@ def _train(args: argparse.Namespace) -> int:
         freeze_epochs=args.freeze_epochs,
         unfreeze_groups=args.unfreeze_groups,
         base_lr=args.lr,
+        lr_mult=args.lr_mult,
+        fine_tune_lr=args.fine_tune_lr,
+        schedule=args.schedule,
+        label_smoothing=args.label_smoothing,
         ema_momentum=args.ema or None,
         batch_size=args.batch_size,
         val_split=args.val_split,
-        augment=None if args.augment == "none" else args.augment,
+        augment=_augment(args.augment),
+        resize=args.resize,
+        balance_classes=args.balance_classes,
         seed=args.seed,
         deterministic=not args.nondeterministic,
         overwrite=args.overwrite,
@@ -137,6 +176,26 @@ def _lr_find(args: argparse.Namespace) -> int:
     for name, rate in result.suggestions.items():
         print(f"  {name}: {rate:.2e}")
     print(f"Wrote lr_finder.png and lr_finder.json to {args.out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from tfinetune.records import convert_folder
+
+    manifest = convert_folder(
+        args.data,
+        args.out,
+        val_split=args.val_split,
+        test_split=args.test_split,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        verbose=sys.stdout.isatty(),
+    )
+    for name, count in manifest["counts"].items():
+        print(f"{name}: {count} images in {len(manifest['shards'][name])} shard(s)")
+    for bad in manifest["bad_files"]:
+        print(f"skipped {bad['path']}: {bad['reason']}")
+    print(f"Wrote {args.out}/dataset.json and the shards")
     return 0
 
 
@@ -215,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "train": _train,
         "lr-find": _lr_find,
+        "convert": _convert,
         "evaluate": _evaluate,
         "predict": _predict,
         "backbones": _backbones,

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.images import decode_and_resize
+from tfinetune.images import RESIZE_MODES, decode_and_resize
 
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "tfinetune.json"
@@ -27,7 +27,7 @@ class ExportCheckError(RuntimeError):
     """The exported model does not predict what the Keras model predicts."""
 
 
-def _serving_functions(model: keras.Model, class_names: Sequence[str]):
+def _serving_functions(model: keras.Model, class_names: Sequence[str], resize: str = "stretch"):
     height, width = model.input_shape[1:3]
     labels = tf.constant(list(class_names))
 
@@ -43,7 +43,7 @@ def _serving_functions(model: keras.Model, class_names: Sequence[str]):
 
     def serve_bytes(image_bytes):
         pixels = tf.map_fn(
-            lambda b: decode_and_resize(b, (height, width)),
+            lambda b: decode_and_resize(b, (height, width), resize),
             image_bytes,
             fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8),
         )
@@ -86,6 +86,7 @@ def export_saved_model(
     overwrite: bool = False,
     tolerance: float = 1e-4,
     metadata: dict | None = None,
+    resize: str = "stretch",
 ) -> Path:
     """Export a classifier as a SavedModel for TF Serving, with decoding inside the graph.
 
@@ -102,6 +103,8 @@ def export_saved_model(
         overwrite: replace an existing `export_dir`.
         tolerance: the largest allowed difference from the Keras model's probabilities.
         metadata: extra JSON-ready facts to store in `tfinetune.json`.
+        resize: how `serving_default` resizes images: "stretch", "crop" or "pad", as the
+            model was trained (see `tfinetune.images.resize_image`).
 
     Returns:
         The export folder.
@@ -114,6 +117,8 @@ def export_saved_model(
     >>> sorted(p.name for p in path.iterdir())[:2]
     ['assets', 'fingerprint.pb']
     """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize mode {resize!r}. Use one of {', '.join(RESIZE_MODES)}.")
     export_dir = Path(export_dir)
     class_names = [str(c) for c in class_names]
     if model.output_shape[-1] != len(class_names):
@@ -129,7 +134,7 @@ def export_saved_model(
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        serve_bytes, serve_pixels, size = _serving_functions(model, class_names)
+        serve_bytes, serve_pixels, size = _serving_functions(model, class_names, resize)
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(
@@ -148,6 +153,7 @@ def export_saved_model(
         facts = {
             "class_names": class_names,
             "image_size": list(size),
+            "resize": resize,
             "check_max_abs_diff": gap,
             **(metadata or {}),
         }

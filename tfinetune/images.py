@@ -80,36 +80,132 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def resize_image(image: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """Resize an RGB image to `image_size` (stretching), returning `uint8` pixels.
+RESIZE_MODES = ("stretch", "crop", "pad")
 
-    Antialiased bilinear resizing keeps large photos faithful when they shrink to model size.
+
+def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "stretch") -> tf.Tensor:
+    """Resize an RGB image to `image_size`, returning `uint8` pixels.
+
+    Modes: "stretch" (change the aspect ratio), "crop" (cut the centre to the target's
+    aspect ratio, then resize) or "pad" (resize to fit inside, then pad with black).
+    Antialiased bilinear resizing keeps large photos faithful when they shrink.
 
     Args:
         image: a `[h, w, 3]` tensor of pixels in 0..255.
         image_size: `(height, width)` of the result.
+        mode: one of `RESIZE_MODES`.
 
     Example:
-    >>> resize_image(tf.zeros([10, 20, 3], tf.uint8), (4, 4)).shape
-    TensorShape([4, 4, 3])
+    >>> [resize_image(tf.zeros([10, 20, 3], tf.uint8), (4, 4), m).shape[:2] for m in RESIZE_MODES]
+    [TensorShape([4, 4]), TensorShape([4, 4]), TensorShape([4, 4])]
     """
-    resized = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize mode {mode!r}. Use one of {', '.join(RESIZE_MODES)}.")
+    height, width = image_size
+    if mode == "crop":
+        shape = tf.shape(image)
+        h, w = shape[0], shape[1]
+        # The largest centred box with the target aspect ratio.
+        crop_h = tf.minimum(h, tf.cast(tf.round(tf.cast(w, tf.float32) * height / width), tf.int32))
+        crop_w = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * width / height), tf.int32))
+        crop_h, crop_w = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
+        image = tf.image.crop_to_bounding_box(
+            image, (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w
+        )
+    resized = tf.image.resize(
+        image, image_size, method="bilinear", antialias=True, preserve_aspect_ratio=mode == "pad"
+    )
+    pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    if mode == "pad":
+        shape = tf.shape(pixels)
+        pixels = tf.image.pad_to_bounding_box(
+            pixels, (height - shape[0]) // 2, (width - shape[1]) // 2, height, width
+        )
+    return tf.ensure_shape(pixels, [height, width, 3])
 
 
-def decode_and_resize(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+def decode_and_resize(
+    encoded: tf.Tensor, image_size: tuple[int, int], mode: str = "stretch"
+) -> tf.Tensor:
     """Decode encoded image bytes and resize them to `image_size` as `uint8` RGB.
 
     Args:
         encoded: a scalar string tensor holding the file's bytes.
         image_size: `(height, width)` of the result.
+        mode: how to resize (see `resize_image`).
 
     Example:
     >>> png = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8))
     >>> decode_and_resize(png, (2, 2)).dtype
     tf.uint8
     """
-    return resize_image(decode_image(encoded), image_size)
+    return resize_image(decode_image(encoded), image_size, mode)
+
+
+def is_jpeg(encoded: tf.Tensor) -> tf.Tensor:
+    """Whether encoded bytes start with the JPEG signature (a boolean tensor).
+
+    Args:
+        encoded: a scalar string tensor.
+
+    Example:
+    >>> bool(is_jpeg(tf.io.encode_jpeg(tf.zeros([2, 2, 3], tf.uint8))))
+    True
+    """
+    return tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
+
+
+def decode_random_crop(
+    encoded: tf.Tensor,
+    image_size: tuple[int, int],
+    seed: tf.Tensor,
+    area: tuple[float, float] = (0.08, 1.0),
+    aspect: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """Decode a random crop of an image and resize it (the "random resized crop").
+
+    The crop covers a random share `area` of the image with a random aspect ratio in
+    `aspect`. For JPEGs only the crop is decoded (`tf.image.decode_and_crop_jpeg`, the fused
+    path); other formats are decoded whole and then cropped.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+        image_size: `(height, width)` of the result.
+        seed: a `[2]` integer tensor: the same seed gives the same crop.
+        area: the range of the crop's share of the image's area.
+        aspect: the range of the crop's aspect ratio (width / height).
+
+    Example:
+    >>> jpeg = tf.io.encode_jpeg(tf.zeros([40, 60, 3], tf.uint8))
+    >>> decode_random_crop(jpeg, (8, 8), tf.constant([1, 2])).shape
+    TensorShape([8, 8, 3])
+    """
+
+    def window(shape):
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape,
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=aspect,
+            area_range=area,
+            max_attempts=10,
+        )
+        return begin, size
+
+    def jpeg():
+        begin, size = window(tf.image.extract_jpeg_shape(encoded))
+        crop = tf.stack([begin[0], begin[1], size[0], size[1]])
+        return tf.image.decode_and_crop_jpeg(encoded, crop, channels=3)
+
+    def other():
+        image = decode_image(encoded)
+        begin, size = window(tf.shape(image))
+        return tf.slice(image, begin, size)
+
+    image = tf.cond(is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return resize_image(image, image_size)
 
 
 def load_image(path: str | Path, image_size: int | tuple[int, int]) -> tf.Tensor:

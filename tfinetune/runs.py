@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,10 +132,15 @@ def train_run(
     unfreeze_groups: int = 4,
     base_lr: float = 1e-3,
     lr_mult: float = 10.0,
+    fine_tune_lr: float | None = None,
+    schedule: str = "constant",
+    label_smoothing: float = 0.0,
     ema_momentum: float | None = 0.9,
     batch_size: int = 32,
     val_split: float = 0.2,
-    augment: str | None = "light",
+    augment: str | Sequence[str] | None = "light",
+    resize: str = "stretch",
+    balance_classes: bool = False,
     seed: int = 1337,
     deterministic: bool = True,
     overwrite: bool = False,
@@ -155,12 +161,18 @@ def train_run(
         epochs: epochs of the unfrozen stage.
         freeze_epochs: epochs of the head stage.
         unfreeze_groups: backbone layer groups trained in the second stage.
-        base_lr: the head stage's learning rate; the second stage uses `base_lr / lr_mult`.
-        lr_mult: see `base_lr`.
+        base_lr: the head stage's learning rate.
+        lr_mult: the spread of the second stage's rates: its lowest group learns `lr_mult`
+            times more slowly than the head (see `fine_tune`).
+        fine_tune_lr: the head's rate in the second stage (default `base_lr / 2`).
+        schedule: "constant", "warmup_cosine" or "one_cycle", in each stage.
+        label_smoothing: smooth the targets by this much.
         ema_momentum: average the trained weights (see `fine_tune`); None for raw weights.
         batch_size: images per batch.
         val_split: the share held out for validation when there is no `val_dir`.
-        augment: the training augmentation policy.
+        augment: the training augmentation: a policy name or a list of layer names.
+        resize: "stretch", "crop" or "pad", in training and in the exported model.
+        balance_classes: weight the loss so that every class counts equally.
         seed: seeds the split, the initial weights, shuffling and augmentation.
         deterministic: make TensorFlow ops deterministic, so the same seed on the same
             machine gives the same numbers. It is process-wide
@@ -196,6 +208,7 @@ def train_run(
         val_split=val_split,
         seed=seed,
         augment=augment,
+        resize=resize,
         verbose=bool(verbose),
     )
     if verbose and data.bad_files:
@@ -216,6 +229,10 @@ def train_run(
         unfreeze_groups=unfreeze_groups,
         base_lr=base_lr,
         lr_mult=lr_mult,
+        fine_tune_lr=fine_tune_lr,
+        schedule=schedule,
+        label_smoothing=label_smoothing,
+        class_weight=data.class_weights() if balance_classes else None,
         ema_momentum=ema_momentum,
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
@@ -241,6 +258,7 @@ def train_run(
         data.class_names,
         overwrite=True,
         metadata={"backbone": spec.name},
+        resize=resize,
     )
     return RunResult(
         out,

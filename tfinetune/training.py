@@ -164,6 +164,7 @@ def fine_tune(
     loss: str | keras.losses.Loss = "sparse_categorical_crossentropy",
     metrics: Sequence[str | keras.metrics.Metric] = ("accuracy",),
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    class_weight: Mapping[int, float] | None = None,
     steps_per_epoch: int | None = None,
     verbose: int | str = "auto",
 ) -> FineTuneHistory:
@@ -205,6 +206,7 @@ def fine_tune(
         loss: the Keras loss.
         metrics: the Keras metrics.
         callbacks: Keras callbacks, shared by every stage.
+        class_weight: Keras's `class_weight` (e.g. `ImageData.class_weights()`).
         steps_per_epoch: batches per epoch, needed by schedules when the dataset does not
             know its length (otherwise it is counted with one pass).
         verbose: passed to `model.fit`.
@@ -278,6 +280,7 @@ def fine_tune(
                 initial_epoch=start,
                 epochs=start + stage.epochs,
                 callbacks=stage_callbacks,
+                class_weight=dict(class_weight) if class_weight else None,
                 shuffle=False,  # datasets shuffle themselves; Keras ignores it for them anyway
                 verbose=verbose,
             )

@@ -1,0 +1,71 @@
+"""Seeded, stratified train / validation / test splits, and class weights.
+
+Splits use NumPy's PCG64 generator from the seed alone, so the same seed gives the same
+split on every run and machine. Multi-label rows are stratified by their set of labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def stratified_split(
+    labels: Sequence, fractions: Sequence[float], seed: int = 1337
+) -> list[list[int]]:
+    """Split indices into parts with the given shares of every class, plus the rest first.
+
+    Args:
+        labels: one label per item: a class index, or a tuple of indices (multi-label).
+        fractions: the shares of the held-out parts, e.g. `(0.2,)` or `(0.1, 0.1)`.
+        seed: the random seed.
+
+    Returns:
+        `[rest, part_1, ...]`: sorted index lists.
+
+    Example:
+    >>> [len(p) for p in stratified_split([0] * 10 + [1] * 10, (0.2, 0.1))]
+    [14, 4, 2]
+    """
+    fractions = list(fractions)
+    if any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise ValueError(
+            f"Each split share must be in (0, 1) and together below 1. Received: {fractions}"
+        )
+    rng = np.random.default_rng(seed)
+    keys = [tuple(sorted(y)) if isinstance(y, (tuple, list)) else y for y in labels]
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for key in sorted(set(keys)):
+        members = np.array([i for i, k in enumerate(keys) if k == key])
+        rng.shuffle(members)
+        start = 0
+        for part, fraction in enumerate(fractions, start=1):
+            n = round(len(members) * fraction)
+            if len(members) > len(fractions):  # every part gets one, the rest keeps one
+                n = min(max(n, 1), len(members) - start - (len(fractions) - part) - 1)
+            parts[part].extend(members[start : start + n].tolist())
+            start += n
+        parts[0].extend(members[start:].tolist())
+    return [sorted(p) for p in parts]
+
+
+def class_weights(labels: Sequence, num_classes: int) -> dict[int, float]:
+    """Weights that make every class count equally in the loss (`n / (k * count)`).
+
+    Pass them to `fine_tune(..., class_weight=...)` (Keras's `class_weight`). Classes with no
+    examples get weight 0.
+
+    Args:
+        labels: class indices of the training examples.
+        num_classes: the number of classes.
+
+    Example:
+    >>> class_weights([0, 0, 0, 1], 2)
+    {0: 0.6666666666666666, 1: 2.0}
+    """
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes)
+    total = counts.sum()
+    return {
+        i: float(total / (num_classes * c)) if c else 0.0 for i, c in enumerate(counts.tolist())
+    }
