@@ -12,7 +12,7 @@ seed per batch, which keeps seeded pipelines repeatable while maps run in parall
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -85,38 +85,33 @@ def build_pipeline(
     in_memory = cache is True and cached_bytes <= MEMORY_CACHE_LIMIT
     on_disk = isinstance(cache, (str, os.PathLike))
 
-    def shuffle(ds):
-        return ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-
-    ds = source
-    if training and not (in_memory or on_disk):
-        ds = shuffle(ds)  # shuffle the cheap elements (paths, bytes) before decoding
-    if crop is not None:
+    def cache_then_shuffle(ds):
         if in_memory:
             ds = ds.cache()
         elif on_disk:
             ds = ds.cache(str(cache))
         if training and (in_memory or on_disk):
-            ds = shuffle(ds)
-        ds = tf.data.Dataset.zip(ds, _seeds(seed, 1))
+            ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        return ds
+
+    ds = source
+    if training and not (in_memory or on_disk):
+        # Nothing is cached: shuffle the cheap elements (paths, bytes) before decoding.
+        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if crop is not None:
+        ds = tf.data.Dataset.zip(cache_then_shuffle(ds), _seeds(seed, 1))
         ds = ds.map(
             lambda item, s: (decode_random_crop(item[0], size, s, area=crop), item[1]),
             num_parallel_calls=AUTOTUNE,
             deterministic=deterministic,
-        )
-        ds = ds.ignore_errors(log_warning=True)
+        ).ignore_errors(log_warning=True)
     else:
         ds = ds.map(
             lambda image, label: (_to_pixels(image, size, resize, is_encoded), label),
             num_parallel_calls=AUTOTUNE,
             deterministic=deterministic,
         ).ignore_errors(log_warning=True)
-        if in_memory:
-            ds = ds.cache()
-        elif on_disk:
-            ds = ds.cache(str(cache))
-        if training and (in_memory or on_disk):
-            ds = shuffle(ds)
+        ds = cache_then_shuffle(ds)
     ds = ds.batch(batch_size)
     if augmenter is not None and augmenter.mixes_labels:
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
@@ -130,6 +125,39 @@ def build_pipeline(
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def build_splits(
+    sources: Mapping[str, tuple[tf.data.Dataset, int, int | None]],
+    *,
+    cache: bool | str | os.PathLike = True,
+    **options,
+) -> dict[str, tf.data.Dataset]:
+    """One pipeline per split: "train" is shuffled and augmented, the others are not.
+
+    Args:
+        sources: split name -> `(source dataset, count, encoded bytes or None)`.
+        cache: as in `build_pipeline`; a disk path gets a `.<split>` suffix per split.
+        **options: the other arguments of `build_pipeline`.
+
+    Example:
+    >>> import numpy as np
+    >>> src = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3), "uint8"), [0, 1] * 2))
+    >>> sorted(build_splits({"train": (src, 4, None), "val": (src, 4, None)}, image_size=4))
+    ['train', 'val']
+    """
+    on_disk = isinstance(cache, (str, os.PathLike))
+    return {
+        name: build_pipeline(
+            source,
+            count=count,
+            encoded_bytes=encoded_bytes,
+            training=name == "train",
+            cache=f"{os.fspath(cache)}.{name}" if on_disk else cache,
+            **options,
+        )
+        for name, (source, count, encoded_bytes) in sources.items()
+    }
 
 
 def _to_pixels(image, size, resize, is_encoded):

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfinetune.data import ImageData
 from tfinetune.files import LabelledFiles, scan_image_folder, split_files
-from tfinetune.pipeline import AUTOTUNE, build_pipeline
+from tfinetune.pipeline import AUTOTUNE, build_splits
 
 Augment = str | Sequence[str | keras.layers.Layer] | None
 MANIFEST = "dataset.json"
@@ -214,22 +214,25 @@ def tfrecord_datasets(
         )
     manifest = json.loads((folder / MANIFEST).read_text())
     names = manifest["class_names"]
-    built = {}
-    for part, shards in manifest["shards"].items():
-        built[part] = build_pipeline(
+    sources = {
+        part: (
             read_tfrecords([folder / s for s in shards], len(names)),
-            count=manifest["counts"][part],
-            image_size=image_size,
-            batch_size=batch_size,
-            training=part == "train",
-            augment=augment,
-            resize=resize,
-            cache=f"{cache}.{part}" if isinstance(cache, str) else cache,
-            encoded_bytes=sum((folder / s).stat().st_size for s in shards),
-            num_classes=len(names),
-            seed=seed,
-            deterministic=deterministic,
+            manifest["counts"][part],
+            sum((folder / s).stat().st_size for s in shards),
         )
+        for part, shards in manifest["shards"].items()
+    }
+    built = build_splits(
+        sources,
+        cache=cache,
+        image_size=image_size,
+        batch_size=batch_size,
+        augment=augment,
+        resize=resize,
+        num_classes=len(names),
+        seed=seed,
+        deterministic=deterministic,
+    )
     return ImageData(
         train=built["train"], val=built.get("val"), test=built.get("test"), class_names=names
     )
@@ -287,7 +290,7 @@ def tfds_datasets(
             )
         builder.download_and_prepare()
     names = list(builder.info.features[label_key].names)
-    built = {}
+    sources = {}
     for part, split in zip(("train", "val", "test"), splits, strict=False):
         if not split:
             continue
@@ -296,19 +299,18 @@ def tfds_datasets(
             lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)),
             num_parallel_calls=AUTOTUNE,
         )
-        built[part] = build_pipeline(
-            ds,
-            count=int(builder.info.splits[split].num_examples),
-            image_size=image_size,
-            batch_size=batch_size,
-            training=part == "train",
-            augment=augment,
-            resize=resize,
-            cache=f"{cache}.{part}" if isinstance(cache, str) else cache,
-            num_classes=len(names),
-            seed=seed,
-            deterministic=deterministic,
-        )
+        sources[part] = (ds, int(builder.info.splits[split].num_examples), None)
+    built = build_splits(
+        sources,
+        cache=cache,
+        image_size=image_size,
+        batch_size=batch_size,
+        augment=augment,
+        resize=resize,
+        num_classes=len(names),
+        seed=seed,
+        deterministic=deterministic,
+    )
     return ImageData(
         train=built["train"], val=built.get("val"), test=built.get("test"), class_names=names
     )

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfinetune.data import ImageData, files_datasets
 from tfinetune.files import BadFile, LabelledFiles, find_bad_files, split_files
-from tfinetune.pipeline import build_pipeline
+from tfinetune.pipeline import build_splits
 from tfinetune.splits import stratified_split
 
 Augment = str | Sequence[str | keras.layers.Layer] | None
@@ -231,23 +231,25 @@ def array_datasets(
         stratified_split(list(label_keys), fractions, seed) if fractions else [range(len(images))]
     )
     names = ["train"] + [n for n, f in (("val", val_split), ("test", test_split)) if f]
-    built = {}
+    sources = {}
     for name, idx in zip(names, parts, strict=True):
         idx = np.asarray(idx, dtype=int)
-        source = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
-        built[name] = build_pipeline(
-            source,
-            count=len(idx),
-            image_size=image_size,
-            batch_size=batch_size,
-            training=name == "train",
-            augment=augment,
-            resize=resize,
-            cache=f"{cache}.{name}" if isinstance(cache, str) else cache,
-            num_classes=len(class_names),
-            seed=seed,
-            deterministic=deterministic,
+        sources[name] = (
+            tf.data.Dataset.from_tensor_slices((images[idx], labels[idx])),
+            len(idx),
+            None,
         )
+    built = build_splits(
+        sources,
+        cache=cache,
+        image_size=image_size,
+        batch_size=batch_size,
+        augment=augment,
+        resize=resize,
+        num_classes=len(class_names),
+        seed=seed,
+        deterministic=deterministic,
+    )
     return ImageData(
         train=built["train"],
         val=built.get("val"),
