@@ -124,3 +124,20 @@ def test_lr_find_prints_suggestions_and_writes_the_curve(trained_run, tmp_path, 
     assert (tmp_path / "lr_finder.png").stat().st_size > 5000
     assert main([*args[:-2], "--out", str(tmp_path / "again"), "--steps", "2"]) == 2
     assert "num_steps must be a whole number from 4 to 1000" in capsys.readouterr().err
+
+
+def test_train_with_mixing_augmentation_a_schedule_and_crop_resize(trained_run, tmp_path):
+    data, _ = trained_run
+    args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
+    args += ["--image-size", "32", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "8"]
+    args += ["--augment", "flip,mixup", "--schedule", "one_cycle", "--resize", "crop"]
+    args += ["--balance-classes", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # Validation labels were one-hot too (MixUp mixes them); the report has one class each.
+    assert metrics["num_examples"] == 4 and metrics["class_names"] == ["cross", "ring"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == 4
+    facts = json.loads((tmp_path / "run" / "saved_model" / "tfinetune.json").read_text())
+    assert facts["resize"] == "crop"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [s["name"] for s in history["stages"]] == ["head", "fine-tune"]

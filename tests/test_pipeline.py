@@ -129,3 +129,34 @@ def test_nondeterministic_order_keeps_every_example(tiny_folder):
     ds = make_dataset(files, 16, batch_size=5, deterministic=False)
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == sorted(files.labels)
     assert isinstance(build_augmentation("light"), Augmenter)
+
+
+def test_large_jpegs_decode_at_reduced_scale_to_nearly_the_full_decodes_pixels():
+    from tfinetune.images import decode_and_resize, decode_for_size
+
+    y, x = np.mgrid[0:480, 0:640]
+    smooth = np.stack([x * 255 / 640, y * 255 / 480, (x + y) * 255 / 1120], axis=-1)
+    jpeg = tf.io.encode_jpeg(smooth.astype(np.uint8), quality=95)
+    assert decode_for_size(jpeg, (224, 224)).shape == (240, 320, 3)  # 1/2 scale: still >= 224
+    assert decode_for_size(jpeg, (60, 60)).shape == (60, 80, 3)  # 1/8 scale
+    assert decode_for_size(jpeg, (300, 300)).shape == (480, 640, 3)  # too small to shrink
+    fast = decode_and_resize(jpeg, (224, 224)).numpy().astype(int)
+    full = resize_image(decode_image(jpeg), (224, 224)).numpy().astype(int)
+    assert np.abs(fast - full).mean() < 1.0 and np.abs(fast - full).max() <= 12
+
+
+def test_rotation_and_zoom_fused_into_one_resampling_match_applying_them_in_turn():
+    y, x = np.mgrid[0:64, 0:64].astype("float32")
+    smooth = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1)
+    images = tf.constant(np.stack([smooth, smooth[::-1], smooth[:, ::-1], smooth[::-1, ::-1]]))
+    aug = build_augmentation("light", seed=0)
+    labels = tf.zeros([4], tf.int32)
+    seed = tf.constant([3, 9])
+    assert [len(run) for run in aug._runs()] == [1, 2]  # flip, then rotation + zoom fused
+    fused, _ = aug(images, labels, seed=seed)
+    aug.fuse = False
+    in_turn, _ = aug(images, labels, seed=seed)
+    assert not np.array_equal(fused.numpy(), images.numpy())
+    inner = (slice(None), slice(12, 52), slice(12, 52))  # away from the reflected border
+    diff = np.abs(fused.numpy()[inner] - in_turn.numpy()[inner])
+    assert diff.mean() < 0.5 and diff.max() < 8

@@ -1,21 +1,22 @@
 """Real photos, real ImageNet weights, the command line's default settings (slow)."""
 
 import json
+import time
 
 import keras
 import pytest
 
-from tfinetune import scan_image_folder
+from tfinetune import build_classifier, fine_tune, image_folder_datasets, scan_image_folder
 from tfinetune.cli import main
+from tfinetune.optimizers import learning_rates_of
+from tfinetune.training import default_stages
 
 from conftest import asset
 from test_export import assert_export_matches_model
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "dataset, minimum", [("hymenoptera_data", 0.93), ("flower_photos_small", 0.85)]
-)
+@pytest.mark.parametrize("dataset, minimum", [("hymenoptera_data", 0.93)])
 def test_default_train_reaches_accuracy_and_export_matches(dataset, minimum, tmp_path, monkeypatch):
     monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(asset("weights")))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weights elsewhere
@@ -36,3 +37,36 @@ def test_default_train_reaches_accuracy_and_export_matches(dataset, minimum, tmp
     files = scan_image_folder(root / "val")
     class_names = (run / "labels.txt").read_text().split()
     assert_export_matches_model(model, run / "saved_model", files.paths, class_names, 224)
+
+
+@pytest.mark.slow
+def test_discriminative_fine_tuning_on_flowers_beats_its_head_stage(monkeypatch, tmp_path):
+    """#4's bar: MobileNetV2 (ImageNet) on flower_photos_small, 224 px, >= 88 % after the
+    partly unfrozen stage with discriminative rates, and better than after the head stage."""
+    monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(asset("weights")))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    keras.utils.set_random_seed(1337)
+    root = asset("datasets", "flower_photos_small")
+    data = image_folder_datasets(root / "train", root / "val", image_size=224, seed=1337)
+    model = build_classifier("mobilenet_v2", len(data.class_names), weights="imagenet")
+    # The command line's recipe: 4 head epochs at 1e-3, then the top 4 blocks and the head
+    # for 6 epochs, the head at 5e-4 and the lowest block 10x slower; label smoothing 0.1.
+    head_stage, fine_tune_stage = default_stages(
+        model, epochs=6, freeze_epochs=4, base_lr=1e-3, lr_mult=10, unfreeze_groups=4
+    )
+    started = time.perf_counter()
+    options = {"label_smoothing": 0.1, "verbose": 0}
+    head = fine_tune(model, data.train, data.val, stages=[head_stage], **options)
+    head_accuracy = model.evaluate(data.val, verbose=0, return_dict=True)["accuracy"]
+    fine_tune(model, data.train, data.val, stages=[fine_tune_stage], **options)
+    rates = learning_rates_of(model.optimizer)
+    accuracy = model.evaluate(data.val, verbose=0, return_dict=True)["accuracy"]
+    seconds = time.perf_counter() - started
+    print(
+        f"flowers, 224 px: head stage {head_accuracy:.4f}, unfrozen stage {accuracy:.4f}, "
+        f"{seconds:.0f} s; rates {rates}"
+    )
+    assert len(set(rates.values())) == fine_tune_stage.train_groups == 5  # a rate per group
+    assert accuracy >= 0.88
+    assert accuracy > head_accuracy
+    assert head.stages[0][0] == "head"

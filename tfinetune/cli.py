@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--schedule", default="constant", choices=("constant", "warmup_cosine", "one_cycle")
     )
-    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--label-smoothing", type=float, default=0.1)
     train.add_argument(
         "--ema", type=float, default=0.9, help="weight-average momentum; 0 trains without it"
     )

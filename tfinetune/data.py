@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.augment import mixes_labels
 from tfinetune.files import (
     BadFile,
     LabelledFiles,
@@ -49,6 +50,7 @@ def make_dataset(
     cache: bool | str | os.PathLike = True,
     seed: int | None = None,
     deterministic: bool = True,
+    one_hot: bool = False,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of `(pixels, labels)` from labelled image files.
 
@@ -65,6 +67,7 @@ def make_dataset(
         cache: True (memory, when it fits), False, or a file path for a disk cache.
         seed: seeds shuffling and augmentation.
         deterministic: keep a fixed element order.
+        one_hot: one-hot labels (as MixUp and CutMix give; see `build_pipeline`).
 
     Example:
     >>> from tfinetune.synthetic import write_shapes_folder
@@ -91,6 +94,7 @@ def make_dataset(
         cache=cache,
         encoded_bytes=sum(os.path.getsize(p) for p in files.paths),
         num_classes=len(files.class_names),
+        one_hot=one_hot,
         seed=seed,
         deterministic=deterministic,
     )
@@ -177,6 +181,7 @@ def files_datasets(
         "seed": seed,
         "resize": resize,
         "deterministic": deterministic,
+        "one_hot": mixes_labels(augment),  # then every split is one-hot
     }
 
     def part(files, name, training):

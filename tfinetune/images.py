@@ -88,7 +88,8 @@ def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "str
 
     Modes: "stretch" (change the aspect ratio), "crop" (cut the centre to the target's
     aspect ratio, then resize) or "pad" (resize to fit inside, then pad with black).
-    Antialiased bilinear resizing keeps large photos faithful when they shrink.
+    Shrinking averages over areas (anti-aliased, so large photos stay faithful); enlarging
+    is anti-aliased bilinear.
 
     Args:
         image: a `[h, w, 3]` tensor of pixels in 0..255.
@@ -112,8 +113,17 @@ def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "str
         image = tf.image.crop_to_bounding_box(
             image, (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w
         )
-    resized = tf.image.resize(
-        image, image_size, method="bilinear", antialias=True, preserve_aspect_ratio=mode == "pad"
+    keep_aspect = mode == "pad"
+    shape = tf.shape(image)
+    shrinking = tf.logical_and(shape[0] >= height, shape[1] >= width)
+    # Shrinking: area averaging, a proper anti-aliasing filter and about twice as fast as
+    # anti-aliased bilinear. Enlarging (or mixed): anti-aliased bilinear.
+    resized = tf.cond(
+        shrinking,
+        lambda: tf.image.resize(image, image_size, "area", preserve_aspect_ratio=keep_aspect),
+        lambda: tf.image.resize(
+            image, image_size, "bilinear", antialias=True, preserve_aspect_ratio=keep_aspect
+        ),
     )
     pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     if mode == "pad":
@@ -124,10 +134,47 @@ def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "str
     return tf.ensure_shape(pixels, [height, width, 3])
 
 
+def decode_for_size(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Decode image bytes to `uint8` RGB, shrinking large JPEGs while decoding.
+
+    A JPEG at least 2, 4 or 8 times larger than `image_size` on both sides is decoded at
+    1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which is several times faster than a
+    full decode and still leaves at least `image_size` pixels to resize from. Other formats
+    decode fully (`decode_image`).
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+        image_size: `(height, width)` the image will be resized to.
+
+    Example:
+    >>> jpeg = tf.io.encode_jpeg(tf.zeros([400, 300, 3], tf.uint8))
+    >>> decode_for_size(jpeg, (100, 100)).shape
+    TensorShape([200, 150, 3])
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        factor = tf.minimum(shape[0] // image_size[0], shape[1] // image_size[1])
+        index = tf.cast(factor >= 2, tf.int32) + tf.cast(factor >= 4, tf.int32)
+        index += tf.cast(factor >= 8, tf.int32)
+        branches = [
+            (lambda r=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=r))
+            for ratio in (1, 2, 4, 8)
+        ]
+        return tf.switch_case(index, branches)
+
+    image = tf.cond(is_jpeg(encoded), jpeg, lambda: decode_image(encoded))
+    image.set_shape([None, None, 3])
+    return image
+
+
 def decode_and_resize(
     encoded: tf.Tensor, image_size: tuple[int, int], mode: str = "stretch"
 ) -> tf.Tensor:
     """Decode encoded image bytes and resize them to `image_size` as `uint8` RGB.
+
+    Used by every pipeline and by the exported model's `serving_default`, so training and
+    serving see the same pixels.
 
     Args:
         encoded: a scalar string tensor holding the file's bytes.
@@ -139,7 +186,7 @@ def decode_and_resize(
     >>> decode_and_resize(png, (2, 2)).dtype
     tf.uint8
     """
-    return resize_image(decode_image(encoded), image_size, mode)
+    return resize_image(decode_for_size(encoded, image_size), image_size, mode)
 
 
 def is_jpeg(encoded: tf.Tensor) -> tf.Tensor:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfinetune.losses import resolve_loss
 from tfinetune.optimizers import make_optimizer_factory
+from tfinetune.training import default_loss
 
 
 @dataclass
@@ -171,7 +172,8 @@ def lr_find(
         end_lr: the last rate, if the loss has not diverged before.
         num_steps: the number of batches (a few hundred at most is plenty).
         optimizer: a Keras optimizer name.
-        loss: the loss; by default the model's compiled loss, else sparse cross-entropy.
+        loss: the loss; by default the model's compiled loss, else cross-entropy for the
+            labels the data has.
         label_smoothing: as in `fine_tune`.
         diverge: stop when the smoothed loss exceeds this multiple of its minimum.
         beta: the loss smoothing factor.
@@ -203,7 +205,7 @@ def lr_find(
     weights = [w.numpy().copy() for w in model.weights]
     compiled = getattr(model, "_compile_config", None) if model.compiled else None
     if loss is None:
-        loss = compiled.config["loss"] if compiled else "sparse_categorical_crossentropy"
+        loss = compiled.config["loss"] if compiled else default_loss(data)
     schedule = keras.optimizers.schedules.ExponentialDecay(
         start_lr, decay_steps=num_steps - 1, decay_rate=end_lr / start_lr
     )

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import tensorflow as tf
 
-from tfinetune.augment import build_augmentation
+from tfinetune.augment import build_augmentation, mixes_labels
 from tfinetune.images import decode_and_resize, decode_random_crop, resize_image, to_size
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -37,6 +37,7 @@ def build_pipeline(
     cache: bool | str | os.PathLike = True,
     encoded_bytes: int | None = None,
     num_classes: int | None = None,
+    one_hot: bool = False,
     seed: int | None = None,
     deterministic: bool = True,
 ) -> tf.data.Dataset:
@@ -53,8 +54,9 @@ def build_pipeline(
         resize: "stretch", "crop" or "pad" (see `tfinetune.images.resize_image`).
         cache: True (memory, when it fits in 2 GiB), False, or a file path for a disk cache.
         encoded_bytes: the total size of the encoded images, if known (for random crops).
-        num_classes: needed when augmentation mixes labels (MixUp, CutMix): labels become
-            one-hot.
+        num_classes: needed for one-hot labels.
+        one_hot: give one-hot labels (always so when the augmentation mixes labels, as
+            MixUp and CutMix do; give it to the other splits of such data too).
         seed: seeds shuffling, crops and augmentation.
         deterministic: keep the element order fixed (False lets parallel work finish out of
             order, which can be faster when images differ a lot in size).
@@ -71,8 +73,9 @@ def build_pipeline(
         raise ValueError(f"batch_size must be a positive int. Received: {batch_size!r}")
     augmenter = build_augmentation(augment, seed=seed) if training else None
     crop = augmenter.random_crop if augmenter is not None else None
-    if augmenter is not None and augmenter.mixes_labels and not num_classes:
-        raise ValueError("MixUp and CutMix mix one-hot labels: give num_classes.")
+    one_hot = one_hot or (augmenter is not None and augmenter.mixes_labels)
+    if one_hot and not num_classes:
+        raise ValueError("One-hot labels (which MixUp and CutMix need) need num_classes.")
     is_encoded = source.element_spec[0].dtype == tf.string
     if crop is not None and not is_encoded:
         raise ValueError(
@@ -113,7 +116,7 @@ def build_pipeline(
         ).ignore_errors(log_warning=True)
         ds = cache_then_shuffle(ds)
     ds = ds.batch(batch_size)
-    if augmenter is not None and augmenter.mixes_labels:
+    if one_hot:
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
     if augmenter is not None and augmenter.layers:
         ds = tf.data.Dataset.zip(ds, _seeds(seed, 2))
@@ -147,6 +150,7 @@ def build_splits(
     ['train', 'val']
     """
     on_disk = isinstance(cache, (str, os.PathLike))
+    one_hot = mixes_labels(options.get("augment", "light"))  # then every split is one-hot
     return {
         name: build_pipeline(
             source,
@@ -154,6 +158,7 @@ def build_splits(
             encoded_bytes=encoded_bytes,
             training=name == "train",
             cache=f"{os.fspath(cache)}.{name}" if on_disk else cache,
+            one_hot=one_hot,
             **options,
         )
         for name, (source, count, encoded_bytes) in sources.items()

@@ -134,7 +134,7 @@ def train_run(
     lr_mult: float = 10.0,
     fine_tune_lr: float | None = None,
     schedule: str = "constant",
-    label_smoothing: float = 0.0,
+    label_smoothing: float = 0.1,
     ema_momentum: float | None = 0.9,
     batch_size: int = 32,
     val_split: float = 0.2,
@@ -244,6 +244,8 @@ def train_run(
     report = None
     if data.val is not None:
         labels, probs = predict_dataset(model, data.val)
+        if labels.ndim == 2:  # one-hot, because the training augmentation mixes labels
+            labels = labels.argmax(axis=1)
         report = classification_report(labels, probs, data.class_names)
         # A file that became unreadable after the scan would shift the order: no paths then.
         paths = data.val_files.paths if len(labels) == len(data.val_files) else None

@@ -161,7 +161,7 @@ def fine_tune(
     ema_momentum: float | None = 0.9,
     gradient_accumulation_steps: int | None = None,
     label_smoothing: float = 0.0,
-    loss: str | keras.losses.Loss = "sparse_categorical_crossentropy",
+    loss: str | keras.losses.Loss | None = None,
     metrics: Sequence[str | keras.metrics.Metric] = ("accuracy",),
     callbacks: Sequence[keras.callbacks.Callback] = (),
     class_weight: Mapping[int, float] | None = None,
@@ -203,7 +203,9 @@ def fine_tune(
             None for the raw weights.
         gradient_accumulation_steps: apply the summed gradients every this many steps.
         label_smoothing: smooth the one-hot targets by this much (sparse or one-hot labels).
-        loss: the Keras loss.
+        loss: the Keras loss; by default cross-entropy for the labels the data has: sparse
+            for class indices, categorical for one-hot or mixed rows (MixUp, CutMix). For
+            multi-label data pass "binary_crossentropy".
         metrics: the Keras metrics.
         callbacks: Keras callbacks, shared by every stage.
         class_weight: Keras's `class_weight` (e.g. `ImageData.class_weights()`).
@@ -247,7 +249,7 @@ def fine_tune(
         if gradient_accumulation_steps:
             options["gradient_accumulation_steps"] = gradient_accumulation_steps
         make_optimizer = make_optimizer_factory(optimizer, **options)
-    loss = resolve_loss(loss, label_smoothing)
+    loss = resolve_loss(loss or default_loss(train_data), label_smoothing)
     if any(s.schedule != "constant" for s in stages) and steps_per_epoch is None:
         steps_per_epoch = count_batches(train_data)
     result = FineTuneHistory()
@@ -288,6 +290,22 @@ def fine_tune(
         if model.stop_training:
             break
     return result
+
+
+def default_loss(dataset: tf.data.Dataset) -> str:
+    """Sparse cross-entropy for class-index labels, categorical for one-hot (or mixed) rows.
+
+    Args:
+        dataset: a dataset of `(inputs, labels)` batches.
+
+    Example:
+    >>> default_loss(tf.data.Dataset.from_tensors((tf.zeros([2, 4]), tf.zeros([2, 3]))))
+    'categorical_crossentropy'
+    """
+    labels = dataset.element_spec[1]
+    if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] != 1:
+        return "categorical_crossentropy"
+    return "sparse_categorical_crossentropy"
 
 
 def count_batches(dataset: tf.data.Dataset) -> int:
