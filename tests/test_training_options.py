@@ -86,9 +86,6 @@ def test_one_cycle_stage_cycles_every_groups_rate_and_adams_momentum(tmp_path):
 
 
 def test_keras_callbacks_work_across_stages(tmp_path):
-    pytest.importorskip(
-        "tensorboard", reason="TensorBoard's callback needs the tensorboard package"
-    )
     model = _model()
     log = tmp_path / "log.csv"
     callbacks = [
