@@ -40,6 +40,7 @@ def test_default_train_reaches_accuracy_and_export_matches(dataset, minimum, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # evaluate: length unknown
 def test_discriminative_fine_tuning_on_flowers_beats_its_head_stage(monkeypatch, tmp_path):
     """#4's bar: MobileNetV2 (ImageNet) on flower_photos_small, 224 px, >= 88 % after the
     partly unfrozen stage with discriminative rates, and better than after the head stage."""
