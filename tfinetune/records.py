@@ -18,8 +18,9 @@ import keras
 import tensorflow as tf
 
 from tfinetune.data import ImageData
-from tfinetune.files import LabelledFiles, scan_image_folder, split_files
+from tfinetune.files import LabelledFiles, scan_image_folder
 from tfinetune.pipeline import AUTOTUNE, build_splits
+from tfinetune.splits import split_indices
 
 Augment = str | Sequence[str | keras.layers.Layer] | None
 MANIFEST = "dataset.json"
@@ -121,12 +122,10 @@ def convert_folder(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"Output folder {str(out)!r} is not empty. Choose a new folder.")
     files = scan_image_folder(data_dir, verbose=verbose)
-    fractions = [f for f in (val_split, test_split) if f]
-    parts = {"train": files}
-    if fractions:
-        split = split_files(files, fractions[0], seed, fractions[1] if len(fractions) > 1 else 0)
-        names = ["train"] + [n for n, f in (("val", val_split), ("test", test_split)) if f]
-        parts = dict(zip(names, split, strict=True))
+    parts = {
+        name: files.subset(idx)
+        for name, idx in split_indices(files.labels, val_split, test_split, seed).items()
+    }
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "class_names": files.class_names,

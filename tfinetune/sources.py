@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.data import ImageData, files_datasets
-from tfinetune.files import BadFile, LabelledFiles, find_bad_files, split_files
+from tfinetune.files import BadFile, LabelledFiles, find_bad_files
 from tfinetune.pipeline import build_splits
-from tfinetune.splits import stratified_split
+from tfinetune.splits import split_indices
 
 Augment = str | Sequence[str | keras.layers.Layer] | None
 
@@ -169,15 +169,18 @@ def list_datasets(
     >>> len(d.train_files), len(d.val_files), len(d.test_files)
     (6, 2, 2)
     """
-    parts = [files, None, None]
-    fractions = [f for f in (val_split, test_split) if f]
-    if fractions:
-        split = split_files(files, fractions[0], seed, fractions[1] if len(fractions) > 1 else 0)
-        parts = [split[0], None, None]
-        names = [n for n, f in (("val", val_split), ("test", test_split)) if f]
-        for name, part in zip(names, split[1:], strict=True):
-            parts[1 if name == "val" else 2] = part
-    return files_datasets(*parts, seed=seed, bad_files=files.bad_files, **options)
+    parts = {
+        name: files.subset(idx)
+        for name, idx in split_indices(files.labels, val_split, test_split, seed).items()
+    }
+    return files_datasets(
+        parts["train"],
+        parts.get("val"),
+        parts.get("test"),
+        seed=seed,
+        bad_files=files.bad_files,
+        **options,
+    )
 
 
 def array_datasets(
@@ -226,13 +229,9 @@ def array_datasets(
     multi = labels.ndim == 2
     labels = labels.astype("float32" if multi else "int32")  # as every other source gives
     label_keys = [tuple(np.flatnonzero(row).tolist()) for row in labels] if multi else labels
-    fractions = [f for f in (val_split, test_split) if f]
-    parts = (
-        stratified_split(list(label_keys), fractions, seed) if fractions else [range(len(images))]
-    )
-    names = ["train"] + [n for n, f in (("val", val_split), ("test", test_split)) if f]
+    parts = split_indices(list(label_keys), val_split, test_split, seed)
     sources = {}
-    for name, idx in zip(names, parts, strict=True):
+    for name, idx in parts.items():
         idx = np.asarray(idx, dtype=int)
         sources[name] = (
             tf.data.Dataset.from_tensor_slices((images[idx], labels[idx])),
@@ -255,6 +254,6 @@ def array_datasets(
         val=built.get("val"),
         test=built.get("test"),
         class_names=list(class_names),
-        train_labels=None if multi else labels[np.asarray(parts[0], dtype=int)],
+        train_labels=None if multi else labels[np.asarray(parts["train"], dtype=int)],
         multi_label=multi,
     )

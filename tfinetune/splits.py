@@ -50,6 +50,28 @@ def stratified_split(
     return [sorted(p) for p in parts]
 
 
+def split_indices(
+    labels: Sequence, val_split: float = 0.0, test_split: float = 0.0, seed: int = 1337
+) -> dict[str, list[int]]:
+    """Stratified index lists by split name: "train", then "val" and "test" if their share > 0.
+
+    Args:
+        labels: one label per item (a class index, or a tuple of indices).
+        val_split: the share held out for validation.
+        test_split: the share held out for testing.
+        seed: the random seed.
+
+    Example:
+    >>> {k: len(v) for k, v in split_indices([0] * 10 + [1] * 10, test_split=0.2).items()}
+    {'train': 16, 'test': 4}
+    """
+    named = [(name, f) for name, f in (("val", val_split), ("test", test_split)) if f]
+    if not named:
+        return {"train": list(range(len(labels)))}
+    parts = stratified_split(labels, [f for _, f in named], seed)
+    return dict(zip(["train"] + [name for name, _ in named], parts, strict=True))
+
+
 def class_weights(labels: Sequence, num_classes: int) -> dict[int, float]:
     """Weights that make every class count equally in the loss (`n / (k * count)`).
 
