@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.augment import mixes_labels
 from tfinetune.files import (
     BadFile,
     LabelledFiles,
@@ -23,7 +22,7 @@ from tfinetune.files import (
     scan_image_folder,
     split_files,
 )
-from tfinetune.pipeline import AUTOTUNE, build_pipeline
+from tfinetune.pipeline import AUTOTUNE, build_pipeline, build_splits
 from tfinetune.splits import class_weights
 
 __all__ = [
@@ -77,27 +76,45 @@ def make_dataset(
     >>> x.shape, y.shape
     (TensorShape([8, 32, 32, 3]), TensorShape([8]))
     """
-    source = tf.data.Dataset.from_tensor_slices((list(files.paths), files.label_array()))
-    source = source.map(
-        lambda path, label: (tf.io.read_file(path), label),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic,
-    )
+    source, count, encoded_bytes = file_source(files, deterministic)
     return build_pipeline(
         source,
-        count=len(files),
+        count=count,
         image_size=image_size,
         batch_size=batch_size,
         training=training,
         augment=augment,
         resize=resize,
         cache=cache,
-        encoded_bytes=sum(os.path.getsize(p) for p in files.paths),
+        encoded_bytes=encoded_bytes,
         num_classes=len(files.class_names),
         one_hot=one_hot,
         seed=seed,
         deterministic=deterministic,
     )
+
+
+def file_source(
+    files: LabelledFiles, deterministic: bool = True
+) -> tuple[tf.data.Dataset, int, int]:
+    """`(encoded bytes, label)` elements read in parallel, their count and total bytes.
+
+    Args:
+        files: the labelled files.
+        deterministic: keep the file order.
+
+    Example:
+    >>> file_source(LabelledFiles([], [], ["a"]))[1:]
+    (0, 0)
+    """
+    paths = tf.constant(list(files.paths), dtype=tf.string)
+    source = tf.data.Dataset.from_tensor_slices((paths, files.label_array()))
+    source = source.map(
+        lambda path, label: (tf.io.read_file(path), label),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+    return source, len(files), sum(os.path.getsize(p) for p in files.paths)
 
 
 @dataclass
@@ -175,30 +192,25 @@ def files_datasets(
     """
     if not len(train_files):
         raise ValueError("No training images: the training file list is empty.")
-    common = {
-        "image_size": image_size,
-        "batch_size": batch_size,
-        "seed": seed,
-        "resize": resize,
-        "deterministic": deterministic,
-        "one_hot": mixes_labels(augment),  # then every split is one-hot
-    }
-
-    def part(files, name, training):
-        if files is None or not len(files):
-            return None
-        part_cache = (
-            f"{os.fspath(cache)}.{name}" if isinstance(cache, (str, os.PathLike)) else cache
-        )
-        return make_dataset(files, training=training, augment=augment, cache=part_cache, **common)
-
+    parts = {"train": train_files, "val": val_files, "test": test_files}
+    built = build_splits(
+        {name: file_source(f, deterministic) for name, f in parts.items() if f},
+        cache=cache,
+        image_size=image_size,
+        batch_size=batch_size,
+        augment=augment,
+        resize=resize,
+        num_classes=len(train_files.class_names),
+        seed=seed,
+        deterministic=deterministic,
+    )
     return ImageData(
-        train=part(train_files, "train", True),
-        val=part(val_files, "val", False),
+        train=built["train"],
+        val=built.get("val"),
         class_names=list(train_files.class_names),
         train_files=train_files,
         val_files=val_files,
-        test=part(test_files, "test", False),
+        test=built.get("test"),
         test_files=test_files,
         bad_files=list(bad_files),
         train_labels=None if train_files.multi_label else train_files.label_array(),
