@@ -33,10 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-from tfinetune.augment import build_augmentation
-from tfinetune.data import make_dataset
-from tfinetune.files import scan_image_folder
-from tfinetune.images import decode_and_resize
+from tfinetune.data.augment import build_augmentation
+from tfinetune.data.datasets import make_dataset
+from tfinetune.data.files import scan_image_folder
+from tfinetune.data.images import decode_and_resize
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "datasets"
 AUTOTUNE = tf.data.AUTOTUNE
@@ -82,8 +82,8 @@ def peak_rss_of_one_pass(root: Path, size: int, batch: int) -> float:
     # was forked from, even across exec.
     code = (
         "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
-        "from tfinetune.files import scan_image_folder\n"
-        "from tfinetune.data import make_dataset\n"
+        "from tfinetune.data.files import scan_image_folder\n"
+        "from tfinetune.data.datasets import make_dataset\n"
         f"files = scan_image_folder({str(root)!r})\n"
         f"ds = make_dataset(files, {size}, {batch}, training=True, cache=False, seed=1)\n"
         "n = sum(int(x.shape[0]) for x, _ in ds)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import pytest
 
-from tfinetune.synthetic import write_shapes_folder
+from tfinetune.data.synthetic import write_shapes_folder
 
 ASSETS = Path(
     os.environ.get("TFINETUNE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets")

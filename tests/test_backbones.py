@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from keras.src.utils import file_utils
 
-from tfinetune.backbones import CATALOGUE, build_backbone, get_spec, group_layers
-from tfinetune.normalization import PixelNormalization
+from tfinetune.models.backbones import CATALOGUE, build_backbone, get_spec, group_layers
+from tfinetune.models.normalization import PixelNormalization
 
 from conftest import asset
 

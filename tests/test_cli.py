@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from tfinetune.cli import main
-from tfinetune.synthetic import write_shapes_folder
+from tfinetune.data.synthetic import write_shapes_folder
 
 RUN_FILES = (
     "labels.txt",

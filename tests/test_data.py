@@ -14,8 +14,8 @@ from tfinetune import (
     scan_image_folder,
     split_files,
 )
-from tfinetune.data import LabelledFiles
-from tfinetune.images import load_image
+from tfinetune.data.datasets import LabelledFiles
+from tfinetune.data.images import load_image
 
 
 def _save(path: Path, fmt: str, mode: str = "RGB", size=(20, 24)):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tfinetune.demo import prepare_demo_dir, run_demo
+from tfinetune.cli.demo import prepare_demo_dir, run_demo
 
 from conftest import asset
 

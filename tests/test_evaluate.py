@@ -12,7 +12,7 @@ from tfinetune import (
     predict_dataset,
     top_losses,
 )
-from tfinetune.multilabel import choose_thresholds
+from tfinetune.evaluation.multilabel import choose_thresholds
 
 
 def _random_case(seed, n=300, classes=6, skill=0.6):

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfinetune import build_classifier, export_saved_model, fine_tune
-from tfinetune.hub import HubLayer
-from tfinetune.models import find_backbone
+from tfinetune.models.hub import HubLayer
+from tfinetune.models.classifier import find_backbone
 
 from conftest import asset
 
@@ -165,7 +165,7 @@ def test_hub_backbone_classifier_on_real_photos(tmp_path):
 
 
 def test_import_of_hub_layer_module_does_not_import_tensorflow_hub():
-    code = "import sys, tfinetune.hub; print('tensorflow_hub' in sys.modules)"
+    code = "import sys, tfinetune.models.hub; print('tensorflow_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
 

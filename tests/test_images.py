@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfinetune.images import decode_and_resize, decode_image, sniff_format, to_size
+from tfinetune.data.images import decode_and_resize, decode_image, sniff_format
+from tfinetune.sizes import to_size
 
 
 def _encode(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:

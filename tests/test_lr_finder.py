@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from tfinetune import build_classifier, fine_tune
-from tfinetune.freezing import freeze_to
-from tfinetune.lr_finder import lr_find, smooth_losses, suggest
+from tfinetune.training.freezing import freeze_to
+from tfinetune.training.lr_finder import lr_find, smooth_losses, suggest
 
 
 def _blobs(n=2048, batch=16, seed=0):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tfinetune import build_classifier, freeze, freeze_to, layer_groups, trainable_summary, unfreeze
-from tfinetune.models import find_backbone
+from tfinetune.models.classifier import find_backbone
 
 
 def _tiny(num_classes=3):
@@ -97,7 +97,7 @@ def test_bad_head_arguments_name_the_value():
 
 def test_any_keras_model_can_be_the_backbone_with_a_spec_like_description():
     from tfinetune import BackboneSpec
-    from tfinetune.catalogue import convnet_tiny
+    from tfinetune.models.catalogue import convnet_tiny
 
     own = convnet_tiny((32, 32, 3))
     spec = BackboneSpec.from_model(own, "unit", group_pattern=r"^(block\d+)_")

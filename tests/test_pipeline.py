@@ -5,11 +5,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfinetune.augment import POLICIES, Augmenter, build_augmentation
-from tfinetune.data import make_dataset
-from tfinetune.files import scan_image_folder
-from tfinetune.images import decode_image, decode_random_crop, resize_image
-from tfinetune.pipeline import build_pipeline
+from tfinetune.data.augment import POLICIES, Augmenter, build_augmentation
+from tfinetune.data.datasets import make_dataset
+from tfinetune.data.files import scan_image_folder
+from tfinetune.data.images import decode_image, decode_random_crop, resize_image
+from tfinetune.data.pipeline import build_pipeline
 
 
 def _epochs(ds, n=2):
@@ -132,7 +132,7 @@ def test_nondeterministic_order_keeps_every_example(tiny_folder):
 
 
 def test_large_jpegs_decode_at_reduced_scale_to_nearly_the_full_decodes_pixels():
-    from tfinetune.images import decode_and_resize, decode_for_size
+    from tfinetune.data.images import decode_and_resize, decode_for_size
 
     y, x = np.mgrid[0:480, 0:640]
     smooth = np.stack([x * 255 / 640, y * 255 / 480, (x + y) * 255 / 1120], axis=-1)

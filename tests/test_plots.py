@@ -6,13 +6,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from tfinetune import classification_report, scan_image_folder, write_evaluation
-from tfinetune.plots import (
+from tfinetune.evaluation.plots import (
     plot_confusion_matrix,
     plot_history,
     plot_lr_finder,
     plot_reliability,
 )
-from tfinetune.training import FineTuneHistory
+from tfinetune.training.fine_tuning import FineTuneHistory
 
 NAMES_20 = [f"class_with_long_name_{i:02d}" for i in range(20)]
 

@@ -8,8 +8,8 @@ import pytest
 
 from tfinetune import build_classifier, fine_tune, image_folder_datasets, scan_image_folder
 from tfinetune.cli import main
-from tfinetune.optimizers import learning_rates_of
-from tfinetune.training import default_stages
+from tfinetune.training.optimizers import learning_rates_of
+from tfinetune.training.fine_tuning import default_stages
 
 from conftest import asset
 from test_export import assert_export_matches_model

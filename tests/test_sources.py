@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from tfinetune.cli import main
-from tfinetune.data import image_folder_datasets, make_dataset
-from tfinetune.files import scan_image_folder
-from tfinetune.records import convert_folder, read_tfrecords, tfds_datasets, tfrecord_datasets
-from tfinetune.sources import array_datasets, files_from_rows, list_datasets, read_csv_files
+from tfinetune.data.datasets import image_folder_datasets, make_dataset
+from tfinetune.data.files import scan_image_folder
+from tfinetune.data.records import convert_folder, read_tfrecords, tfds_datasets, tfrecord_datasets
+from tfinetune.data.tables import array_datasets, files_from_rows, list_datasets, read_csv_files
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -74,7 +74,7 @@ def test_folder_csv_rows_tfrecord_and_numpy_give_the_same_images_and_labels(fold
 
 
 def _pipeline(source, count):
-    from tfinetune.pipeline import build_pipeline
+    from tfinetune.data.pipeline import build_pipeline
 
     return build_pipeline(source, count=count, image_size=16, batch_size=5)
 
@@ -148,7 +148,7 @@ def test_multi_label_rows_become_multi_hot_targets_in_every_source(folder, tmp_p
     y = np.concatenate([y.numpy() for _, y in make_dataset(multi, 8, batch_size=7)])
     np.testing.assert_array_equal(y, expected)
 
-    from tfinetune.records import write_tfrecords
+    from tfinetune.data.records import write_tfrecords
 
     shards = write_tfrecords(multi, tmp_path / "multi")
     y_records = np.stack([y.numpy() for _, y in read_tfrecords(shards, 3, multi_label=True)])

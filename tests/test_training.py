@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from tfinetune import Stage, build_classifier, fine_tune, freeze_to, layer_groups
-from tfinetune.models import find_backbone
-from tfinetune.optimizers import group_learning_rates, learning_rates_of
+from tfinetune.models.classifier import find_backbone
+from tfinetune.training.optimizers import group_learning_rates, learning_rates_of
 
 
 def _data(n=32, size=32, classes=3):

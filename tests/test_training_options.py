@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from tfinetune import Stage, build_classifier, fine_tune
-from tfinetune.losses import SmoothedSparseCategoricalCrossentropy, resolve_loss
-from tfinetune.schedules import CosineCycle, ScaledSchedule, one_cycle, warmup_cosine
+from tfinetune.training.losses import SmoothedSparseCategoricalCrossentropy, resolve_loss
+from tfinetune.training.schedules import CosineCycle, ScaledSchedule, one_cycle, warmup_cosine
 
 
 def _data(n=32, size=32, classes=3, batch=8):
@@ -159,7 +159,7 @@ def test_mixed_precision_and_mirrored_strategy_keep_discriminative_rates():
         import keras
         keras.mixed_precision.set_global_policy("mixed_float16")
         from tfinetune import Stage, build_classifier, fine_tune
-        from tfinetune.optimizers import learning_rates_of
+        from tfinetune.training.optimizers import learning_rates_of
         x = np.random.default_rng(0).uniform(0, 255, (32, 32, 32, 3)).astype("float32")
         y = np.arange(32) % 3
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)

@@ -1,5 +1,9 @@
 """tfinetune: transfer learning for Keras 3 and TensorFlow.
 
+The public surface, by step of the flow: data -> models -> training -> evaluation ->
+serving, plus the runs the command line drives. Names are imported when first used, so
+`import tfinetune` (and `tfinetune --help`) does not import TensorFlow.
+
 Example:
 >>> import tfinetune
 >>> model = tfinetune.build_classifier("convnet_tiny", num_classes=3, weights=None,
@@ -8,93 +12,120 @@ Example:
 (None, 32, 32, 3)
 """
 
-from tfinetune.augment import build_augmentation
-from tfinetune.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
-from tfinetune.data import (
-    BadFile,
-    ImageData,
-    LabelledFiles,
-    files_datasets,
-    find_bad_files,
-    image_folder_datasets,
-    make_dataset,
-    scan_image_folder,
-    split_files,
-)
-from tfinetune.evaluate import (
-    ClassificationReport,
-    classification_report,
-    evaluate_classifier,
-    predict_dataset,
-    top_losses,
-)
-from tfinetune.export import ExportCheckError, export_saved_model
-from tfinetune.freezing import freeze, freeze_to, layer_groups, trainable_summary, unfreeze
-from tfinetune.hub import HubLayer
-from tfinetune.inference import ExportedClassifier
-from tfinetune.lr_finder import LRFinderResult, lr_find
-from tfinetune.models import build_classifier
-from tfinetune.multilabel import MultiLabelReport, multilabel_report
-from tfinetune.normalization import PixelNormalization
-from tfinetune.records import convert_folder, tfds_datasets, tfrecord_datasets
-from tfinetune.runs import evaluate_run, lr_find_run, train_run, write_evaluation
-from tfinetune.schedules import one_cycle, warmup_cosine
-from tfinetune.sources import array_datasets, files_from_rows, list_datasets, read_csv_files
-from tfinetune.splits import class_weights
-from tfinetune.training import FineTuneHistory, Stage, fine_tune
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CATALOGUE",
-    "BackboneSpec",
-    "BadFile",
-    "ClassificationReport",
-    "ExportCheckError",
-    "ExportedClassifier",
-    "FineTuneHistory",
-    "HubLayer",
-    "ImageData",
-    "LRFinderResult",
-    "LabelledFiles",
-    "MultiLabelReport",
-    "PixelNormalization",
-    "Stage",
-    "array_datasets",
-    "build_augmentation",
-    "build_backbone",
-    "build_classifier",
-    "class_weights",
-    "classification_report",
-    "convert_folder",
-    "evaluate_classifier",
-    "evaluate_run",
-    "export_saved_model",
-    "files_datasets",
-    "files_from_rows",
-    "find_bad_files",
-    "fine_tune",
-    "freeze",
-    "freeze_to",
-    "get_spec",
-    "image_folder_datasets",
-    "layer_groups",
-    "list_datasets",
-    "lr_find",
-    "lr_find_run",
-    "make_dataset",
-    "multilabel_report",
-    "one_cycle",
-    "predict_dataset",
-    "read_csv_files",
-    "scan_image_folder",
-    "split_files",
-    "tfds_datasets",
-    "tfrecord_datasets",
-    "top_losses",
-    "train_run",
-    "trainable_summary",
-    "unfreeze",
-    "warmup_cosine",
-    "write_evaluation",
-]
+# module -> the public names it defines.
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    # === data: files, folders, tables, arrays, records -> tf.data ===
+    "tfinetune.data.files": ("BadFile", "LabelledFiles", "find_bad_files", "split_files"),
+    "tfinetune.data.folders": ("scan_image_folder",),
+    "tfinetune.data.tables": ("files_from_rows", "read_csv_files"),
+    "tfinetune.data.splits": ("class_weights",),
+    "tfinetune.data.augment": ("build_augmentation",),
+    "tfinetune.data.pipeline": ("PipelineOptions",),
+    "tfinetune.data.datasets": (
+        "ImageData",
+        "array_datasets",
+        "files_datasets",
+        "image_folder_datasets",
+    ),
+    "tfinetune.data.records": ("convert_folder", "tfrecord_datasets"),
+    "tfinetune.data.tfds": ("tfds_datasets",),
+    # === models: backbone + head ===
+    "tfinetune.models.specs": ("BackboneSpec",),
+    "tfinetune.models.catalogue": ("CATALOGUE",),
+    "tfinetune.models.backbones": ("build_backbone", "get_spec"),
+    "tfinetune.models.hub": ("HubLayer",),
+    "tfinetune.models.normalization": ("PixelNormalization",),
+    "tfinetune.models.classifier": ("build_classifier",),
+    # === training ===
+    "tfinetune.training.freezing": (
+        "freeze",
+        "freeze_to",
+        "layer_groups",
+        "trainable_summary",
+        "unfreeze",
+    ),
+    "tfinetune.training.schedules": ("one_cycle", "warmup_cosine"),
+    "tfinetune.training.fine_tuning": ("FineTuneHistory", "Stage", "fine_tune"),
+    "tfinetune.training.lr_finder": ("LRFinderResult", "lr_find"),
+    # === evaluation ===
+    "tfinetune.evaluation.report": (
+        "ClassificationReport",
+        "classification_report",
+        "top_losses",
+    ),
+    "tfinetune.evaluation.multilabel": ("MultiLabelReport", "multilabel_report"),
+    "tfinetune.evaluation.predict": ("evaluate_classifier", "predict_dataset"),
+    "tfinetune.evaluation.outputs": ("write_evaluation",),
+    # === serving ===
+    "tfinetune.serving.export": ("ExportCheckError", "export_saved_model"),
+    "tfinetune.serving.inference": ("ExportedClassifier",),
+    # === whole runs (what the command line drives) ===
+    "tfinetune.cli.runs": ("evaluate_run", "lr_find_run", "train_run"),
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfinetune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from tfinetune.cli.runs import evaluate_run, lr_find_run, train_run
+    from tfinetune.data.augment import build_augmentation
+    from tfinetune.data.datasets import (
+        ImageData,
+        array_datasets,
+        files_datasets,
+        image_folder_datasets,
+    )
+    from tfinetune.data.files import BadFile, LabelledFiles, find_bad_files, split_files
+    from tfinetune.data.folders import scan_image_folder
+    from tfinetune.data.pipeline import PipelineOptions
+    from tfinetune.data.records import convert_folder, tfrecord_datasets
+    from tfinetune.data.splits import class_weights
+    from tfinetune.data.tables import files_from_rows, read_csv_files
+    from tfinetune.data.tfds import tfds_datasets
+    from tfinetune.evaluation.multilabel import MultiLabelReport, multilabel_report
+    from tfinetune.evaluation.outputs import write_evaluation
+    from tfinetune.evaluation.predict import evaluate_classifier, predict_dataset
+    from tfinetune.evaluation.report import (
+        ClassificationReport,
+        classification_report,
+        top_losses,
+    )
+    from tfinetune.models.backbones import build_backbone, get_spec
+    from tfinetune.models.catalogue import CATALOGUE
+    from tfinetune.models.classifier import build_classifier
+    from tfinetune.models.hub import HubLayer
+    from tfinetune.models.normalization import PixelNormalization
+    from tfinetune.models.specs import BackboneSpec
+    from tfinetune.serving.export import ExportCheckError, export_saved_model
+    from tfinetune.serving.inference import ExportedClassifier
+    from tfinetune.training.fine_tuning import FineTuneHistory, Stage, fine_tune
+    from tfinetune.training.freezing import (
+        freeze,
+        freeze_to,
+        layer_groups,
+        trainable_summary,
+        unfreeze,
+    )
+    from tfinetune.training.lr_finder import LRFinderResult, lr_find
+    from tfinetune.training.schedules import one_cycle, warmup_cosine

@@ -1,0 +1,12 @@
+"""The `tfinetune` command line, and the whole runs it drives over the public functions.
+
+- `main`: argument parsing; imports TensorFlow only once a command runs.
+- `runs`: `train_run`, `evaluate_run`, `lr_find_run`: a folder in, a run folder out.
+- `demo`: `tfinetune demo`, the whole workflow offline.
+
+Importing this package does not import TensorFlow.
+"""
+
+from tfinetune.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,160 @@
+"""The one place where tfinetune touches private Keras internals, each with why.
+
+Everything else in tfinetune uses the public Keras and TensorFlow API. The sites here have no
+public path on the Keras versions we support; each is checked against the installed Keras
+when this module is imported, so an upgrade that moves one fails here, at once, with a
+message that names it, rather than somewhere deep inside a training run.
+
+1. `seeded_layers` (augmentation): Keras preprocessing layers draw their randomness from the
+   `SeedGenerator` that the private `Layer._get_seed_generator` returns, and nested layers
+   (RandAugment, AugMix) ignore the public `seed=` argument of `get_random_transformation`.
+   To give every random draw of every layer a seed that belongs to one batch (repeatable
+   pipelines with parallel maps), that method is replaced on each layer, nested ones found
+   with the private `Layer._flatten_layers`, while the layers run.
+2. `BatchSeedGenerator` (augmentation): a `keras.random.SeedGenerator` without its state
+   variable (a `tf.data` map may not create variables), which folds a per-batch seed tensor.
+   It overrides `next`, the method `keras.random` calls, and skips the parent's `__init__`.
+3. `track_existing_variable` (TF Hub layers): a Keras 3 weight whose value *is* an existing
+   `tf.Variable` of a SavedModel, so `fit` trains the very variables the SavedModel computes
+   with. Keras's own `TFSMLayer` copies them instead (see `tests/test_hub.py`), and there is
+   no public way to wrap an existing variable: this sets the private `Variable._value` and
+   calls the private `Layer._track_variable`, as `TFSMLayer` itself does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import keras
+import tensorflow as tf
+
+# The Keras versions these internals were checked on (the tests run on both ends).
+KERAS_RANGE = ((3, 15), (4, 0))
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def check_keras(version: str = keras.__version__) -> None:
+    """Fail with a clear message when Keras is outside the range tfinetune was tested on.
+
+    Args:
+        version: a Keras version string.
+
+    Example:
+    >>> check_keras("2.15.0")
+    Traceback (most recent call last):
+    ImportError: tfinetune needs Keras >= 3.15 and < 4.0; this is Keras 2.15.0. ...
+    """
+    (low, high), found = KERAS_RANGE, _version(version)
+    if not low <= found < high:
+        raise ImportError(
+            f"tfinetune needs Keras >= {low[0]}.{low[1]} and < {high[0]}.{high[1]}; this is "
+            f"Keras {version}. Install a supported version: pip install 'keras>=3.15,<4'."
+        )
+    sites = (
+        (keras.layers.RandomFlip, "_get_seed_generator"),
+        (keras.layers.Layer, "_flatten_layers"),
+        (keras.layers.Layer, "_track_variable"),
+    )
+    missing = [f"{owner.__name__}.{name}" for owner, name in sites if not hasattr(owner, name)]
+    if not hasattr(keras.Variable(0.0, trainable=False), "_value"):
+        missing.append("Variable._value")
+    if missing:
+        raise ImportError(
+            f"Keras {version} no longer has {', '.join(missing)}, which tfinetune.compat "
+            "uses (see its docstring). Install the Keras version tfinetune was tested with: "
+            "pip install 'keras>=3.15,<4'."
+        )
+
+
+check_keras()
+
+
+# === 1 and 2: per-batch seeds for preprocessing layers ===
+
+
+class BatchSeedGenerator(keras.random.SeedGenerator):
+    """Stateless seeds folded from one `[2]` seed tensor: a `SeedGenerator` without a variable.
+
+    Args:
+        seed: a `[2]` integer tensor.
+
+    Example:
+    >>> g = BatchSeedGenerator(tf.constant([1, 2]))
+    >>> bool(tf.reduce_any(g.next() != g.next()))
+    True
+    """
+
+    def __init__(self, seed: tf.Tensor) -> None:  # no super().__init__: no state variable
+        self._base = tf.cast(seed, tf.int64)
+        self._draws = 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        self._draws += 1
+        return tf.random.experimental.stateless_fold_in(self._base, self._draws)
+
+
+@contextlib.contextmanager
+def seeded_layers(layers: Sequence[keras.layers.Layer], seed: tf.Tensor) -> Iterator[None]:
+    """While tracing, make every (nested) layer draw its randomness from `seed`.
+
+    Args:
+        layers: Keras layers.
+        seed: a `[2]` integer tensor.
+
+    Example:
+    >>> flip = keras.layers.RandomFlip(seed=0)
+    >>> x = tf.reshape(tf.range(8.0), [2, 1, 4, 1])
+    >>> with seeded_layers([flip], tf.constant([5, 5])):
+    ...     a = flip(x, training=True)
+    >>> with seeded_layers([flip], tf.constant([5, 5])):
+    ...     b = flip(x, training=True)
+    >>> bool(tf.reduce_all(a == b))
+    True
+    """
+    generator = BatchSeedGenerator(seed)
+    patched = [sub for layer in layers for sub in layer._flatten_layers(include_self=True)]
+    for sub in patched:
+        object.__setattr__(sub, "_get_seed_generator", lambda backend=None: generator)
+    try:
+        yield
+    finally:
+        for sub in patched:
+            sub.__dict__.pop("_get_seed_generator", None)
+
+
+# === 3: a Keras weight that is an existing tf.Variable ===
+
+
+def track_existing_variable(
+    layer: keras.layers.Layer, variable: tf.Variable, trainable: bool
+) -> keras.Variable:
+    """Make an existing `tf.Variable` one of `layer`'s Keras weights, without copying it.
+
+    Args:
+        layer: the layer that owns the weight.
+        variable: the variable (for example one of a loaded SavedModel's).
+        trainable: whether `fit` trains it.
+
+    Example:
+    >>> v = tf.Variable([1.0, 2.0], name="w")
+    >>> layer = keras.layers.Layer()
+    >>> w = track_existing_variable(layer, v, trainable=True)
+    >>> _ = w.assign([3.0, 4.0])
+    >>> v.numpy().tolist(), len(layer.trainable_weights)
+    ([3.0, 4.0], 1)
+    """
+    weight = keras.Variable(
+        initializer=variable,
+        trainable=trainable,
+        dtype=variable.dtype,
+        shape=variable.shape,
+        name=variable.name.split(":")[0].replace("/", "_"),
+    )
+    weight._value = variable  # the SavedModel's functions read this very variable
+    layer._track_variable(weight)
+    return weight

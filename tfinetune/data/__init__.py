@@ -1,0 +1,16 @@
+"""Step 1 of the flow: labelled files, arrays, TFRecords or TFDS become `tf.data` datasets.
+
+Modules, in the order the data passes through them:
+
+- `images`: decode and resize encoded images (shared with the serving graphs).
+- `files`: `LabelledFiles`, `BadFile`; find unreadable files; seeded splits of file lists.
+- `folders`: list a folder of class sub-folders.
+- `tables`: labelled files from CSV files or `(path, label)` rows.
+- `splits`: seeded, stratified split indices and class weights.
+- `augment`: augmentation policies from Keras preprocessing layers.
+- `pipeline`: `PipelineOptions` and the one `tf.data` pipeline every source goes through.
+- `datasets`: `ImageData`, and datasets from files, folders and arrays.
+- `records`: TFRecord shards (`tfinetune convert`) and reading them back.
+- `tfds`: TFDS datasets prepared in a local folder.
+- `synthetic`: shape images for the demo and the tests.
+"""

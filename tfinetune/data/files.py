@@ -1,0 +1,142 @@
+"""Labelled image files, the files that were skipped, finding unreadable files, and splits.
+
+Every candidate file is decoded once (in parallel) so that corrupt, truncated and non-image
+files are skipped and reported with the reason before training starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinetune.data.images import decode_image
+from tfinetune.data.splits import stratified_split
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class LabelledFiles:
+    """Image files with labels, the class names they index, and the files skipped.
+
+    Args:
+        paths: image file paths.
+        labels: one class index per path, or for multi-label data a tuple of indices.
+        class_names: the names the labels index.
+        bad_files: files that looked like images but could not be read.
+    """
+
+    paths: list[str]
+    labels: list[int] | list[tuple[int, ...]]
+    class_names: list[str]
+    bad_files: list[BadFile] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each file has a set of labels rather than one."""
+        return bool(self.labels) and isinstance(self.labels[0], (tuple, list))
+
+    def label_array(self) -> np.ndarray:
+        """Labels as int32 class indices, or float32 multi-hot rows for multi-label data."""
+        if not self.multi_label:
+            return np.asarray(self.labels, dtype="int32").reshape(len(self))
+        hot = np.zeros((len(self), len(self.class_names)), dtype="float32")
+        for row, labels in enumerate(self.labels):
+            hot[row, list(labels)] = 1.0
+        return hot
+
+    def subset(self, indices: Sequence[int]) -> LabelledFiles:
+        """The files at `indices`, with the same classes (and no bad files)."""
+        return LabelledFiles(
+            [self.paths[i] for i in indices], [self.labels[i] for i in indices], self.class_names
+        )
+
+
+# === Finding bad files ===
+
+
+def _tf_error_text(err: Exception) -> str:
+    text = getattr(err, "message", str(err)).split("\n")[0]
+    text = text.split("}} ")[-1].replace("[Op:DecodeImage]", "").strip()
+    return text.removesuffix("name:").strip()
+
+
+def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]:
+    """Decode every file once, in parallel, and return those that fail with the reason.
+
+    Args:
+        paths: image file paths.
+        verbose: show a progress bar.
+
+    Example:
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "notes.jpg")
+    >>> _ = open(p, "w").write("not a picture")
+    >>> find_bad_files([p])[0].reason.startswith("cannot be decoded: Unknown image file format")
+    True
+    """
+    if not paths:
+        return []
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
+    ds = ds.map(
+        lambda i, p: (i, tf.shape(decode_image(tf.io.read_file(p)))[0]),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=False,
+    ).ignore_errors()
+    progress = keras.utils.Progbar(len(paths), unit_name="file") if verbose else None
+    readable = set()
+    for index, _ in ds.batch(256).as_numpy_iterator():
+        readable.update(index.tolist())
+        if progress:
+            progress.add(len(index))
+    bad = []
+    for i, path in enumerate(paths):
+        if i in readable:
+            continue
+        try:
+            decode_image(tf.io.read_file(path))
+            reason = "cannot be decoded"
+        except (tf.errors.OpError, ValueError) as err:
+            reason = f"cannot be decoded: {_tf_error_text(err)}"
+        bad.append(BadFile(str(path), reason))
+    return bad
+
+
+def split_files(
+    files: LabelledFiles, val_fraction: float, seed: int = 1337, test_fraction: float = 0.0
+) -> tuple[LabelledFiles, ...]:
+    """A seeded split into train and validation (and test) files, stratified by class.
+
+    The same seed gives the same split on every machine (NumPy's PCG64 generator).
+
+    Args:
+        files: the labelled files.
+        val_fraction: the share of each class that goes to validation, in (0, 1).
+        seed: the random seed.
+        test_fraction: the share that goes to a test part (0: no test part).
+
+    Returns:
+        `(train, val)`, or `(train, val, test)` when `test_fraction` is above 0.
+
+    Example:
+    >>> files = LabelledFiles([f"{i}.jpg" for i in range(10)], [0] * 5 + [1] * 5, ["a", "b"])
+    >>> [len(part) for part in split_files(files, 0.4)]
+    [6, 4]
+    """
+    fractions = (val_fraction, test_fraction) if test_fraction else (val_fraction,)
+    return tuple(files.subset(part) for part in stratified_split(files.labels, fractions, seed))

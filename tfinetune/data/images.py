@@ -1,0 +1,248 @@
+"""Decoding and resizing of encoded images, shared by training pipelines and serving graphs.
+
+The same functions run inside `tf.data` maps and inside exported SavedModels, so a model
+sees exactly the same pixels in training, in evaluation and behind TF Serving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from tfinetune.sizes import to_size
+
+# Leading bytes of the formats that `tf.io.decode_image` reads.
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "jpeg": (b"\xff\xd8\xff",),
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "gif": (b"GIF87a", b"GIF89a"),
+    "bmp": (b"BM",),
+}
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"})
+
+
+def sniff_format(header: bytes) -> str | None:
+    """Name the image format from a file's first bytes, or None when it is not one we read.
+
+    Args:
+        header: the first 16 bytes (or more) of a file.
+
+    Example:
+    >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n....")
+    'png'
+    """
+    for name, prefixes in _SIGNATURES.items():
+        if header.startswith(prefixes):
+            return name
+    return None
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+    """Decode JPEG, PNG, GIF (first frame) or BMP bytes to a `uint8` RGB tensor `[h, w, 3]`.
+
+    Grayscale images are repeated over three channels and an alpha channel is dropped.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+
+    Example:
+    >>> png = tf.io.encode_png(tf.zeros([4, 5, 1], tf.uint8))
+    >>> decode_image(png).shape
+    TensorShape([4, 5, 3])
+    """
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+RESIZE_MODES = ("stretch", "crop", "pad")
+
+
+def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "stretch") -> tf.Tensor:
+    """Resize an RGB image to `image_size`, returning `uint8` pixels.
+
+    Modes: "stretch" (change the aspect ratio), "crop" (cut the centre to the target's
+    aspect ratio, then resize) or "pad" (resize to fit inside, then pad with black).
+    Shrinking averages over areas (anti-aliased, so large photos stay faithful); enlarging
+    is anti-aliased bilinear.
+
+    Args:
+        image: a `[h, w, 3]` tensor of pixels in 0..255.
+        image_size: `(height, width)` of the result.
+        mode: one of `RESIZE_MODES`.
+
+    Example:
+    >>> [resize_image(tf.zeros([10, 20, 3], tf.uint8), (4, 4), m).shape[:2] for m in RESIZE_MODES]
+    [TensorShape([4, 4]), TensorShape([4, 4]), TensorShape([4, 4])]
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize mode {mode!r}. Use one of {', '.join(RESIZE_MODES)}.")
+    height, width = image_size
+    if mode == "crop":
+        shape = tf.shape(image)
+        h, w = shape[0], shape[1]
+        # The largest centred box with the target aspect ratio.
+        crop_h = tf.minimum(h, tf.cast(tf.round(tf.cast(w, tf.float32) * height / width), tf.int32))
+        crop_w = tf.minimum(w, tf.cast(tf.round(tf.cast(h, tf.float32) * width / height), tf.int32))
+        crop_h, crop_w = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
+        image = tf.image.crop_to_bounding_box(
+            image, (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w
+        )
+    keep_aspect = mode == "pad"
+    shape = tf.shape(image)
+    shrinking = tf.logical_and(shape[0] >= height, shape[1] >= width)
+    # Shrinking: area averaging, a proper anti-aliasing filter and about twice as fast as
+    # anti-aliased bilinear. Enlarging (or mixed): anti-aliased bilinear.
+    resized = tf.cond(
+        shrinking,
+        lambda: tf.image.resize(image, image_size, "area", preserve_aspect_ratio=keep_aspect),
+        lambda: tf.image.resize(
+            image, image_size, "bilinear", antialias=True, preserve_aspect_ratio=keep_aspect
+        ),
+    )
+    pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    if mode == "pad":
+        shape = tf.shape(pixels)
+        pixels = tf.image.pad_to_bounding_box(
+            pixels, (height - shape[0]) // 2, (width - shape[1]) // 2, height, width
+        )
+    return tf.ensure_shape(pixels, [height, width, 3])
+
+
+def decode_for_size(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Decode image bytes to `uint8` RGB, shrinking large JPEGs while decoding.
+
+    A JPEG at least 2, 4 or 8 times larger than `image_size` on both sides is decoded at
+    1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which is several times faster than a
+    full decode and still leaves at least `image_size` pixels to resize from. Other formats
+    decode fully (`decode_image`).
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+        image_size: `(height, width)` the image will be resized to.
+
+    Example:
+    >>> jpeg = tf.io.encode_jpeg(tf.zeros([400, 300, 3], tf.uint8))
+    >>> decode_for_size(jpeg, (100, 100)).shape
+    TensorShape([200, 150, 3])
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        factor = tf.minimum(shape[0] // image_size[0], shape[1] // image_size[1])
+        index = tf.cast(factor >= 2, tf.int32) + tf.cast(factor >= 4, tf.int32)
+        index += tf.cast(factor >= 8, tf.int32)
+        branches = [
+            (lambda r=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=r))
+            for ratio in (1, 2, 4, 8)
+        ]
+        return tf.switch_case(index, branches)
+
+    image = tf.cond(is_jpeg(encoded), jpeg, lambda: decode_image(encoded))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_and_resize(
+    encoded: tf.Tensor, image_size: tuple[int, int], mode: str = "stretch"
+) -> tf.Tensor:
+    """Decode encoded image bytes and resize them to `image_size` as `uint8` RGB.
+
+    Used by every pipeline and by the exported model's `serving_default`, so training and
+    serving see the same pixels.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+        image_size: `(height, width)` of the result.
+        mode: how to resize (see `resize_image`).
+
+    Example:
+    >>> png = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8))
+    >>> decode_and_resize(png, (2, 2)).dtype
+    tf.uint8
+    """
+    return resize_image(decode_for_size(encoded, image_size), image_size, mode)
+
+
+def is_jpeg(encoded: tf.Tensor) -> tf.Tensor:
+    """Whether encoded bytes start with the JPEG signature (a boolean tensor).
+
+    Args:
+        encoded: a scalar string tensor.
+
+    Example:
+    >>> bool(is_jpeg(tf.io.encode_jpeg(tf.zeros([2, 2, 3], tf.uint8))))
+    True
+    """
+    return tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
+
+
+def decode_random_crop(
+    encoded: tf.Tensor,
+    image_size: tuple[int, int],
+    seed: tf.Tensor,
+    area: tuple[float, float] = (0.08, 1.0),
+    aspect: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """Decode a random crop of an image and resize it (the "random resized crop").
+
+    The crop covers a random share `area` of the image with a random aspect ratio in
+    `aspect`. For JPEGs only the crop is decoded (`tf.image.decode_and_crop_jpeg`, the fused
+    path); other formats are decoded whole and then cropped.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+        image_size: `(height, width)` of the result.
+        seed: a `[2]` integer tensor: the same seed gives the same crop.
+        area: the range of the crop's share of the image's area.
+        aspect: the range of the crop's aspect ratio (width / height).
+
+    Example:
+    >>> jpeg = tf.io.encode_jpeg(tf.zeros([40, 60, 3], tf.uint8))
+    >>> decode_random_crop(jpeg, (8, 8), tf.constant([1, 2])).shape
+    TensorShape([8, 8, 3])
+    """
+
+    def window(shape):
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape,
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=aspect,
+            area_range=area,
+            max_attempts=10,
+        )
+        return begin, size
+
+    def jpeg():
+        begin, size = window(tf.image.extract_jpeg_shape(encoded))
+        crop = tf.stack([begin[0], begin[1], size[0], size[1]])
+        return tf.image.decode_and_crop_jpeg(encoded, crop, channels=3)
+
+    def other():
+        image = decode_image(encoded)
+        begin, size = window(tf.shape(image))
+        return tf.slice(image, begin, size)
+
+    image = tf.cond(is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return resize_image(image, image_size)
+
+
+def load_image(path: str | Path, image_size: int | tuple[int, int]) -> tf.Tensor:
+    """Read an image file and return it decoded and resized, as the pipelines and exports do.
+
+    Args:
+        path: the image file.
+        image_size: one int, or `(height, width)`.
+
+    Example:
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
+    >>> tf.io.write_file(p, tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)))
+    >>> load_image(p, 4).shape
+    TensorShape([4, 4, 3])
+    """
+    return decode_and_resize(tf.io.read_file(str(path)), to_size(image_size))

@@ -1,0 +1,215 @@
+"""TFRecord files of encoded images: write a folder as split shards, read them back.
+
+`convert_folder` (the `tfinetune convert` command) writes a folder of classes as sharded
+TFRecord files of `tf.train.Example`s: `image/encoded` (the file's bytes, unchanged) and
+`image/class/label` (one or more class indices), split into train / val / test with the
+same seeded stratified split as the folder loaders, with `dataset.json` describing them.
+`tfrecord_datasets` reads them back through the same pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfinetune.data.datasets import ImageData, build_image_data
+from tfinetune.data.files import LabelledFiles
+from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.pipeline import AUTOTUNE, PipelineOptions
+from tfinetune.data.splits import split_indices
+
+MANIFEST = "dataset.json"
+FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.VarLenFeature(tf.int64),
+}
+
+
+def _example(encoded: bytes, labels: Sequence[int]) -> bytes:
+    feature = {
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=list(labels))),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_tfrecords(
+    files: LabelledFiles,
+    prefix: str | os.PathLike,
+    *,
+    shard_size: int = 1000,
+    verbose: bool = False,
+) -> list[str]:
+    """Write labelled files as TFRecord shards `<prefix>-00000-of-00003.tfrecord`, ...
+
+    Each shard is written to a temporary name and renamed when complete.
+
+    Args:
+        files: the labelled files (already checked, e.g. by `scan_image_folder`).
+        prefix: the path prefix of the shard files.
+        shard_size: examples per shard.
+        verbose: show a progress bar.
+
+    Returns:
+        The shard paths.
+
+    Example:
+    >>> import tempfile
+    >>> from tfinetune.data.synthetic import write_shapes_folder
+    >>> root = tempfile.mkdtemp()
+    >>> files = scan_image_folder(write_shapes_folder(root + "/d", ["ring", "star"], 3, size=16))
+    >>> [Path(p).name for p in write_tfrecords(files, root + "/train", shard_size=4)]
+    ['train-00000-of-00002.tfrecord', 'train-00001-of-00002.tfrecord']
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1. Received: {shard_size!r}")
+    n_shards = max(1, -(-len(files) // shard_size))
+    progress = keras.utils.Progbar(len(files), unit_name="image") if verbose else None
+    paths = []
+    for shard in range(n_shards):
+        path = f"{os.fspath(prefix)}-{shard:05d}-of-{n_shards:05d}.tfrecord"
+        partial = path + ".partial"
+        with tf.io.TFRecordWriter(partial) as writer:
+            for i in range(shard * shard_size, min(len(files), (shard + 1) * shard_size)):
+                labels = files.labels[i]
+                labels = labels if isinstance(labels, (tuple, list)) else [labels]
+                writer.write(_example(Path(files.paths[i]).read_bytes(), labels))
+                if progress:
+                    progress.add(1)
+        os.replace(partial, path)
+        paths.append(path)
+    return paths
+
+
+def convert_folder(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    val_split: float = 0.2,
+    test_split: float = 0.0,
+    seed: int = 1337,
+    shard_size: int = 1000,
+    verbose: bool = False,
+) -> dict:
+    """Convert a folder of classes into split, sharded TFRecord files and `dataset.json`.
+
+    Args:
+        data_dir: a folder with one sub-folder per class.
+        out_dir: a new or empty folder to write.
+        val_split: the share for validation (0: none).
+        test_split: the share for testing (0: none).
+        seed: seeds the stratified split.
+        shard_size: examples per shard.
+        verbose: show progress.
+
+    Returns:
+        The manifest: class names, counts and shard files per split, and skipped files.
+
+    Example:
+    >>> import tempfile
+    >>> from tfinetune.data.synthetic import write_shapes_folder
+    >>> root = tempfile.mkdtemp()
+    >>> data = write_shapes_folder(root + "/d", ["ring", "star"], 5, size=16)
+    >>> convert_folder(data, root + "/records")["counts"]
+    {'train': 8, 'val': 2}
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"Output folder {str(out)!r} is not empty. Choose a new folder.")
+    files = scan_image_folder(data_dir, verbose=verbose)
+    parts = {
+        name: files.subset(idx)
+        for name, idx in split_indices(files.labels, val_split, test_split, seed).items()
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "class_names": files.class_names,
+        "counts": {name: len(part) for name, part in parts.items()},
+        "shards": {},
+        "bad_files": [{"path": b.path, "reason": b.reason} for b in files.bad_files],
+        "seed": seed,
+    }
+    for name, part in parts.items():
+        shards = write_tfrecords(part, out / name, shard_size=shard_size, verbose=verbose)
+        manifest["shards"][name] = [Path(p).name for p in shards]
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_tfrecords(
+    paths: Sequence[str | os.PathLike], num_classes: int, multi_label: bool = False
+) -> tf.data.Dataset:
+    """A dataset of `(encoded bytes, label)` from TFRecord files of tf.train.Examples.
+
+    Args:
+        paths: TFRecord files.
+        num_classes: the number of classes (for multi-hot labels).
+        multi_label: labels as multi-hot float32 rows instead of one class index.
+
+    Example:
+    >>> import tempfile
+    >>> from tfinetune.data.synthetic import write_shapes_folder
+    >>> root = tempfile.mkdtemp()
+    >>> files = scan_image_folder(write_shapes_folder(root + "/d", ["ring", "star"], 2, size=16))
+    >>> ds = read_tfrecords(write_tfrecords(files, root + "/x"), 2)
+    >>> [int(label) for _, label in ds]
+    [0, 0, 1, 1]
+    """
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, FEATURES)
+        labels = tf.sparse.to_dense(example["image/class/label"])
+        if multi_label:
+            label = tf.reduce_max(tf.one_hot(labels, num_classes), axis=0)
+        else:
+            label = tf.cast(labels[0], tf.int32)
+        return example["image/encoded"], label
+
+    records = tf.data.TFRecordDataset([os.fspath(p) for p in paths], num_parallel_reads=None)
+    return records.map(parse, num_parallel_calls=AUTOTUNE)
+
+
+def tfrecord_datasets(
+    records_dir: str | os.PathLike,
+    *,
+    options: PipelineOptions | None = None,
+    **pipeline: Any,
+) -> ImageData:
+    """Datasets from a folder written by `convert_folder` (`tfinetune convert`).
+
+    Args:
+        records_dir: the folder holding `dataset.json` and the shards.
+        options: the pipeline options (`PipelineOptions`).
+        **pipeline: fields of `PipelineOptions` (`image_size`, `batch_size`, `augment`, ...).
+
+    Example:
+    >>> import tempfile
+    >>> from tfinetune.data.synthetic import write_shapes_folder
+    >>> root = tempfile.mkdtemp()
+    >>> _ = convert_folder(write_shapes_folder(root + "/d", ["ring", "star"], 5), root + "/r")
+    >>> d = tfrecord_datasets(root + "/r", image_size=16)
+    >>> d.class_names, sum(len(y) for _, y in d.val)
+    (['ring', 'star'], 2)
+    """
+    folder = Path(records_dir)
+    if not (folder / MANIFEST).is_file():
+        raise FileNotFoundError(
+            f"No {MANIFEST} in {str(folder)!r}: write the folder with `tfinetune convert`."
+        )
+    manifest = json.loads((folder / MANIFEST).read_text())
+    names = manifest["class_names"]
+    sources = {
+        part: (
+            read_tfrecords([folder / s for s in shards], len(names)),
+            manifest["counts"][part],
+            sum((folder / s).stat().st_size for s in shards),
+        )
+        for part, shards in manifest["shards"].items()
+    }
+    return build_image_data(sources, names, PipelineOptions.resolve(options, **pipeline))

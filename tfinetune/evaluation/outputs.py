@@ -1,0 +1,71 @@
+"""Writing an evaluation to a folder: metrics, a Markdown summary and the figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tfinetune.data.files import BadFile
+from tfinetune.evaluation.multilabel import MultiLabelReport
+from tfinetune.evaluation.plots import (
+    plot_confusion_matrix,
+    plot_predictions,
+    plot_reliability,
+    plot_top_losses,
+)
+from tfinetune.evaluation.report import ClassificationReport, top_losses
+
+
+def write_evaluation(
+    out_dir: str | os.PathLike,
+    report: ClassificationReport | MultiLabelReport,
+    paths: Sequence[str] | None = None,
+    bad_files: Sequence[BadFile] = (),
+    **extra,
+) -> list[Path]:
+    """Write a report's files: metrics, a Markdown summary and the figures.
+
+    `metrics.json` and `summary.md` always; for single-label reports also
+    `confusion_matrix.png` and `reliability.png`, and, when the image files are known,
+    `top_losses.json`, `top_losses.png` and `predictions.png`.
+
+    Args:
+        out_dir: the folder to write into (created if missing).
+        report: the report.
+        paths: the image file of each example, in the report's order.
+        bad_files: files skipped while reading the data, listed in `metrics.json`.
+        **extra: more JSON-ready facts for `metrics.json`.
+
+    Returns:
+        The files written.
+
+    Example:
+    >>> import tempfile
+    >>> from tfinetune.evaluation.report import classification_report
+    >>> report = classification_report([0, 1], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+    >>> sorted(p.name for p in write_evaluation(tempfile.mkdtemp(), report))
+    ['confusion_matrix.png', 'metrics.json', 'reliability.png', 'summary.md']
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        **report.to_dict(),
+        "skipped_files": [{"path": b.path, "reason": b.reason} for b in bad_files],
+        **extra,
+    }
+    written = [out / "metrics.json", out / "summary.md"]
+    written[0].write_text(json.dumps(metrics, indent=2))
+    written[1].write_text(report.to_markdown())
+    if isinstance(report, ClassificationReport):
+        plot_confusion_matrix(report, out / "confusion_matrix.png")
+        plot_reliability(report, out / "reliability.png")
+        written += [out / "confusion_matrix.png", out / "reliability.png"]
+        if paths is not None:
+            losses = top_losses(report, paths, k=9)
+            (out / "top_losses.json").write_text(json.dumps(losses, indent=2))
+            plot_top_losses(report, paths, out / "top_losses.png")
+            plot_predictions(report, paths, out / "predictions.png")
+            written += [out / "top_losses.json", out / "top_losses.png", out / "predictions.png"]
+    return written

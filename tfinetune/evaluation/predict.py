@@ -1,0 +1,77 @@
+"""Running a classifier over a labelled dataset, and reporting on what it predicted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinetune.evaluation.multilabel import MultiLabelReport, multilabel_report
+from tfinetune.evaluation.report import ClassificationReport, classification_report
+
+
+def predict_dataset(
+    model: keras.Model, dataset: tf.data.Dataset, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run a model over a `(pixels, labels)` dataset once; return labels and probabilities.
+
+    Args:
+        model: a classifier.
+        dataset: batches of `(pixels, labels)`, in a fixed order.
+        tta: test-time augmentation: average the predictions of each image and its mirror.
+
+    Example:
+    >>> from tfinetune.models.classifier import build_classifier
+    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((3, 32, 32, 3)), [0, 1, 1])).batch(2)
+    >>> y, p = predict_dataset(m, ds)
+    >>> y.tolist(), p.shape
+    ([0, 1, 1], (3, 2))
+    """
+    labels, probs = [], []
+    for x, y in dataset:
+        p = np.asarray(model.predict_on_batch(x))
+        if tta:
+            p = (p + np.asarray(model.predict_on_batch(tf.image.flip_left_right(x)))) / 2
+        probs.append(p)
+        labels.append(np.asarray(y))
+    if not labels:
+        raise ValueError("The dataset is empty: there is nothing to evaluate.")
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def evaluate_classifier(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    class_names: Sequence[str],
+    tta: bool = False,
+) -> ClassificationReport | MultiLabelReport:
+    """Predict a labelled dataset and report on it (multi-label when labels are multi-hot).
+
+    Args:
+        model: a classifier whose outputs follow `class_names`.
+        dataset: batches of `(pixels, labels)`: class indices, or multi-hot rows.
+        class_names: the class names, in label order.
+        tta: average each image's prediction with its mirror's.
+
+    Returns:
+        A `ClassificationReport`, or a `MultiLabelReport` for multi-hot labels.
+
+    Example:
+    >>> from tfinetune.models.classifier import build_classifier
+    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((2, 32, 32, 3)), [0, 1])).batch(2)
+    >>> evaluate_classifier(m, ds, ["a", "b"]).support.tolist()
+    [1, 1]
+    """
+    if model.output_shape[-1] != len(class_names):
+        raise ValueError(
+            f"The model predicts {model.output_shape[-1]} classes but {len(class_names)} class "
+            f"names were given: {list(class_names)}."
+        )
+    labels, probs = predict_dataset(model, dataset, tta=tta)
+    if labels.ndim == 2:
+        return multilabel_report(labels, probs, class_names)
+    return classification_report(labels, probs, class_names)

@@ -1,0 +1,12 @@
+"""Step 2 of the flow: a backbone and a head become one Keras model that takes raw pixels.
+
+- `specs`: `BackboneSpec` (a backbone described by data) and layer grouping.
+- `catalogue`: the `keras.applications` families, each with its normalisation, layer groups
+  and ImageNet weight file name.
+- `weights`: finding ImageNet weight files offline before any download.
+- `backbones`: looking up and building backbones.
+- `hub`: TF Hub / Kaggle / local SavedModels as trainable Keras 3 layers.
+- `normalization`: the pixel normalisation each backbone's weights expect, as a layer.
+- `heads`: the classification head.
+- `classifier`: `build_classifier`, pixels -> normalisation -> backbone -> head.
+"""

@@ -1,0 +1,111 @@
+"""`build_classifier`: raw RGB pixels -> the backbone's normalisation -> backbone -> head."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Sequence
+
+import keras
+
+from tfinetune.models.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
+from tfinetune.models.heads import build_head
+from tfinetune.models.normalization import PixelNormalization
+from tfinetune.sizes import to_size
+
+# The spec each classifier was built from, so that a backbone described by your own
+# `BackboneSpec` keeps its layer groups (a catalogue backbone is also found by its name).
+_SPECS: weakref.WeakKeyDictionary[keras.Model, BackboneSpec] = weakref.WeakKeyDictionary()
+
+
+def build_classifier(
+    backbone: str | BackboneSpec = "mobilenet_v2",
+    num_classes: int = 2,
+    *,
+    weights: str | os.PathLike | None = "imagenet",
+    image_size: int | tuple[int, int] | None = None,
+    pooling: str = "avg",
+    dropout: float = 0.2,
+    hidden_units: Sequence[int] = (),
+    activation: str = "softmax",
+) -> keras.Model:
+    """Build an image classifier that takes RGB pixels in 0..255.
+
+    The normalisation the backbone's weights expect is the model's first layer, so the same
+    model trains, evaluates and serves on plain images. The backbone starts frozen; use
+    `tfinetune.fine_tune` or the functions in `tfinetune.training.freezing` to unfreeze it.
+
+    Args:
+        backbone: a catalogue name (see `tfinetune.CATALOGUE`) or a `BackboneSpec`.
+        num_classes: the number of classes.
+        weights: `None`, `"imagenet"` or the path of a Keras weights file for the backbone.
+        image_size: the input size, one int or `(height, width)`; defaults to the backbone's.
+        pooling: `"avg"` or `"max"` pooling of the feature map.
+        dropout: the dropout rate before the output layer.
+        hidden_units: sizes of optional hidden layers in the head.
+        activation: the output activation (`"softmax"`, `"sigmoid"` or `None`).
+
+    Example:
+    >>> model = build_classifier("convnet_tiny", num_classes=3, weights=None, image_size=32)
+    >>> model.output_shape
+    (None, 3)
+    """
+    spec = get_spec(backbone)
+    size = to_size(image_size or spec.default_size)
+
+    # === Layers ===
+    features_model = build_backbone(spec, image_size=size, weights=weights)
+    inputs = keras.Input((*size, 3), name="pixels")
+    x = PixelNormalization(spec.normalization, name="normalize")(inputs)
+    x = features_model(x)
+    outputs = build_head(
+        x,
+        num_classes,
+        pooling=pooling,
+        dropout=dropout,
+        hidden_units=hidden_units,
+        activation=activation,
+    )
+    model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
+
+    # === Initial state: backbone frozen ===
+    features_model.trainable = False
+    _SPECS[model] = spec
+    return model
+
+
+def find_backbone(model: keras.Model) -> keras.Model:
+    """Return the backbone sub-model of a classifier made by `build_classifier`.
+
+    Args:
+        model: a classifier.
+
+    Example:
+    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
+    >>> find_backbone(m).name
+    'convnet_tiny'
+    """
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(
+            f"Expected a classifier with exactly one nested backbone model, found {len(nested)} "
+            f"in {model.name!r}. Build it with tfinetune.build_classifier."
+        )
+    return nested[0]
+
+
+def backbone_spec_of(model: keras.Model) -> BackboneSpec | None:
+    """The spec a classifier was built from, else its backbone's catalogue entry, else None.
+
+    A classifier loaded from a file remembers only its backbone's name: for a backbone not
+    in the catalogue, pass its spec to the functions that group layers.
+
+    Args:
+        model: a classifier.
+
+    Example:
+    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
+    >>> backbone_spec_of(m).name
+    'convnet_tiny'
+    """
+    return _SPECS.get(model) or CATALOGUE.get(find_backbone(model).name)

@@ -1,0 +1,10 @@
+"""Step 3 of the flow: staged fine-tuning of a classifier with Keras's own `fit`.
+
+- `freezing`: layer groups, freezing and unfreezing, the BatchNorm policy.
+- `losses`: choosing the loss for the labels, label smoothing.
+- `schedules`: warm-up + cosine and one-cycle learning-rate schedules.
+- `optimizers`: discriminative learning rates as a Keras `MultiOptimizer`.
+- `fine_tuning`: `Stage`, `fine_tune` and its history.
+- `lr_finder`: the learning-rate finder.
+- `curves`: figures of training histories and finder sweeps.
+"""
