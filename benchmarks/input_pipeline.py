@@ -33,9 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
+from tfinetune import PipelineOptions, files_datasets, scan_image_folder
 from tfinetune.data.augment import build_augmentation
-from tfinetune.data.datasets import make_dataset
-from tfinetune.data.files import scan_image_folder
 from tfinetune.data.images import decode_and_resize
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "datasets"
@@ -82,10 +81,10 @@ def peak_rss_of_one_pass(root: Path, size: int, batch: int) -> float:
     # was forked from, even across exec.
     code = (
         "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
-        "from tfinetune.data.files import scan_image_folder\n"
-        "from tfinetune.data.datasets import make_dataset\n"
+        "from tfinetune import files_datasets, scan_image_folder\n"
         f"files = scan_image_folder({str(root)!r})\n"
-        f"ds = make_dataset(files, {size}, {batch}, training=True, cache=False, seed=1)\n"
+        f"ds = files_datasets(files, val_split=0, image_size={size}, batch_size={batch}, "
+        "cache=False, seed=1).train\n"
         "n = sum(int(x.shape[0]) for x, _ in ds)\n"
         "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
         "print(n, int(status['VmHWM'].split()[0]) / 1024)\n"
@@ -96,6 +95,12 @@ def peak_rss_of_one_pass(root: Path, size: int, batch: int) -> float:
     return float(rss)
 
 
+def training_data(files, size: int, batch: int, augment) -> tf.data.Dataset:
+    """tfinetune's training dataset of all the files (shuffled, augmented, cached)."""
+    options = PipelineOptions(size, batch, augment=augment, seed=1)
+    return files_datasets(files, val_split=0, options=options).train
+
+
 def bench(name: str, root: Path, size: int, batch: int, epochs: int, repeats: int) -> dict:
     files = scan_image_folder(root)
     paths = files.paths
@@ -104,11 +109,9 @@ def bench(name: str, root: Path, size: int, batch: int, epochs: int, repeats: in
     )
     rows = {
         "decode+resize limit": lambda: decode_limit(paths, size, batch),
-        "tfinetune, no augmentation": lambda: make_dataset(
-            files, size, batch, training=True, augment=None, seed=1
-        ),
-        "tfinetune, default (light) augmentation": lambda: make_dataset(
-            files, size, batch, training=True, augment="light", seed=1
+        "tfinetune, no augmentation": lambda: training_data(files, size, batch, None),
+        "tfinetune, default (light) augmentation": lambda: training_data(
+            files, size, batch, "light"
         ),
         "keras loader + same augmentation": lambda: keras_loader(root, size, batch, True, False),
         "keras loader + .cache() + same augmentation": lambda: keras_loader(

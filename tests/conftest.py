@@ -38,3 +38,22 @@ def _seed():
 def tiny_folder(tmp_path: Path) -> Path:
     """Three classes of 8 small PNG shape images each."""
     return write_shapes_folder(tmp_path / "shapes", ["circle", "cross", "ring"], 8, size=32)
+
+
+def files_pipeline(files, image_size=224, batch_size=32, *, training=False, **options):
+    """One dataset of `(pixels, labels)` batches from labelled files, through the pipeline."""
+    from tfinetune.data.datasets import file_source
+    from tfinetune.data.pipeline import build_pipeline
+
+    source, count, encoded_bytes = file_source(files, options.get("deterministic", True))
+    options.setdefault("seed", None)
+    return build_pipeline(
+        source,
+        count=count,
+        encoded_bytes=encoded_bytes,
+        training=training,
+        num_classes=len(files.class_names),
+        image_size=image_size,
+        batch_size=batch_size,
+        **options,
+    )

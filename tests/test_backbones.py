@@ -1,10 +1,10 @@
+import dataclasses
 import re
 
 import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.utils import file_utils
 
 from tfinetune.models.backbones import CATALOGUE, build_backbone, get_spec, group_layers
 from tfinetune.models.normalization import PixelNormalization
@@ -79,19 +79,53 @@ def test_missing_weights_file_is_named(tmp_path):
         build_backbone("convnet_tiny", image_size=32, weights=tmp_path / "nothere.h5")
 
 
+def _without_download(spec, error):
+    """The same backbone, but asking for `weights="imagenet"` fails as a download would."""
+
+    def build(input_shape, weights=None):
+        if weights == "imagenet":
+            raise error
+        return spec.builder(input_shape=input_shape, weights=weights)
+
+    return dataclasses.replace(spec, builder=build)
+
+
 def test_imagenet_offline_without_a_local_file_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure: no network")
-
-    monkeypatch.setattr(file_utils, "get_file", offline)
+    spec = _without_download(get_spec("mobilenet_v2"), Exception("URL fetch failure: no network"))
     with pytest.raises(FileNotFoundError) as info:
-        build_backbone("mobilenet_v2", image_size=160, weights="imagenet")
+        build_backbone(spec, image_size=160, weights="imagenet")
     message = str(info.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5" in message
     assert "TFINETUNE_WEIGHTS_DIR" in message and "no network" in message
+
+
+# One entry of every family at a size its ImageNet weights accept (NASNet: exactly 224).
+FAMILIES = {
+    "resnet50": 32, "resnet50_v2": 32, "efficientnet_b0": 32, "efficientnetv2_b0": 32,
+    "mobilenet": 128, "mobilenet_v2_035": 96, "mobilenet_v3_small": 32, "convnext_tiny": 32,
+    "densenet121": 32, "inception_v3": 75, "inception_resnet_v2": 75, "xception": 71,
+    "nasnet_mobile": 224, "vgg16": 32,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_the_catalogue_names_the_weights_file_keras_asks_for(name, monkeypatch, tmp_path):
+    from keras.src.utils import file_utils  # the test watches Keras's download; tfinetune does not
+
+    asked = []
+
+    def record(fname=None, origin=None, *args, **kwargs):
+        asked.append(fname or origin.rsplit("/", 1)[-1])
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(file_utils, "get_file", record)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    spec, size = CATALOGUE[name], FAMILIES[name]
+    with pytest.raises(RuntimeError, match="recorded"):
+        spec.builder(input_shape=(size, size, 3), weights="imagenet")
+    assert asked == [spec.weights_file_for((size, size))]
 
 
 def test_imagenet_for_a_backbone_without_published_weights():
@@ -112,8 +146,8 @@ def test_imagenet_resolves_offline_from_the_weights_dir(name, size, monkeypatch,
     weights_dir = asset("weights")
     monkeypatch.setenv("TFINETUNE_WEIGHTS_DIR", str(weights_dir))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: pytest.fail("tried to download"))
-    model = build_backbone(name, image_size=size, weights="imagenet")
+    spec = _without_download(get_spec(name), AssertionError("tried to download"))
+    model = build_backbone(spec, image_size=size, weights="imagenet")
     expected = _first_kernel_from_h5(weights_dir / WEIGHTS[name])
     np.testing.assert_array_equal(model.get_layer("Conv1").kernel.numpy(), expected)
     assert model.output_shape[1] == size // 32

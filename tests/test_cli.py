@@ -1,8 +1,11 @@
 import json
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
+from tfinetune import image_folder_datasets, predict_dataset
 from tfinetune.cli import main
 from tfinetune.data.synthetic import write_shapes_folder
 
@@ -37,14 +40,20 @@ def trained_run(tmp_path_factory):
 
 
 def test_train_leaves_a_complete_run_folder(trained_run):
-    _, run = trained_run
+    data, run = trained_run
     for name in (*RUN_FILES, *EVALUATION_FILES):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"cross", "ring"}
     assert {"precision", "recall", "f1", "support"} <= set(metrics["per_class"]["ring"])
     assert {"macro_avg", "weighted_avg", "expected_calibration_error"} <= set(metrics)
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_examples"] == 4
+    assert metrics["num_examples"] == 4
+    # The reported accuracy is the saved model's on the run's own validation split.
+    model = keras.saving.load_model(run / "model.keras")
+    val = image_folder_datasets(data, image_size=32, seed=1337, augment=None).val
+    labels, probs = predict_dataset(model, val)
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == labels)))
+    assert metrics["accuracy"] == pytest.approx(np.trace(metrics["confusion_matrix"]) / 4)
     assert [Path(s["path"]).name for s in metrics["skipped_files"]] == ["broken.jpg"]
     assert (run / "training_curves.png").stat().st_size > 10_000
 

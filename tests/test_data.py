@@ -10,12 +10,13 @@ from tfinetune import (
     build_classifier,
     fine_tune,
     image_folder_datasets,
-    make_dataset,
     scan_image_folder,
     split_files,
 )
-from tfinetune.data.datasets import LabelledFiles
+from tfinetune.data.files import LabelledFiles
 from tfinetune.data.images import load_image
+
+from conftest import files_pipeline
 
 
 def _save(path: Path, fmt: str, mode: str = "RGB", size=(20, 24)):
@@ -79,13 +80,13 @@ def test_training_on_a_messy_folder_runs_to_the_end(messy_folder):
 def test_without_verification_a_bad_file_is_dropped_not_fatal(messy_folder):
     files = scan_image_folder(messy_folder, verify=False)
     assert len(files) == 14  # 12 good, plus the corrupt and the truncated file
-    batches = list(make_dataset(files, 16, batch_size=64))
+    batches = list(files_pipeline(files, 16, batch_size=64))
     assert sum(len(y) for _, y in batches) == 12
 
 
 def test_dataset_pixels_equal_load_image_and_labels_follow_folders(tiny_folder):
     files = scan_image_folder(tiny_folder)
-    x, y = next(iter(make_dataset(files, 24, batch_size=100)))
+    x, y = next(iter(files_pipeline(files, 24, batch_size=100)))
     assert x.shape == (24, 24, 24, 3) and str(x.dtype) == "<dtype: 'float32'>"
     np.testing.assert_array_equal(x[5].numpy(), load_image(files.paths[5], 24).numpy())
     assert y.numpy().tolist() == files.labels == [0] * 8 + [1] * 8 + [2] * 8
@@ -93,8 +94,8 @@ def test_dataset_pixels_equal_load_image_and_labels_follow_folders(tiny_folder):
 
 def test_training_dataset_is_augmented_and_validation_is_not(tiny_folder):
     files = scan_image_folder(tiny_folder)
-    plain = next(iter(make_dataset(files, 32, batch_size=24)))[0].numpy()
-    augmented = make_dataset(files, 32, batch_size=24, training=True, seed=3)
+    plain = next(iter(files_pipeline(files, 32, batch_size=24)))[0].numpy()
+    augmented = files_pipeline(files, 32, batch_size=24, training=True, seed=3)
     x, y = next(iter(augmented))
     assert sorted(y.numpy().tolist()) == files.labels  # shuffled, all there
     assert not np.allclose(np.sort(x.numpy().ravel()), np.sort(plain.ravel()))

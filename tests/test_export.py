@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tfinetune import ExportedClassifier, build_classifier, export_saved_model, scan_image_folder
-from tfinetune.serving import export as export_module
 from tfinetune.data.images import load_image
 from tfinetune.data.synthetic import write_shapes_folder
+from tfinetune.serving import export as export_module
 
 # Runs in a fresh interpreter: loads the SavedModel with TensorFlow alone (no tfinetune).
 SERVE_SCRIPT = """

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfinetune import build_classifier, export_saved_model, fine_tune
-from tfinetune.models.hub import HubLayer
 from tfinetune.models.classifier import find_backbone
+from tfinetune.models.hub import HubLayer
 
 from conftest import asset
 
@@ -151,7 +151,7 @@ def test_hub_backbone_classifier_on_real_photos(tmp_path):
     freeze_to(model, 2)
     before = [w.numpy().copy() for w in hub.trainable_weights]
     assert len(before) == 156  # the SavedModel's trainable variables
-    fine_tune(model, data.train, freeze_epochs=0, epochs=1, unfreeze_groups=1, verbose=0)
+    fine_tune(model, data.train, freeze_epochs=0, epochs=1, train_groups=2, verbose=0)
     assert any(
         not np.array_equal(w.numpy(), b) for w, b in zip(hub.trainable_weights, before, strict=True)
     )
@@ -180,3 +180,26 @@ def test_a_hub_handle_is_resolved_through_tensorflow_hub(tmp_path, monkeypatch):
     model = build_classifier(f"hub:{handle}", 2, image_size=8)
     assert asked == [handle]
     assert model.get_layer("normalize").mode == "unit" and model.output_shape == (None, 2)
+
+
+def test_keras_tfsm_layer_shares_variables_but_cannot_train_with_adam():
+    """Why tfinetune keeps its own HubLayer: checked on every Keras version we support.
+
+    `keras.layers.TFSMLayer(..., trainable=True)` does track the SavedModel's own variables,
+    but keeps their TensorFlow names (`embeddings:0`), and Adam, the default optimizer,
+    then fails to make its slots. When this test fails, Keras has fixed it: use TFSMLayer.
+    """
+    path = asset("hub", "glove_50d_5k_text_embedding")
+    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default", trainable=True)
+    sentences = tf.constant(["the cat sat on the mat", "stocks fell sharply"])
+    before = layer(sentences)["output_0"].numpy()
+    weight = layer.trainable_weights[0]
+    weight.assign(weight.numpy() + 1.0)  # the Keras weight is the SavedModel's variable
+    assert not np.allclose(layer(sentences)["output_0"].numpy(), before)
+    inputs = keras.Input((), dtype="string")
+    outputs = keras.layers.Dense(2, activation="softmax")(layer(inputs)["output_0"])
+    model = keras.Model(inputs, outputs)
+    data = tf.data.Dataset.from_tensor_slices((sentences, [0, 1])).batch(2)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="not a valid scope name"):
+        model.fit(data, epochs=1, verbose=0)

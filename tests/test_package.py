@@ -1,28 +1,91 @@
+"""The public surface, and a command line that starts at once and keeps TensorFlow quiet."""
+
+import ast
+import importlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import tfinetune
 
+PACKAGE = Path(tfinetune.__file__).parent
+TF_LOG = ("I0000", "W0000", "E0000", "oneDNN", "cuInit", "cuda", "absl::InitializeLog")
 
-def test_import_does_not_load_hub_or_datasets():
+
+def _run(*args, env_drop=("TF_CPP_MIN_LOG_LEVEL", "TFINETUNE_VERBOSE"), **kwargs):
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    command = [sys.executable, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
+
+
+def test_import_and_help_do_not_load_tensorflow():
     code = (
-        "import sys, tfinetune; "
-        "print(sorted(m for m in ('tensorflow_hub', 'tensorflow_datasets') if m in sys.modules))"
+        "import sys, tfinetune, tfinetune.cli\n"
+        "try:\n"
+        "    tfinetune.cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tensorflow_hub', "
+        "'tensorflow_datasets') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = _run("-c", code, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "usage: tfinetune" in out.stdout
 
 
-def test_public_api_is_explicit():
-    assert sorted(tfinetune.__all__) == sorted(set(tfinetune.__all__))
-    for name in tfinetune.__all__:
-        assert getattr(tfinetune, name) is not None, name
-
-
-def test_console_script_shows_help():
-    out = subprocess.run(
-        [sys.executable, "-m", "tfinetune.cli", "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0
+def test_help_and_argument_errors_print_no_tensorflow_log():
+    helped = _run("-m", "tfinetune.cli", "--help")
+    assert helped.returncode == 0
     for command in ("train", "evaluate", "predict", "demo"):
-        assert command in out.stdout
+        assert command in helped.stdout
+    wrong = _run("-m", "tfinetune.cli", "train", "--epochs", "many")
+    assert wrong.returncode == 2 and "invalid int value: 'many'" in wrong.stderr
+    for out in (helped, wrong):
+        assert not [line for line in out.stderr.splitlines() if any(t in line for t in TF_LOG)]
+
+
+def test_train_at_default_verbosity_prints_no_tensorflow_cxx_log(tmp_path):
+    from tfinetune.data.synthetic import write_shapes_folder
+
+    data = write_shapes_folder(tmp_path / "data", ["cross", "ring"], 4, size=16)
+    args = ["-m", "tfinetune.cli", "train", "--data", str(data), "--out", str(tmp_path / "run")]
+    args += ["--backbone", "convnet_tiny", "--weights", "none", "--image-size", "16"]
+    quiet = _run(*args, "--epochs", "1", "--freeze-epochs", "0", "--batch-size", "8")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert (tmp_path / "run" / "model.keras").is_file()
+    assert not [line for line in quiet.stderr.splitlines() if any(t in line for t in TF_LOG)]
+    # --verbose brings TensorFlow's own start-up log back.
+    loud = _run("-m", "tfinetune.cli", "--verbose", "predict", str(tmp_path / "run"), "nothing.png")
+    assert any(t in loud.stderr for t in TF_LOG), loud.stderr[-2000:]
+
+
+def test_every_public_name_comes_from_the_module_the_surface_names():
+    assert len(tfinetune.__all__) == len(set(tfinetune.__all__))
+    assert set(tfinetune.__all__) <= set(dir(tfinetune))
+    for module, names in tfinetune._PUBLIC.items():
+        imported = importlib.import_module(module)
+        for name in names:
+            value = getattr(tfinetune, name)
+            assert value is getattr(imported, name), name
+            if callable(value) and hasattr(value, "__module__"):
+                assert value.__module__ == module, (name, value.__module__)
+
+
+def test_the_tree_reads_as_the_flow_and_modules_stay_small():
+    steps = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert steps == ["cli", "data", "evaluation", "models", "serving", "training"]
+    for path in PACKAGE.rglob("*.py"):
+        source = path.read_text()
+        assert len(source.splitlines()) <= 400, path
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                lines = body[-1].end_lineno - body[0].lineno + 1
+                assert lines <= 60, f"{path.name}:{node.name} has {lines} lines"
+
+
+def test_private_keras_access_lives_only_in_the_compat_module():
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "compat.py":
+            assert "keras.src" not in path.read_text(), path

@@ -6,10 +6,11 @@ import tensorflow as tf
 from PIL import Image
 
 from tfinetune.data.augment import POLICIES, Augmenter, build_augmentation
-from tfinetune.data.datasets import make_dataset
-from tfinetune.data.files import scan_image_folder
+from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.images import decode_image, decode_random_crop, resize_image
 from tfinetune.data.pipeline import build_pipeline
+
+from conftest import files_pipeline
 
 
 def _epochs(ds, n=2):
@@ -21,10 +22,10 @@ def test_every_policy_is_deterministic_under_a_seed_new_each_epoch_and_off_at_in
     tiny_folder, policy
 ):
     files = scan_image_folder(tiny_folder)
-    plain = np.concatenate([x.numpy() for x, _ in make_dataset(files, 32, batch_size=8)])
+    plain = np.concatenate([x.numpy() for x, _ in files_pipeline(files, 32, batch_size=8)])
 
     def training(seed):
-        return make_dataset(files, 32, batch_size=8, training=True, augment=policy, seed=seed)
+        return files_pipeline(files, 32, batch_size=8, training=True, augment=policy, seed=seed)
 
     first, second = _epochs(training(3)), _epochs(training(3))
     for a, b in zip(first, second, strict=True):
@@ -36,7 +37,7 @@ def test_every_policy_is_deterministic_under_a_seed_new_each_epoch_and_off_at_in
     assert not np.array_equal(first[0], first[1])  # new augmentation every epoch
     assert not np.array_equal(first[0], _epochs(training(4), 1)[0])  # another seed differs
     # Validation (training=False) never augments, whatever the policy.
-    val = make_dataset(files, 32, batch_size=8, augment=policy, seed=3)
+    val = files_pipeline(files, 32, batch_size=8, augment=policy, seed=3)
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in val]), plain)
 
 
@@ -52,7 +53,7 @@ def test_keras_layers_are_the_identity_at_inference():
 
 def test_explicit_lists_mixup_and_cutmix_give_soft_one_hot_labels(tiny_folder):
     files = scan_image_folder(tiny_folder)
-    ds = make_dataset(
+    ds = files_pipeline(
         files, 24, batch_size=8, training=True, augment=["flip", "mixup", "cutmix"], seed=0
     )
     _, y = next(iter(ds))
@@ -109,7 +110,7 @@ def test_disk_cache_is_written_and_serves_later_epochs(tiny_folder, tmp_path):
     files = scan_image_folder(tiny_folder)
     cache = tmp_path / "cache" / "train"
     cache.parent.mkdir()
-    ds = make_dataset(files, 24, batch_size=8, training=True, augment=None, cache=cache, seed=1)
+    ds = files_pipeline(files, 24, batch_size=8, training=True, augment=None, cache=cache, seed=1)
     first = sorted(map(bytes, np.concatenate([x.numpy() for x, _ in ds]).astype(np.uint8)))
     assert list(cache.parent.glob("train*.index"))
     for path in files.paths:  # later epochs read the cache, not the files
@@ -126,7 +127,7 @@ def test_pixels_sources_refuse_a_decode_time_crop():
 
 def test_nondeterministic_order_keeps_every_example(tiny_folder):
     files = scan_image_folder(tiny_folder)
-    ds = make_dataset(files, 16, batch_size=5, deterministic=False)
+    ds = files_pipeline(files, 16, batch_size=5, deterministic=False)
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == sorted(files.labels)
     assert isinstance(build_augmentation("light"), Augmenter)
 

@@ -8,11 +8,10 @@ from PIL import Image
 from tfinetune import classification_report, scan_image_folder, write_evaluation
 from tfinetune.evaluation.plots import (
     plot_confusion_matrix,
-    plot_history,
-    plot_lr_finder,
     plot_reliability,
 )
-from tfinetune.training.fine_tuning import FineTuneHistory
+from tfinetune.training.curves import plot_history, plot_lr_finder
+from tfinetune.training.stages import FineTuneHistory
 
 NAMES_20 = [f"class_with_long_name_{i:02d}" for i in range(20)]
 

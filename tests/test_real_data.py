@@ -9,7 +9,7 @@ import pytest
 from tfinetune import build_classifier, fine_tune, image_folder_datasets, scan_image_folder
 from tfinetune.cli import main
 from tfinetune.training.optimizers import learning_rates_of
-from tfinetune.training.fine_tuning import default_stages
+from tfinetune.training.stages import default_stages
 
 from conftest import asset
 from test_export import assert_export_matches_model
@@ -53,7 +53,7 @@ def test_discriminative_fine_tuning_on_flowers_beats_its_head_stage(monkeypatch,
     # The command line's recipe: 4 head epochs at 1e-3, then the top 4 blocks and the head
     # for 6 epochs, the head at 5e-4 and the lowest block 10x slower; label smoothing 0.1.
     head_stage, fine_tune_stage = default_stages(
-        model, epochs=6, freeze_epochs=4, base_lr=1e-3, lr_mult=10, unfreeze_groups=4
+        model, epochs=6, freeze_epochs=4, learning_rate=1e-3, lr_mult=10, train_groups=5
     )
     started = time.perf_counter()
     options = {"label_smoothing": 0.1, "verbose": 0}

@@ -7,10 +7,13 @@ import pytest
 from PIL import Image
 
 from tfinetune.cli import main
-from tfinetune.data.datasets import image_folder_datasets, make_dataset
-from tfinetune.data.files import scan_image_folder
-from tfinetune.data.records import convert_folder, read_tfrecords, tfds_datasets, tfrecord_datasets
-from tfinetune.data.tables import array_datasets, files_from_rows, list_datasets, read_csv_files
+from tfinetune.data.datasets import array_datasets, files_datasets, image_folder_datasets
+from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.records import convert_folder, read_tfrecords, tfrecord_datasets
+from tfinetune.data.tables import files_from_rows, read_csv_files
+from tfinetune.data.tfds import tfds_datasets
+
+from conftest import files_pipeline
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -43,7 +46,7 @@ def _content(ds):
 def test_folder_csv_rows_tfrecord_and_numpy_give_the_same_images_and_labels(folder, tmp_path):
     files = scan_image_folder(folder)
     options = {"image_size": 16, "batch_size": 5}
-    reference = _content(make_dataset(files, **options))
+    reference = _content(files_pipeline(files, **options))
     assert len(reference) == 18
 
     rows = [
@@ -54,9 +57,9 @@ def test_folder_csv_rows_tfrecord_and_numpy_give_the_same_images_and_labels(fold
     csv_path.write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
     from_csv = read_csv_files(csv_path)
     assert from_csv.class_names == list(CLASSES) and from_csv.paths == files.paths
-    assert _content(make_dataset(from_csv, **options)) == reference
+    assert _content(files_pipeline(from_csv, **options)) == reference
     from_rows = files_from_rows(rows, root=folder)
-    assert _content(make_dataset(from_rows, **options)) == reference
+    assert _content(files_pipeline(from_rows, **options)) == reference
 
     records = tmp_path / "records"
     manifest = convert_folder(folder, records, val_split=0, shard_size=7)
@@ -70,7 +73,7 @@ def test_folder_csv_rows_tfrecord_and_numpy_give_the_same_images_and_labels(fold
     y = np.array([files.labels[i] for i in same])
     arrays = array_datasets(x, y, CLASSES, val_split=0, augment=None, **options)
     assert len(same) == 3 and arrays.class_names == list(CLASSES)
-    assert _content(arrays.train) == _content(make_dataset(files.subset(same), **options))
+    assert _content(arrays.train) == _content(files_pipeline(files.subset(same), **options))
 
 
 def _pipeline(source, count):
@@ -80,7 +83,6 @@ def _pipeline(source, count):
 
 
 def test_tfds_dataset_prepared_locally_gives_the_same_images(folder, tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
     import tensorflow_datasets.public_api as tfds_api
 
     class TfinetuneTestImages(tfds_api.core.GeneratorBasedBuilder):
@@ -126,10 +128,9 @@ def test_tfds_dataset_prepared_locally_gives_the_same_images(folder, tmp_path):
     )
     assert data.class_names == list(CLASSES)
     files = scan_image_folder(folder)
-    assert _content(data.train) == _content(make_dataset(files, image_size=16, batch_size=5))
+    assert _content(data.train) == _content(files_pipeline(files, image_size=16, batch_size=5))
     with pytest.raises(FileNotFoundError, match="not prepared in"):
         tfds_datasets("tfinetune_test_images", data_dir=tmp_path / "elsewhere")
-    assert tfds  # the library is present
 
 
 def test_multi_label_rows_become_multi_hot_targets_in_every_source(folder, tmp_path):
@@ -145,7 +146,7 @@ def test_multi_label_rows_become_multi_hot_targets_in_every_source(folder, tmp_p
     for i, (_, tags) in enumerate(rows):
         for tag in tags.split():
             expected[i, names.index(tag)] = 1
-    y = np.concatenate([y.numpy() for _, y in make_dataset(multi, 8, batch_size=7)])
+    y = np.concatenate([y.numpy() for _, y in files_pipeline(multi, 8, batch_size=7)])
     np.testing.assert_array_equal(y, expected)
 
     from tfinetune.data.records import write_tfrecords
@@ -179,9 +180,9 @@ def test_csv_errors_name_the_problem(folder, tmp_path):
 
 def test_three_way_splits_are_stratified_identical_per_seed_and_differ_across_seeds(folder):
     files = scan_image_folder(folder)
-    a = list_datasets(files, val_split=1 / 3, test_split=1 / 6, seed=5, image_size=8)
-    again = list_datasets(files, val_split=1 / 3, test_split=1 / 6, seed=5, image_size=8)
-    other = list_datasets(files, val_split=1 / 3, test_split=1 / 6, seed=6, image_size=8)
+    a = files_datasets(files, val_split=1 / 3, test_split=1 / 6, seed=5, image_size=8)
+    again = files_datasets(files, val_split=1 / 3, test_split=1 / 6, seed=5, image_size=8)
+    other = files_datasets(files, val_split=1 / 3, test_split=1 / 6, seed=6, image_size=8)
     for part in ("train_files", "val_files", "test_files"):
         assert getattr(a, part).paths == getattr(again, part).paths
     assert sorted(a.val_files.labels) == [0, 0, 1, 1, 2, 2]
@@ -197,7 +198,7 @@ def test_tfrecord_datasets_keep_the_split_and_classes(folder, tmp_path):
     manifest = convert_folder(folder, tmp_path / "r", val_split=1 / 3, test_split=1 / 6, seed=5)
     assert manifest["counts"] == {"train": 9, "val": 6, "test": 3}
     data = tfrecord_datasets(tmp_path / "r", image_size=16, batch_size=4, augment=None)
-    split = list_datasets(
+    split = files_datasets(
         scan_image_folder(folder),
         val_split=1 / 3,
         test_split=1 / 6,

@@ -34,7 +34,7 @@ def test_head_stage_leaves_backbone_bitwise_unchanged_then_top_blocks_train():
     )
     assert [s[0] for s in history.stages] == ["head"]
 
-    fine_tune(model, _data(), freeze_epochs=0, epochs=1, unfreeze_groups=2, verbose=0)
+    fine_tune(model, _data(), freeze_epochs=0, epochs=1, train_groups=3, verbose=0)
     after = _snapshot(backbone.layers)
     groups = {g.name: g for g in layer_groups(model)}
     for name in ("block3", "block4"):
@@ -54,9 +54,7 @@ def test_train_bn_updates_moving_statistics():
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
     bn = find_backbone(model).get_layer("block4_bn2")
     before = bn.moving_mean.numpy().copy()
-    fine_tune(
-        model, _data(), freeze_epochs=0, epochs=1, unfreeze_groups=1, train_bn=True, verbose=0
-    )
+    fine_tune(model, _data(), freeze_epochs=0, epochs=1, train_groups=2, train_bn=True, verbose=0)
     assert not np.array_equal(bn.moving_mean.numpy(), before)
 
 
@@ -83,8 +81,8 @@ def test_callbacks_see_every_epoch_numbered_continuously_and_history_has_both_st
 def test_second_stage_spreads_rates_geometrically_over_the_unfrozen_groups():
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
     fine_tune(
-        model, _data(), freeze_epochs=1, epochs=1, base_lr=1e-3, lr_mult=100, verbose=0
-    )  # fine-tune stage: head at base_lr / 2, the lowest of 4 unfrozen groups at 1/100 of it
+        model, _data(), freeze_epochs=1, epochs=1, learning_rate=1e-3, lr_mult=100, verbose=0
+    )  # fine-tune stage: head at learning_rate / 2, the lowest of 4 unfrozen groups at 1/100 of it
     rates = learning_rates_of(model.optimizer)
     expected = {"lr_block1": 5e-6, "lr_block2": 5e-6 * 100 ** (1 / 4), "lr_block3": 5e-5}
     expected |= {"lr_block4": 5e-6 * 100 ** (3 / 4), "lr_head": 5e-4}
@@ -189,7 +187,7 @@ def test_negative_epochs_are_refused():
 
 def test_each_stage_ends_with_the_averaged_weights():
     model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
-    fine_tune(model, _data(), freeze_epochs=0, epochs=2, unfreeze_groups=2, verbose=0)
+    fine_tune(model, _data(), freeze_epochs=0, epochs=2, train_groups=3, verbose=0)
     optimizers = model.optimizer.optimizers  # one per learning rate
     assert len(optimizers) == 3
     averages = {}
@@ -210,3 +208,61 @@ def test_without_ema_the_raw_weights_stay():
     assert not model.optimizer.use_ema and model.optimizer.name == "lr_head"
     with pytest.raises(ValueError, match="ema_momentum must be in"):
         fine_tune(model, _data(), freeze_epochs=1, epochs=0, ema_momentum=1.5, verbose=0)
+
+
+class _BatchesPerEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches[-1] += 1
+
+
+@pytest.mark.parametrize("schedule", ["constant", "one_cycle"])
+def test_steps_per_epoch_ends_the_epochs_of_a_dataset_that_repeats_forever(schedule):
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    counter = _BatchesPerEpoch()
+    history = fine_tune(
+        model,
+        _data().repeat(),  # 4 batches a pass, repeated without end: the usual Keras pattern
+        _data(16),
+        freeze_epochs=1,
+        epochs=2,
+        steps_per_epoch=3,
+        schedule=schedule,
+        callbacks=[counter],
+        verbose=0,
+    )
+    assert counter.batches == [3, 3, 3]
+    assert history.epochs == 3 and len(history.history["val_loss"]) == 3
+
+
+def test_steps_per_epoch_must_be_a_positive_whole_number():
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    with pytest.raises(ValueError, match=r"steps_per_epoch must be 1 or more. Received: 0"):
+        fine_tune(model, _data(), steps_per_epoch=0, verbose=0)
+
+
+def test_a_backbone_of_your_own_keeps_its_layer_groups_through_fine_tune():
+    from tfinetune import CATALOGUE, BackboneSpec
+    from tfinetune.models.catalogue import convnet_tiny
+
+    tiny = convnet_tiny((32, 32, 3))
+    own = keras.Model(tiny.input, tiny.output, name="my_feature_extractor")
+    assert own.name not in CATALOGUE
+    spec = BackboneSpec.from_model(own, "tf", group_pattern=r"^(block\d+)_")
+    model = build_classifier(spec, 3)
+    names = [g.name for g in layer_groups(model)]  # no spec passed: the model knows it
+    assert names == ["stem", "block1", "block2", "block3", "block4", "head"]
+    block2 = own.get_layer("block2_conv1").kernel.numpy().copy()
+    block3 = own.get_layer("block3_conv1").kernel.numpy().copy()
+    fine_tune(model, _data(), freeze_epochs=0, epochs=1, train_groups=3, lr_mult=10, verbose=0)
+    rates = learning_rates_of(model.optimizer)
+    assert sorted(rates) == ["lr_block3", "lr_block4", "lr_head"]
+    assert rates["lr_block3"] == pytest.approx(rates["lr_head"] / 10)
+    np.testing.assert_array_equal(own.get_layer("block2_conv1").kernel.numpy(), block2)
+    assert not np.array_equal(own.get_layer("block3_conv1").kernel.numpy(), block3)

@@ -3,6 +3,7 @@ gradient accumulation, mixed precision and tf.distribute."""
 
 import csv
 import itertools
+import json
 import subprocess
 import sys
 import textwrap
@@ -60,7 +61,7 @@ class _Rates(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         inner = self.model.optimizer.optimizers
         step = inner[0].iterations
-        self.rates.append({o.name: float(o._get_current_learning_rate()) for o in inner})
+        self.rates.append({o.name: float(o.learning_rate) for o in inner})
         assert all(int(o.iterations) == int(step) for o in inner)
 
     def on_train_batch_end(self, batch, logs=None):  # the momentum this step used
@@ -68,7 +69,7 @@ class _Rates(keras.callbacks.Callback):
         self.beta_1.append(float(keras.ops.convert_to_numpy(inner[0].beta_1)))
 
 
-def test_one_cycle_stage_cycles_every_groups_rate_and_adams_momentum(tmp_path):
+def test_one_cycle_stage_cycles_every_groups_rate_and_leaves_momentum_alone(tmp_path):
     model = _model()
     recorder = _Rates()
     checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "e{epoch}.keras")
@@ -78,8 +79,8 @@ def test_one_cycle_stage_cycles_every_groups_rate_and_adams_momentum(tmp_path):
     low = [r["lr_block3"] for r in recorder.rates]
     assert int(np.argmax(head)) == 2 and max(head) == pytest.approx(1e-3, rel=1e-5)
     np.testing.assert_allclose(np.array(low) * 10, head, rtol=1e-5)
-    assert recorder.beta_1[0] == pytest.approx(0.95) and recorder.beta_1[2] == pytest.approx(0.85)
-    # After the stage, and in the checkpoint saved during it, momentum is a plain number again.
+    # Keras optimizers have no public way to schedule momentum: one-cycle leaves it alone.
+    assert recorder.beta_1 == [pytest.approx(0.9)] * 8
     assert all(o.beta_1 == 0.9 for o in model.optimizer.optimizers)
     reloaded = keras.saving.load_model(tmp_path / "e1.keras")
     assert [o.beta_1 for o in reloaded.optimizer.optimizers] == [0.9, 0.9, 0.9]
@@ -152,6 +153,7 @@ def test_gradient_accumulation_applies_the_update_every_k_steps():
 def test_mixed_precision_and_mirrored_strategy_keep_discriminative_rates():
     script = textwrap.dedent(
         """
+        import json
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -172,13 +174,13 @@ def test_mixed_precision_and_mirrored_strategy_keep_discriminative_rates():
         opt = model.optimizer
         print(type(opt).__name__, type(opt.inner_optimizer).__name__,
               strategy.num_replicas_in_sync, not np.array_equal(before, after))
-        print(sorted(learning_rates_of(opt).items()))
+        print(json.dumps(learning_rates_of(opt)))
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = done.stdout.strip().splitlines()[-2:]
     assert first == "LossScaleOptimizer MultiOptimizer 2 True"
-    rates = dict(eval(second))  # our own subprocess's printed list
+    rates = json.loads(second)
     assert rates["lr_head"] == pytest.approx(1e-3) and rates["lr_block3"] == pytest.approx(1e-4)
     assert rates["lr_block4"] == pytest.approx(10**-3.5, rel=1e-5)

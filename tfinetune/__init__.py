@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -52,7 +52,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "unfreeze",
     ),
     "tfinetune.training.schedules": ("one_cycle", "warmup_cosine"),
-    "tfinetune.training.fine_tuning": ("FineTuneHistory", "Stage", "fine_tune"),
+    "tfinetune.training.stages": ("FineTuneHistory", "Stage"),
+    "tfinetune.training.fine_tuning": ("fine_tune",),
     "tfinetune.training.lr_finder": ("LRFinderResult", "lr_find"),
     # === evaluation ===
     "tfinetune.evaluation.report": (
@@ -85,47 +86,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from tfinetune.cli.runs import evaluate_run, lr_find_run, train_run
-    from tfinetune.data.augment import build_augmentation
-    from tfinetune.data.datasets import (
-        ImageData,
-        array_datasets,
-        files_datasets,
-        image_folder_datasets,
-    )
-    from tfinetune.data.files import BadFile, LabelledFiles, find_bad_files, split_files
-    from tfinetune.data.folders import scan_image_folder
-    from tfinetune.data.pipeline import PipelineOptions
-    from tfinetune.data.records import convert_folder, tfrecord_datasets
-    from tfinetune.data.splits import class_weights
-    from tfinetune.data.tables import files_from_rows, read_csv_files
-    from tfinetune.data.tfds import tfds_datasets
-    from tfinetune.evaluation.multilabel import MultiLabelReport, multilabel_report
-    from tfinetune.evaluation.outputs import write_evaluation
-    from tfinetune.evaluation.predict import evaluate_classifier, predict_dataset
-    from tfinetune.evaluation.report import (
-        ClassificationReport,
-        classification_report,
-        top_losses,
-    )
-    from tfinetune.models.backbones import build_backbone, get_spec
-    from tfinetune.models.catalogue import CATALOGUE
-    from tfinetune.models.classifier import build_classifier
-    from tfinetune.models.hub import HubLayer
-    from tfinetune.models.normalization import PixelNormalization
-    from tfinetune.models.specs import BackboneSpec
-    from tfinetune.serving.export import ExportCheckError, export_saved_model
-    from tfinetune.serving.inference import ExportedClassifier
-    from tfinetune.training.fine_tuning import FineTuneHistory, Stage, fine_tune
-    from tfinetune.training.freezing import (
-        freeze,
-        freeze_to,
-        layer_groups,
-        trainable_summary,
-        unfreeze,
-    )
-    from tfinetune.training.lr_finder import LRFinderResult, lr_find
-    from tfinetune.training.schedules import one_cycle, warmup_cosine

@@ -14,11 +14,6 @@ message that names it, rather than somewhere deep inside a training run.
 2. `BatchSeedGenerator` (augmentation): a `keras.random.SeedGenerator` without its state
    variable (a `tf.data` map may not create variables), which folds a per-batch seed tensor.
    It overrides `next`, the method `keras.random` calls, and skips the parent's `__init__`.
-3. `track_existing_variable` (TF Hub layers): a Keras 3 weight whose value *is* an existing
-   `tf.Variable` of a SavedModel, so `fit` trains the very variables the SavedModel computes
-   with. Keras's own `TFSMLayer` copies them instead (see `tests/test_hub.py`), and there is
-   no public way to wrap an existing variable: this sets the private `Variable._value` and
-   calls the private `Layer._track_variable`, as `TFSMLayer` itself does.
 """
 
 from __future__ import annotations
@@ -58,11 +53,8 @@ def check_keras(version: str = keras.__version__) -> None:
     sites = (
         (keras.layers.RandomFlip, "_get_seed_generator"),
         (keras.layers.Layer, "_flatten_layers"),
-        (keras.layers.Layer, "_track_variable"),
     )
     missing = [f"{owner.__name__}.{name}" for owner, name in sites if not hasattr(owner, name)]
-    if not hasattr(keras.Variable(0.0, trainable=False), "_value"):
-        missing.append("Variable._value")
     if missing:
         raise ImportError(
             f"Keras {version} no longer has {', '.join(missing)}, which tfinetune.compat "
@@ -125,36 +117,3 @@ def seeded_layers(layers: Sequence[keras.layers.Layer], seed: tf.Tensor) -> Iter
     finally:
         for sub in patched:
             sub.__dict__.pop("_get_seed_generator", None)
-
-
-# === 3: a Keras weight that is an existing tf.Variable ===
-
-
-def track_existing_variable(
-    layer: keras.layers.Layer, variable: tf.Variable, trainable: bool
-) -> keras.Variable:
-    """Make an existing `tf.Variable` one of `layer`'s Keras weights, without copying it.
-
-    Args:
-        layer: the layer that owns the weight.
-        variable: the variable (for example one of a loaded SavedModel's).
-        trainable: whether `fit` trains it.
-
-    Example:
-    >>> v = tf.Variable([1.0, 2.0], name="w")
-    >>> layer = keras.layers.Layer()
-    >>> w = track_existing_variable(layer, v, trainable=True)
-    >>> _ = w.assign([3.0, 4.0])
-    >>> v.numpy().tolist(), len(layer.trainable_weights)
-    ([3.0, 4.0], 1)
-    """
-    weight = keras.Variable(
-        initializer=variable,
-        trainable=trainable,
-        dtype=variable.dtype,
-        shape=variable.shape,
-        name=variable.name.split(":")[0].replace("/", "_"),
-    )
-    weight._value = variable  # the SavedModel's functions read this very variable
-    layer._track_variable(weight)
-    return weight

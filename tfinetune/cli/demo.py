@@ -26,8 +26,9 @@ from tfinetune.data.synthetic import write_shapes_folder
 from tfinetune.evaluation.predict import evaluate_classifier
 from tfinetune.models.classifier import build_classifier, find_backbone
 from tfinetune.serving.inference import ExportedClassifier
-from tfinetune.training.fine_tuning import Stage, fine_tune
+from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.freezing import layer_groups
+from tfinetune.training.stages import Stage
 
 SOURCE_SHAPES = ("circle", "triangle", "square", "cross", "ring", "clover")
 TARGET_SHAPES = ("hexagon", "star", "ellipse", "cog")
@@ -68,6 +69,19 @@ def _train_from_scratch(backbone, weights_none_size, train_dir, val_dir, epochs,
     )
     _train_every_layer(model, data, epochs, 1e-3, "from scratch", verbose)
     return evaluate_classifier(model, data.val, data.class_names)
+
+
+def _pretrain(out: Path, backbone: str, size: int, seed: int, verbose) -> tuple[Path, float]:
+    """Pretrain the backbone on the source task; return its weights file and accuracy."""
+    source = write_shapes_folder(out / "data" / "source", SOURCE_SHAPES, 600, seed=seed)
+    keras.utils.set_random_seed(seed)
+    data = image_folder_datasets(source, image_size=size, batch_size=32, seed=seed)
+    model = build_classifier(backbone, len(SOURCE_SHAPES), weights=None, image_size=size)
+    _train_every_layer(model, data, 12, 2e-3, "pretrain", verbose)
+    accuracy = evaluate_classifier(model, data.val, data.class_names).accuracy
+    weights = out / "pretrained_backbone.weights.h5"
+    find_backbone(model).save_weights(weights)
+    return weights, accuracy
 
 
 def _train_every_layer(model, data, epochs: int, learning_rate: float, name: str, verbose):
@@ -119,17 +133,8 @@ def run_demo(
     # === Pretraining on the source task ===
     if weights is None:
         backbone, size, epochs, freeze_epochs = "convnet_tiny", 64, 12, 4
-        source = write_shapes_folder(data / "source", SOURCE_SHAPES, 600, seed=seed)
         say(f"[1/4] Pretraining convnet_tiny on the source task {list(SOURCE_SHAPES)}")
-        keras.utils.set_random_seed(seed)
-        source_data = image_folder_datasets(source, image_size=size, batch_size=32, seed=seed)
-        source_model = build_classifier(backbone, len(SOURCE_SHAPES), weights=None, image_size=size)
-        _train_every_layer(source_model, source_data, 12, 2e-3, "pretrain", fit_verbose)
-        source_acc = evaluate_classifier(
-            source_model, source_data.val, source_data.class_names
-        ).accuracy
-        weights = out / "pretrained_backbone.weights.h5"
-        find_backbone(source_model).save_weights(weights)
+        weights, source_acc = _pretrain(out, backbone, size, seed, fit_verbose)
         say(f"      source-task validation accuracy: {source_acc:.1%}")
     else:
         backbone, size, epochs, freeze_epochs = "mobilenet_v2", 96, 6, 4
@@ -182,11 +187,17 @@ def run_demo(
         "seconds": time.perf_counter() - started,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    say(
+    say(_closing_text(summary, out, example))
+    return summary
+
+
+def _closing_text(summary: dict, out: Path, example: Path) -> str:
+    """What the demo prints at the end: both accuracies, a served prediction, the files."""
+    return (
         "\nTarget-task validation accuracy "
-        f"({len(TARGET_SHAPES)} classes, {labels_per_class} training images per class):\n"
-        f"  fine-tuned from the pretrained backbone  {run.report.accuracy:.1%}\n"
-        f"  same model trained from scratch          {scratch.accuracy:.1%}\n"
+        f"({len(TARGET_SHAPES)} classes, {summary['labels_per_class']} training images per class):\n"
+        f"  fine-tuned from the pretrained backbone  {summary['fine_tuned_accuracy']:.1%}\n"
+        f"  same model trained from scratch          {summary['scratch_accuracy']:.1%}\n"
         f"\nSavedModel says {example.name} (a {TARGET_SHAPES[0]}) is "
         f"'{summary['example_prediction']}' (p={summary['example_probability']:.3f}).\n"
         f"\nEverything is in {out}/:\n"
@@ -194,4 +205,3 @@ def run_demo(
         f"  run/saved_model/ (TF Serving), run/model.keras, summary.json, data/\n"
         f"Done in {summary['seconds']:.0f} s."
     )
-    return summary

@@ -37,15 +37,27 @@ def _parser() -> argparse.ArgumentParser:
         help=f"show TensorFlow's own log messages (also: {VERBOSE_ENV}=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(commands)
+    _add_lr_find(commands)
+    _add_convert(commands)
+    _add_evaluate_and_predict(commands)
+    _add_backbones_and_demo(commands)
+    return parser
 
+
+def _add_model_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
+    command.add_argument(
+        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
+    )
+    command.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+
+
+def _add_train(commands) -> None:
     train = commands.add_parser("train", help="fine-tune on a folder of class sub-folders")
     train.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
     train.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
-    train.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
-    train.add_argument(
-        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
-    )
-    train.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+    _add_model_options(train)
     train.add_argument("--epochs", type=int, default=6, help="epochs with the top blocks unfrozen")
     train.add_argument("--freeze-epochs", type=int, default=4, help="epochs of the head alone")
     train.add_argument(
@@ -95,13 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
 
+
+def _add_lr_find(commands) -> None:
     finder = commands.add_parser("lr-find", help="sweep the learning rate and suggest one")
     finder.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
-    finder.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
-    finder.add_argument(
-        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
-    )
-    finder.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+    _add_model_options(finder)
     finder.add_argument(
         "--train-groups", type=int, default=1, help="layer groups that train (1: the head only)"
     )
@@ -113,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
     finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
 
+
+def _add_convert(commands) -> None:
     convert = commands.add_parser("convert", help="write a folder as split TFRecord shards")
     convert.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
     convert.add_argument("--out", required=True, help="new folder for the shards")
@@ -121,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--shard-size", type=int, default=1000, help="images per shard")
     convert.add_argument("--seed", type=int, default=1337)
 
+
+def _add_evaluate_and_predict(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
     evaluate.add_argument("model", help="a run folder or an exported SavedModel")
     evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
@@ -133,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--tta", action="store_true", help="average with mirrored images")
 
+
+def _add_backbones_and_demo(commands) -> None:
     backbones = commands.add_parser("backbones", help="list the backbone catalogue")
     backbones.add_argument("names", nargs="*", help="only these backbones (default: all)")
 
@@ -141,7 +157,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
     demo.add_argument("--labels-per-class", type=int, default=20)
     demo.add_argument("--seed", type=int, default=0)
-    return parser
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -284,19 +299,35 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def quiet_tensorflow(verbose: bool = False) -> None:
-    """Keep TensorFlow's C++ start-up log (oneDNN, CUDA, CPU features) out of the terminal.
+    """Import TensorFlow with its C++ start-up log (oneDNN, CUDA, CPU features) kept quiet.
 
-    Only takes effect before TensorFlow is imported, and never overrides a
-    `TF_CPP_MIN_LOG_LEVEL` the user set.
+    TensorFlow's libraries log while they load, before absl's logging is initialised, and
+    such messages ignore every threshold (abseil-cpp#1718): so the process's stderr (file
+    descriptor 2) points at the null device while TensorFlow is imported, and
+    `TF_CPP_MIN_LOG_LEVEL=3` keeps later C++ messages (a failed `cuInit` on a machine
+    without a GPU) out too. A `TF_CPP_MIN_LOG_LEVEL` the user set is kept. Python errors
+    and warnings are not affected.
 
     Args:
-        verbose: leave TensorFlow's logging as it is.
+        verbose: leave TensorFlow's logging alone.
 
     Example:
     >>> quiet_tensorflow(verbose=True)
     """
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

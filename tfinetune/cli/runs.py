@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfinetune.data.datasets import image_folder_datasets
+from tfinetune.data.datasets import ImageData, image_folder_datasets
 from tfinetune.data.files import BadFile
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.evaluation.outputs import write_evaluation
@@ -28,9 +28,10 @@ from tfinetune.models.classifier import build_classifier
 from tfinetune.serving.export import export_saved_model
 from tfinetune.serving.inference import SAVED_MODEL_DIR, ExportedClassifier
 from tfinetune.training.curves import plot_history
-from tfinetune.training.fine_tuning import FineTuneHistory, fine_tune
+from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.freezing import freeze_to
 from tfinetune.training.lr_finder import LRFinderResult, lr_find
+from tfinetune.training.stages import FineTuneHistory
 
 
 @dataclass
@@ -152,10 +153,8 @@ def train_run(
         resize=resize,
         verbose=bool(verbose),
     )
-    if verbose and data.bad_files:
-        print(f"Skipped {len(data.bad_files)} unreadable file(s):")
-        for bad in data.bad_files:
-            print(f"  {bad.path}: {bad.reason}")
+    if verbose:
+        _print_bad_files(data.bad_files)
     out.mkdir(parents=True, exist_ok=True)
     (out / "labels.txt").write_text("\n".join(data.class_names) + "\n")
 
@@ -184,14 +183,7 @@ def train_run(
     # === Evaluation and export ===
     report = None
     if data.val is not None:
-        labels, probs = predict_dataset(model, data.val)
-        if labels.ndim == 2:  # one-hot, because the training augmentation mixes labels
-            labels = labels.argmax(axis=1)
-        report = classification_report(labels, probs, data.class_names)
-        # A file that became unreadable after the scan would shift the order: no paths then.
-        paths = data.val_files.paths if len(labels) == len(data.val_files) else None
-        seconds = time.perf_counter() - started
-        write_evaluation(out, report, paths, data.bad_files, seconds=seconds)
+        report = _evaluate_validation(model, data, out, time.perf_counter() - started)
         if verbose:
             print(report)
     model.save(out / "model.keras")
@@ -212,6 +204,27 @@ def train_run(
         data.bad_files,
         time.perf_counter() - started,
     )
+
+
+def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
+    if bad_files:
+        print(f"Skipped {len(bad_files)} unreadable file(s):")
+        for bad in bad_files:
+            print(f"  {bad.path}: {bad.reason}")
+
+
+def _evaluate_validation(
+    model: keras.Model, data: ImageData, out: Path, seconds: float
+) -> ClassificationReport:
+    """Report on the validation data and write the evaluation files into the run folder."""
+    labels, probs = predict_dataset(model, data.val)
+    if labels.ndim == 2:  # one-hot, because the training augmentation mixes labels
+        labels = labels.argmax(axis=1)
+    report = classification_report(labels, probs, data.class_names)
+    # A file that became unreadable after the scan would shift the order: no paths then.
+    paths = data.val_files.paths if len(labels) == len(data.val_files) else None
+    write_evaluation(out, report, paths, data.bad_files, seconds=seconds)
+    return report
 
 
 def evaluate_run(

@@ -16,7 +16,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfinetune.compat import track_existing_variable
 from tfinetune.models.specs import BackboneSpec
 
 HUB_PREFIX = "hub:"
@@ -112,11 +111,22 @@ class HubLayer(keras.layers.Layer):
         self.input_range = tuple(float(v) for v in input_range)
         self._loaded = load_hub_object(self.handle)
         self._training_arg = _accepts_training(self._loaded)
-        variables = list(getattr(self._loaded, "variables", []))
         trainable_ids = {id(v) for v in getattr(self._loaded, "trainable_variables", [])}
-        for variable in variables:
-            # The SavedModel's own variable becomes this layer's weight (no copy).
-            track_existing_variable(self, variable, id(variable) in trainable_ids)
+        # Keras 3 wraps a `tf.Variable` given as the initializer instead of copying it, so
+        # these weights *are* the SavedModel's variables: `fit` trains what its functions
+        # read. Assigned as an attribute, the list is tracked as the layer's weights.
+        self.hub_weights = [
+            keras.Variable(
+                initializer=variable,
+                trainable=id(variable) in trainable_ids,
+                dtype=variable.dtype,
+                shape=variable.shape,
+                name=variable.name.split(":")[0].replace("/", "_"),
+            )
+            for variable in getattr(self._loaded, "variables", [])
+        ]
+        for weight in self.hub_weights:  # as Keras does for weights added to a frozen layer
+            weight.trainable = weight.trainable and self.trainable
         self.built = True
 
     def call(self, inputs, training=None):

@@ -4,7 +4,8 @@
 - `losses`: choosing the loss for the labels, label smoothing.
 - `schedules`: warm-up + cosine and one-cycle learning-rate schedules.
 - `optimizers`: discriminative learning rates as a Keras `MultiOptimizer`.
-- `fine_tuning`: `Stage`, `fine_tune` and its history.
+- `stages`: `Stage`, the default two-stage recipe, and the history of every stage.
+- `fine_tuning`: `fine_tune`, which trains the stages with `model.fit`.
 - `lr_finder`: the learning-rate finder.
 - `curves`: figures of training histories and finder sweeps.
 """

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from tfinetune.training.fine_tuning import FineTuneHistory
+    from tfinetune.training.stages import FineTuneHistory
 
 
 def plot_history(history: FineTuneHistory, path: str | os.PathLike) -> Figure:
@@ -25,7 +25,7 @@ def plot_history(history: FineTuneHistory, path: str | os.PathLike) -> Figure:
         path: the PNG file to write.
 
     Example:
-    >>> from tfinetune.training.fine_tuning import FineTuneHistory
+    >>> from tfinetune.training.stages import FineTuneHistory
     >>> h = FineTuneHistory({"loss": [1.0, 0.5], "accuracy": [0.5, 0.8]}, [("head", 0, 2)])
     >>> import tempfile
     >>> fig = plot_history(h, tempfile.mkdtemp() + "/curves.png")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -21,132 +19,14 @@ from tfinetune.training.optimizers import (
     make_optimizer_factory,
     scaled_rates,
 )
-from tfinetune.training.schedules import SCHEDULES, Schedule, make_schedule
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of fine-tuning.
-
-    The top group (the head) learns at `learning_rate`; lower groups learn more slowly with
-    `lr_mult` (a geometric spread: the lowest trained group at `learning_rate / lr_mult`) or
-    `lr_decay` (each group at `lr_decay` times the rate of the group above).
-
-    Args:
-        epochs: how many epochs the stage trains.
-        train_groups: how many layer groups, from the top, train (1: the head only), or the
-            name of the lowest group to train (that group and every group above it).
-        learning_rate: the top group's learning rate: a float, or a Keras
-            `LearningRateSchedule` used as given (then `schedule` must be "constant").
-        name: a label for histories and plots.
-        lr_mult: the head's rate divided by the lowest trained group's rate (1: one rate).
-        lr_decay: instead of `lr_mult`, the ratio of each group's rate to the next one up.
-        schedule: "constant", "warmup_cosine" or "one_cycle", built over the stage's steps
-            with `learning_rate` as the peak.
-    """
-
-    epochs: int
-    train_groups: int | str
-    learning_rate: float | Schedule
-    name: str = ""
-    lr_mult: float = 1.0
-    lr_decay: float | None = None
-    schedule: str = "constant"
-
-
-@dataclass
-class FineTuneHistory:
-    """The metrics of every epoch of every stage, numbered continuously.
-
-    Args:
-        history: metric name -> one value per epoch, across all stages.
-        stages: `(name, first_epoch, end_epoch)` per stage; epochs are 0-based, end exclusive.
-    """
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    stages: list[tuple[str, int, int]] = field(default_factory=list)
-
-    @property
-    def epochs(self) -> int:
-        """The number of epochs trained in all stages."""
-        return self.stages[-1][2] if self.stages else 0
-
-    def add(self, name: str, keras_history: keras.callbacks.History) -> None:
-        """Append one stage's Keras history."""
-        start = self.epochs
-        ran = len(next(iter(keras_history.history.values()), []))
-        for key in set(self.history) | set(keras_history.history):
-            values = self.history.setdefault(key, [float("nan")] * start)
-            values.extend(float(v) for v in keras_history.history.get(key, [float("nan")] * ran))
-        self.stages.append((name, start, start + ran))
-
-    def to_dict(self) -> dict:
-        """A JSON-ready form."""
-        return {
-            "history": self.history,
-            "stages": [{"name": n, "start": s, "end": e} for n, s, e in self.stages],
-        }
-
-
-def default_stages(
-    model: keras.Model,
-    *,
-    epochs: int,
-    freeze_epochs: int,
-    learning_rate: float,
-    lr_mult: float,
-    train_groups: int,
-    fine_tune_learning_rate: float | None = None,
-    schedule: str = "constant",
-    spec: BackboneSpec | None = None,
-) -> list[Stage]:
-    """The fastai-style recipe: a head stage, then the top groups with discriminative rates.
-
-    Args:
-        model: a classifier made by `build_classifier`.
-        epochs: epochs of the unfrozen stage (0 skips it).
-        freeze_epochs: epochs of the head stage (0 skips it).
-        learning_rate: the head's rate in the head stage.
-        lr_mult: the spread of the unfrozen stage's rates: its lowest group learns at
-            `fine_tune_learning_rate / lr_mult`.
-        train_groups: layer groups, from the top and counting the head, that the unfrozen
-            stage trains (more than the model has: all of them).
-        fine_tune_learning_rate: the head's rate in the unfrozen stage (`learning_rate / 2`).
-        schedule: each stage's schedule.
-        spec: the backbone's spec (see `layer_groups`).
-
-    Example:
-    >>> from tfinetune.models.classifier import build_classifier
-    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
-    >>> [(s.name, s.train_groups) for s in default_stages(m, epochs=2, freeze_epochs=1,
-    ...     learning_rate=1e-3, lr_mult=10, train_groups=3)]
-    [('head', 1), ('fine-tune', 3)]
-    """
-    for name, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a whole number, 0 or more. Received: {value!r}")
-    if isinstance(train_groups, bool) or not isinstance(train_groups, int) or train_groups < 2:
-        raise ValueError(
-            "train_groups counts the layer groups the unfrozen stage trains, the head "
-            f"included, so it must be 2 or more. Received: train_groups={train_groups!r}"
-        )
-    n_groups = len(layer_groups(model, spec))
-    stages = []
-    if freeze_epochs > 0:
-        stages.append(Stage(freeze_epochs, 1, learning_rate, "head", schedule=schedule))
-    if epochs > 0:
-        top = learning_rate / 2 if fine_tune_learning_rate is None else fine_tune_learning_rate
-        stages.append(
-            Stage(
-                epochs,
-                min(train_groups, n_groups),
-                top,
-                "fine-tune",
-                lr_mult=lr_mult,
-                schedule=schedule,
-            )
-        )
-    return stages
+from tfinetune.training.schedules import make_schedule
+from tfinetune.training.stages import (
+    FineTuneHistory,
+    Stage,
+    check_stages,
+    default_stages,
+    train_group_count,
+)
 
 
 def fine_tune(
@@ -248,34 +128,19 @@ def fine_tune(
             spec=spec,
         )
     groups = layer_groups(model, spec)
-    _check_stages(stages, [g.name for g in groups])
+    check_stages(stages, [g.name for g in groups])
     make_optimizer = _optimizer_factory(
         optimizer, optimizer_options, ema_momentum, gradient_accumulation_steps
     )
     loss = resolve_loss(loss or default_loss(train_data), label_smoothing)
-    if steps_per_epoch is not None and (
-        isinstance(steps_per_epoch, bool)
-        or not isinstance(steps_per_epoch, int)
-        or steps_per_epoch < 1
-    ):
-        raise ValueError(f"steps_per_epoch must be a positive int. Received: {steps_per_epoch!r}")
-    schedule_steps = steps_per_epoch
-    if any(s.schedule != "constant" for s in stages) and steps_per_epoch is None:
-        schedule_steps = count_batches(train_data)
+    schedule_steps = _steps_for_schedules(stages, train_data, steps_per_epoch)
     result = FineTuneHistory()
     for index, stage in enumerate(stages):
-        n_trained = _train_groups(stage, [g.name for g in groups])
+        n_trained = train_group_count(stage, [g.name for g in groups])
         trained = freeze_to(model, n_trained, train_bn=train_bn, spec=spec)[-n_trained:]
-        peak = make_schedule(
-            stage.schedule, stage.learning_rate, (schedule_steps or 1) * stage.epochs
-        )
-        factors = group_learning_rates(
-            len(trained), 1.0, lr_mult=stage.lr_mult, decay=stage.lr_decay
-        )
+        steps = schedule_steps * stage.epochs
         model.compile(
-            optimizer=discriminative_optimizer(
-                trained, scaled_rates(peak, factors), make_optimizer
-            ),
+            optimizer=_stage_optimizer(stage, trained, steps, make_optimizer),
             loss=loss,
             metrics=list(metrics),
         )
@@ -299,6 +164,30 @@ def fine_tune(
         if model.stop_training:
             break
     return result
+
+
+def _steps_for_schedules(
+    stages: Sequence[Stage], train_data: tf.data.Dataset, steps_per_epoch: int | None
+) -> int:
+    """Optimizer steps per epoch, as the schedules count them (1 when no stage needs it)."""
+    if steps_per_epoch is not None:
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
+            raise ValueError(f"steps_per_epoch must be an int. Received: {steps_per_epoch!r}")
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be 1 or more. Received: {steps_per_epoch!r}")
+        return steps_per_epoch
+    if any(s.schedule != "constant" for s in stages):
+        return count_batches(train_data)
+    return 1
+
+
+def _stage_optimizer(
+    stage: Stage, trained: Sequence, total_steps: int, make_optimizer: OptimizerFactory
+) -> keras.optimizers.Optimizer:
+    """One optimizer per trained group's rate: the stage's schedule, spread down the groups."""
+    peak = make_schedule(stage.schedule, stage.learning_rate, total_steps)
+    factors = group_learning_rates(len(trained), 1.0, lr_mult=stage.lr_mult, decay=stage.lr_decay)
+    return discriminative_optimizer(trained, scaled_rates(peak, factors), make_optimizer)
 
 
 def _optimizer_factory(
@@ -340,50 +229,3 @@ def count_batches(dataset: tf.data.Dataset) -> int:
     if known >= 0:
         return known
     return int(dataset.reduce(0, lambda count, _: count + 1))
-
-
-def _check_stages(stages: Sequence[Stage], group_names: Sequence[str]) -> None:
-    """Refuse stages that cannot train, naming the stage."""
-    if not stages:
-        raise ValueError("Nothing to train: every stage has 0 epochs. Give epochs > 0.")
-    for stage in stages:
-        if not isinstance(stage.epochs, int) or stage.epochs < 1:
-            raise ValueError(f"A stage needs at least 1 epoch. Received: {stage}")
-        _train_groups(stage, group_names)
-        lr = stage.learning_rate
-        if isinstance(lr, Schedule):
-            if stage.schedule != "constant":
-                raise ValueError(
-                    f"Give either a schedule object or a schedule name, not both: {stage}"
-                )
-        elif not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"The learning rate must be above 0. Received: {stage}")
-        if stage.schedule not in SCHEDULES:
-            raise ValueError(
-                f"Unknown schedule {stage.schedule!r} in {stage}. Use one of "
-                f"{', '.join(SCHEDULES)}."
-            )
-        if stage.lr_decay is not None and not 0.0 < stage.lr_decay <= 1.0:
-            raise ValueError(f"lr_decay must be in (0, 1]. Received: {stage}")
-        if stage.lr_decay is None and not stage.lr_mult >= 1.0:
-            raise ValueError(f"lr_mult must be 1 or more. Received: {stage}")
-
-
-def _train_groups(stage: Stage, group_names: Sequence[str]) -> int:
-    """How many groups from the top a stage trains (`train_groups` is a count or a name)."""
-    value, n_groups = stage.train_groups, len(group_names)
-    if isinstance(value, str):
-        if value not in group_names:
-            close = difflib.get_close_matches(value, group_names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"This model has no layer group {value!r}.{hint} Its groups, bottom to top, "
-                f"are: {', '.join(group_names)}."
-            )
-        return n_groups - list(group_names).index(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n_groups:
-        raise ValueError(
-            f"A stage trains 1 to {n_groups} layer groups of this model, counted from the top, "
-            f"or names the lowest group to train ({', '.join(group_names)}). Received: {stage}"
-        )
-    return value
