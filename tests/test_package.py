@@ -89,3 +89,24 @@ def test_private_keras_access_lives_only_in_the_compat_module():
     for path in PACKAGE.rglob("*.py"):
         if path.name != "compat.py":
             assert "keras.src" not in path.read_text(), path
+
+
+def test_imports_run_down_the_flow():
+    # Each step may import only the steps before it (and the shared helpers).
+    allowed = {
+        "data": {"data", "sizes", "compat"},
+        "models": {"models", "sizes", "compat"},
+        "training": {"training", "models", "sizes", "compat"},
+        "evaluation": {"evaluation", "data", "sizes"},
+        "serving": {"serving", "data", "sizes"},
+    }
+    for step, may_import in allowed.items():
+        for path in (PACKAGE / step).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "tfinetune."
+                ):
+                    target = node.module.split(".")[1]
+                    assert target in may_import, (
+                        f"{path.relative_to(PACKAGE)} imports {node.module}"
+                    )

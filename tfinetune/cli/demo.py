@@ -71,6 +71,17 @@ def _train_from_scratch(backbone, weights_none_size, train_dir, val_dir, epochs,
     return evaluate_classifier(model, data.val, data.class_names)
 
 
+def _target_folders(data: Path, labels_per_class: int, seed: int) -> tuple[Path, Path]:
+    """The target task's training folder (few labels) and validation folder (60 a class)."""
+    train = write_shapes_folder(
+        data / "target_train", TARGET_SHAPES, labels_per_class, seed=seed + 1, image_format="jpeg"
+    )
+    val = write_shapes_folder(
+        data / "target_val", TARGET_SHAPES, 60, seed=seed + 2, image_format="jpeg"
+    )
+    return train, val
+
+
 def _pretrain(out: Path, backbone: str, size: int, seed: int, verbose) -> tuple[Path, float]:
     """Pretrain the backbone on the source task; return its weights file and accuracy."""
     source = write_shapes_folder(out / "data" / "source", SOURCE_SHAPES, 600, seed=seed)
@@ -122,13 +133,7 @@ def run_demo(
     fit_verbose = 2 if verbose else 0
 
     # === Data it makes itself ===
-    data = out / "data"
-    target_train = write_shapes_folder(
-        data / "target_train", TARGET_SHAPES, labels_per_class, seed=seed + 1, image_format="jpeg"
-    )
-    target_val = write_shapes_folder(
-        data / "target_val", TARGET_SHAPES, 60, seed=seed + 2, image_format="jpeg"
-    )
+    target_train, target_val = _target_folders(out / "data", labels_per_class, seed)
 
     # === Pretraining on the source task ===
     if weights is None:
@@ -147,21 +152,10 @@ def run_demo(
         "labels per class"
     )
     run = train_run(
-        target_train,
-        out / "run",
-        val_dir=target_val,
-        backbone=backbone,
-        weights=weights,
-        image_size=size,
-        epochs=epochs,
-        freeze_epochs=freeze_epochs,
-        train_groups=3,
-        learning_rate=3e-3,
-        batch_size=16,
-        seed=seed,
-        overwrite=True,
-        verbose=fit_verbose,
-    )
+        target_train, out / "run", val_dir=target_val, backbone=backbone, weights=weights,
+        image_size=size, epochs=epochs, freeze_epochs=freeze_epochs, train_groups=3,
+        learning_rate=3e-3, batch_size=16, seed=seed, overwrite=True, verbose=fit_verbose,
+    )  # fmt: skip
 
     # === The baseline: same architecture and budget, from scratch ===
     say("[3/4] Training the same architecture from scratch on the same images and epochs")
@@ -171,34 +165,41 @@ def run_demo(
 
     # === Serving ===
     say("[4/4] Predicting one image through the exported SavedModel")
-    served = ExportedClassifier(run.out_dir)
-    example = sorted((target_val / TARGET_SHAPES[0]).iterdir())[0]
-    probs = served.predict_files([str(example)])[0]
     summary = {
         "source_accuracy": source_acc,
         "fine_tuned_accuracy": run.report.accuracy,
         "scratch_accuracy": scratch.accuracy,
         "labels_per_class": labels_per_class,
-        "example_image": str(example),
-        "example_true_label": TARGET_SHAPES[0],
-        "example_prediction": served.class_names[int(probs.argmax())],
-        "example_probability": float(probs.max()),
+        **_serve_one_image(run.out_dir, target_val),
         "run_dir": str(run.out_dir),
         "seconds": time.perf_counter() - started,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    say(_closing_text(summary, out, example))
+    say(_closing_text(summary, out))
     return summary
 
 
-def _closing_text(summary: dict, out: Path, example: Path) -> str:
+def _serve_one_image(run_dir: Path, val_dir: Path) -> dict:
+    """Predict the first validation image of the first class through the SavedModel."""
+    served = ExportedClassifier(run_dir)
+    example = sorted((val_dir / TARGET_SHAPES[0]).iterdir())[0]
+    probs = served.predict_files([str(example)])[0]
+    return {
+        "example_image": str(example),
+        "example_true_label": TARGET_SHAPES[0],
+        "example_prediction": served.class_names[int(probs.argmax())],
+        "example_probability": float(probs.max()),
+    }
+
+
+def _closing_text(summary: dict, out: Path) -> str:
     """What the demo prints at the end: both accuracies, a served prediction, the files."""
     return (
-        "\nTarget-task validation accuracy "
-        f"({len(TARGET_SHAPES)} classes, {summary['labels_per_class']} training images per class):\n"
+        f"\nTarget-task validation accuracy ({len(TARGET_SHAPES)} classes, "
+        f"{summary['labels_per_class']} training images per class):\n"
         f"  fine-tuned from the pretrained backbone  {summary['fine_tuned_accuracy']:.1%}\n"
         f"  same model trained from scratch          {summary['scratch_accuracy']:.1%}\n"
-        f"\nSavedModel says {example.name} (a {TARGET_SHAPES[0]}) is "
+        f"\nSavedModel says {Path(summary['example_image']).name} (a {TARGET_SHAPES[0]}) is "
         f"'{summary['example_prediction']}' (p={summary['example_probability']:.3f}).\n"
         f"\nEverything is in {out}/:\n"
         f"  run/metrics.json, run/training_curves.png, run/confusion_matrix.png\n"

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfinetune.data.datasets import ImageData, image_folder_datasets
 from tfinetune.data.files import BadFile
 from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.pipeline import PipelineOptions
 from tfinetune.evaluation.outputs import write_evaluation
 from tfinetune.evaluation.predict import predict_dataset
 from tfinetune.evaluation.report import ClassificationReport, classification_report
@@ -89,7 +90,7 @@ def train_run(
 ) -> RunResult:
     """Train a classifier on a folder of class sub-folders and leave a complete run folder.
 
-    Fine-tunes in two stages (head, then the top `unfreeze_groups` blocks), evaluates on the
+    Fine-tunes in two stages (head, then the top `train_groups` groups), evaluates on the
     validation data, and writes metrics, plots, the Keras model and a checked SavedModel.
 
     Args:
@@ -142,16 +143,9 @@ def train_run(
 
     # === Data ===
     size = image_size or spec.default_size
+    options = PipelineOptions(size, batch_size, augment=augment, resize=resize, seed=seed)
     data = image_folder_datasets(
-        data_dir,
-        val_dir,
-        image_size=size,
-        batch_size=batch_size,
-        val_split=val_split,
-        seed=seed,
-        augment=augment,
-        resize=resize,
-        verbose=bool(verbose),
+        data_dir, val_dir, val_split=val_split, options=options, verbose=bool(verbose)
     )
     if verbose:
         _print_bad_files(data.bad_files)
@@ -188,22 +182,11 @@ def train_run(
             print(report)
     model.save(out / "model.keras")
     export_saved_model(
-        model,
-        out / SAVED_MODEL_DIR,
-        data.class_names,
-        overwrite=True,
+        model, out / SAVED_MODEL_DIR, data.class_names, overwrite=True, resize=resize,
         metadata={"backbone": spec.name},
-        resize=resize,
-    )
-    return RunResult(
-        out,
-        model,
-        data.class_names,
-        history,
-        report,
-        data.bad_files,
-        time.perf_counter() - started,
-    )
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    return RunResult(out, model, data.class_names, history, report, data.bad_files, seconds)
 
 
 def _print_bad_files(bad_files: Sequence[BadFile]) -> None:

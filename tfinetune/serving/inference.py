@@ -86,7 +86,7 @@ class ExportedClassifier:
         """Class probabilities for image files, read as stored on disk.
 
         Args:
-            paths: image files (check them first with `tfinetune.data.datasets.find_bad_files`).
+            paths: image files (check them first with `tfinetune.find_bad_files`).
             batch_size: images per call.
             tta: average each image's prediction with its mirror's (decoding as served).
             verbose: show a progress bar.

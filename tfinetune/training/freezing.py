@@ -42,8 +42,10 @@ def layer_groups(model: keras.Model, spec: BackboneSpec | None = None) -> list[L
 
     Args:
         model: a classifier made by `build_classifier`.
-        spec: the backbone's spec, needed only when the backbone is not in the catalogue
-            (without one, the whole backbone is one group).
+        spec: the backbone's spec; needed only for a classifier loaded from a file whose
+            backbone is not in the catalogue (a classifier remembers the spec it was built
+            from, and catalogue backbones are found by name; otherwise the backbone is one
+            group).
 
     Example:
     >>> from tfinetune.models.classifier import build_classifier
@@ -73,7 +75,7 @@ def freeze_to(
         n: how many groups, from the top, train; `1` trains only the head.
         train_bn: also train BatchNormalization layers in the unfrozen groups (fastai's
             `train_bn`); by default they stay frozen and in inference mode.
-        spec: the backbone's spec, when it is not in the catalogue.
+        spec: the backbone's spec (see `layer_groups`).
 
     Returns:
         The layer groups, for inspection.
@@ -106,7 +108,7 @@ def freeze(model: keras.Model, spec: BackboneSpec | None = None) -> list[LayerGr
 
     Args:
         model: a classifier made by `build_classifier`.
-        spec: the backbone's spec, when it is not in the catalogue.
+        spec: the backbone's spec (see `layer_groups`).
 
     Example:
     >>> from tfinetune.models.classifier import build_classifier
@@ -126,7 +128,7 @@ def unfreeze(
     Args:
         model: a classifier made by `build_classifier`.
         train_bn: also train BatchNormalization layers.
-        spec: the backbone's spec, when it is not in the catalogue.
+        spec: the backbone's spec (see `layer_groups`).
 
     Example:
     >>> from tfinetune.models.classifier import build_classifier
@@ -143,7 +145,7 @@ def trainable_summary(model: keras.Model, spec: BackboneSpec | None = None) -> s
 
     Args:
         model: a classifier made by `build_classifier`.
-        spec: the backbone's spec, when it is not in the catalogue.
+        spec: the backbone's spec (see `layer_groups`).
 
     Example:
     >>> from tfinetune.models.classifier import build_classifier
