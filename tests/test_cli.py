@@ -76,13 +76,14 @@ def test_evaluate_writes_metrics_and_figures_for_a_folder(trained_run, tmp_path,
 def test_predict_prints_one_json_line_per_image(trained_run, capsys):
     data, run = trained_run
     images = sorted(str(p) for p in (data / "cross").iterdir())[:2]
-    bad = str(data / "ring" / "broken.jpg")
-    assert main(["predict", str(run / "saved_model"), *images, bad]) == 1
+    bad, folder = str(data / "ring" / "broken.jpg"), str(data / "ring")
+    assert main(["predict", str(run / "saved_model"), *images, bad, folder]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["path"] for line in lines] == [*images, bad]
+    assert [line["path"] for line in lines] == [*images, bad, folder]
     assert all(line["label"] in ("cross", "ring") for line in lines[:2])
     assert all(0.5 <= line["probability"] <= 1.0 for line in lines[:2])
     assert "cannot be decoded" in lines[2]["error"]
+    assert lines[3]["error"] == "a folder, not an image file"
 
 
 @pytest.mark.parametrize(

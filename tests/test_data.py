@@ -1,4 +1,5 @@
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from conftest import files_pipeline
 
 
 def _save(path: Path, fmt: str, mode: str = "RGB", size=(20, 24)):
-    pixels = np.random.default_rng(len(str(path))).integers(0, 256, (*size, 3), dtype=np.uint8)
+    seed = zlib.crc32(str(path).encode())  # a different image for every path
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     image = Image.fromarray(pixels).convert(mode)
     buffer = io.BytesIO()
     image.save(buffer, fmt)

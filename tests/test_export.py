@@ -64,6 +64,20 @@ def test_existing_export_is_not_replaced_without_overwrite(tmp_path):
     assert (tmp_path / "export" / "keep.txt").read_text() == "mine"
 
 
+def test_overwrite_replaces_an_earlier_export_whole_but_never_a_users_folder(tmp_path):
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="tfinetune did not write"):
+        export_saved_model(model, tmp_path / "mine", ["a", "b"], overwrite=True)
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "mine"
+    first = export_saved_model(model, tmp_path / "export", ["a", "b"])
+    (first / "variables" / "stale.txt").write_text("from the first export")
+    second = export_saved_model(model, tmp_path / "export", ["x", "y"], overwrite=True)
+    assert (second / "labels.txt").read_text() == "x\ny\n"
+    assert not (second / "variables" / "stale.txt").exists()
+
+
 def test_a_failed_check_leaves_nothing_behind(tmp_path, monkeypatch):
     model = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
 

@@ -218,6 +218,7 @@ def test_convert_command_writes_records_and_reports_counts(folder, tmp_path, cap
     printed = capsys.readouterr().out
     assert "train: 9" in printed and "val: 9" in printed
     assert sorted(p.name for p in out.iterdir()) == [
+        ".tfinetune",
         "dataset.json",
         "train-00000-of-00001.tfrecord",
         "val-00000-of-00001.tfrecord",
@@ -228,10 +229,10 @@ def test_convert_command_writes_records_and_reports_counts(folder, tmp_path, cap
 
 def test_class_weights_balance_an_imbalanced_folder(tmp_path):
     root = tmp_path / "imbalanced"
-    for name, n in (("few", 2), ("many", 8)):
+    for green, (name, n) in enumerate((("few", 2), ("many", 8))):
         (root / name).mkdir(parents=True)
-        for i in range(n):
-            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(root / name / f"{i}.png")
+        for i in range(n):  # every image different (identical ones across classes are refused)
+            Image.new("RGB", (8, 8), (i * 20, green * 100, 0)).save(root / name / f"{i}.png")
     data = image_folder_datasets(root, image_size=8, val_split=0)
     weights = data.class_weights()
     assert weights == pytest.approx({0: 10 / (2 * 2), 1: 10 / (2 * 8)})

@@ -1,6 +1,8 @@
 """The `tfinetune` command line, and the whole runs it drives over the public functions.
 
-- `main`: argument parsing; imports TensorFlow only once a command runs.
+- `arguments`: the argument parser of each command (standard library only).
+- `main`: runs a command, with one-line errors and exit codes; imports TensorFlow only
+  once a command runs.
 - `runs`: `train_run`, `evaluate_run`, `lr_find_run`: a folder in, a run folder out.
 - `demo`: `tfinetune demo`, the whole workflow offline.
 

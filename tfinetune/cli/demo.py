@@ -20,7 +20,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfinetune.cli.runs import check_out_dir, train_run
+from tfinetune.atomic import MARKER, check_output_folder, written_kind
+from tfinetune.cli.runs import train_run
 from tfinetune.data.datasets import image_folder_datasets
 from tfinetune.data.synthetic import write_shapes_folder
 from tfinetune.evaluation.predict import evaluate_classifier
@@ -32,29 +33,29 @@ from tfinetune.training.stages import Stage
 
 SOURCE_SHAPES = ("circle", "triangle", "square", "cross", "ring", "clover")
 TARGET_SHAPES = ("hexagon", "star", "ellipse", "cog")
-DEMO_MARKER = ".tfinetune-demo"
 
 
 def prepare_demo_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Create the demo folder, replacing the data of an earlier demo run in it.
 
-    A folder that an earlier demo wrote (it holds the demo's marker file) is the demo's own
-    to replace; any other non-empty folder needs `overwrite`.
+    A folder that an earlier demo wrote (its marker file says so) is the demo's own to
+    replace; files tfinetune did not write are never removed.
 
     Args:
         out_dir: the demo folder.
-        overwrite: allow a non-empty folder that no demo wrote.
+        overwrite: passed on to `check_output_folder`.
 
     Example:
     >>> import tempfile
     >>> prepare_demo_dir(tempfile.mkdtemp() + "/demo").name
     'demo'
     """
-    out = check_out_dir(out_dir, overwrite or (Path(out_dir) / DEMO_MARKER).exists())
+    ours = written_kind(out_dir) == "demo"
+    out = check_output_folder(out_dir, overwrite or ours, "demo")
     if (out / "data").exists():  # images of an earlier run, perhaps of other classes
         shutil.rmtree(out / "data")
     out.mkdir(parents=True, exist_ok=True)
-    (out / DEMO_MARKER).write_text("written by tfinetune demo\n")
+    (out / MARKER).write_text(json.dumps({"written_by": "tfinetune", "kind": "demo"}) + "\n")
     return out
 
 

@@ -8,155 +8,22 @@ once, and TensorFlow's C++ start-up log is kept quiet unless `--verbose` (or
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
-VERBOSE_ENV = "TFINETUNE_VERBOSE"
+from tfinetune.cli.arguments import VERBOSE_ENV, build_parser, parse_augment
 
-
-def _weights(value: str) -> str | None:
-    return None if value.lower() == "none" else value
-
-
-def _augment(value: str) -> str | list[str] | None:
-    if value == "none":
-        return None
-    return value.split(",") if "," in value else value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tfinetune",
-        description="Fine-tune pretrained image models with Keras 3 and ship them to TF Serving.",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help=f"show TensorFlow's own log messages (also: {VERBOSE_ENV}=1)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train(commands)
-    _add_lr_find(commands)
-    _add_convert(commands)
-    _add_evaluate_and_predict(commands)
-    _add_backbones_and_demo(commands)
-    return parser
-
-
-def _add_model_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
-    command.add_argument(
-        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
-    )
-    command.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
-
-
-def _add_train(commands) -> None:
-    train = commands.add_parser("train", help="fine-tune on a folder of class sub-folders")
-    train.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
-    train.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
-    _add_model_options(train)
-    train.add_argument("--epochs", type=int, default=6, help="epochs with the top blocks unfrozen")
-    train.add_argument("--freeze-epochs", type=int, default=4, help="epochs of the head alone")
-    train.add_argument(
-        "--train-groups",
-        type=int,
-        default=5,
-        help="layer groups trained in the second stage, counting the head (5: head + 4 blocks)",
-    )
-    train.add_argument(
-        "--learning-rate", "--lr", type=float, default=1e-3, help="the head stage's learning rate"
-    )
-    train.add_argument(
-        "--lr-mult",
-        type=float,
-        default=10.0,
-        help="the unfrozen stage's spread of rates: head rate / lowest group's rate",
-    )
-    train.add_argument(
-        "--fine-tune-learning-rate",
-        type=float,
-        help="the head's rate in the second stage (default: learning rate / 2)",
-    )
-    train.add_argument(
-        "--schedule", default="constant", choices=("constant", "warmup_cosine", "one_cycle")
-    )
-    train.add_argument("--label-smoothing", type=float, default=0.1)
-    train.add_argument(
-        "--ema", type=float, default=0.9, help="weight-average momentum; 0 trains without it"
-    )
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--val-split", type=float, default=0.2)
-    train.add_argument(
-        "--augment",
-        default="light",
-        help="none, light, medium, heavy, or layer names with commas (flip,rotation,cutmix)",
-    )
-    train.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
-    train.add_argument(
-        "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
-    )
-    train.add_argument("--seed", type=int, default=1337)
-    train.add_argument(
-        "--nondeterministic",
-        action="store_true",
-        help="allow nondeterministic TensorFlow ops (faster on some GPUs; runs not repeatable)",
-    )
-    train.add_argument("--out", required=True, help="run folder to write")
-    train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-
-
-def _add_lr_find(commands) -> None:
-    finder = commands.add_parser("lr-find", help="sweep the learning rate and suggest one")
-    finder.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
-    _add_model_options(finder)
-    finder.add_argument(
-        "--train-groups", type=int, default=1, help="layer groups that train (1: the head only)"
-    )
-    finder.add_argument("--steps", type=int, default=100, help="batches in the sweep")
-    finder.add_argument("--start-lr", type=float, default=1e-7)
-    finder.add_argument("--end-lr", type=float, default=10.0)
-    finder.add_argument("--batch-size", type=int, default=32)
-    finder.add_argument("--seed", type=int, default=1337)
-    finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
-    finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-
-
-def _add_convert(commands) -> None:
-    convert = commands.add_parser("convert", help="write a folder as split TFRecord shards")
-    convert.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
-    convert.add_argument("--out", required=True, help="new folder for the shards")
-    convert.add_argument("--val-split", type=float, default=0.2)
-    convert.add_argument("--test-split", type=float, default=0.0)
-    convert.add_argument("--shard-size", type=int, default=1000, help="images per shard")
-    convert.add_argument("--seed", type=int, default=1337)
-
-
-def _add_evaluate_and_predict(commands) -> None:
-    evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
-    evaluate.add_argument("model", help="a run folder or an exported SavedModel")
-    evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
-    evaluate.add_argument("--out", required=True, help="folder for metrics.json")
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--tta", action="store_true", help="average with mirrored images")
-
-    predict = commands.add_parser("predict", help="print one JSON line per image")
-    predict.add_argument("model", help="a run folder or an exported SavedModel")
-    predict.add_argument("images", nargs="+", help="image files")
-    predict.add_argument("--tta", action="store_true", help="average with mirrored images")
-
-
-def _add_backbones_and_demo(commands) -> None:
-    backbones = commands.add_parser("backbones", help="list the backbone catalogue")
-    backbones.add_argument("names", nargs="*", help="only these backbones (default: all)")
-
-    demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
-    demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
-    demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
-    demo.add_argument("--labels-per-class", type=int, default=20)
-    demo.add_argument("--seed", type=int, default=0)
+# Exit codes: 0 done, 1 failed (the environment or an unexpected error), 2 bad input
+# (including argparse's own usage errors), 130 interrupted (Ctrl-C or SIGTERM).
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+# A user's mistake: the message says what was wrong and what to do.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, FloatingPointError)  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -180,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
         ema_momentum=args.ema or None,
         batch_size=args.batch_size,
         val_split=args.val_split,
-        augment=_augment(args.augment),
+        augment=parse_augment(args.augment),
         resize=args.resize,
         balance_classes=args.balance_classes,
         seed=args.seed,
@@ -240,7 +107,14 @@ def _convert(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from tfinetune.cli.runs import evaluate_run
 
-    report = evaluate_run(args.model, args.data, args.out, batch_size=args.batch_size, tta=args.tta)
+    report = evaluate_run(
+        args.model,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        overwrite=args.overwrite,
+    )
     print(report)
     print(f"Wrote metrics.json, summary.md and figures to {args.out}")
     return 0
@@ -253,7 +127,12 @@ def _predict(args: argparse.Namespace) -> int:
     classifier = ExportedClassifier(args.model)
     missing = [p for p in args.images if not os.path.isfile(p)]
     bad = {b.path: b.reason for b in find_bad_files([p for p in args.images if p not in missing])}
-    bad.update({p: "file not found" for p in missing})
+    bad.update(
+        {
+            p: "a folder, not an image file" if os.path.isdir(p) else "file not found"
+            for p in missing
+        }
+    )
     good = [p for p in args.images if p not in bad]
     probs = dict(zip(good, classifier.predict_files(good, tta=args.tta), strict=True))
     for path in args.images:
@@ -340,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["predict", "/no/such/model", "x.jpg"])  # doctest: +SKIP
     tfinetune: error: No SavedModel found at '/no/such/model' ...
     """
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose or os.environ.get(VERBOSE_ENV) == "1")
     handlers = {
         "train": _train,
@@ -351,11 +230,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backbones": _backbones,
         "demo": _demo,
     }
-    try:
+    if args.debug:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+    try:
+        with _sigterm_as_interrupt():
+            return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("tfinetune: interrupted; nothing was left half-written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as err:
         print(f"tfinetune: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"tfinetune: error: {_describe_os_error(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as err:  # anything else: one line, the traceback with --debug
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"tfinetune: error: {type(err).__name__}: {first} (run again with --debug for "
+            "the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _describe_os_error(err: OSError) -> str:
+    """One line for an error of the environment: what happened, where, and what to do."""
+    where = f" ({err.filename})" if err.filename else ""
+    hints = {
+        errno.ENOSPC: "free some disk space, or write to another disk",
+        errno.EACCES: "choose a folder you may write to, or fix its permissions",
+        errno.EROFS: "choose a folder on a writable disk",
+        errno.EDQUOT: "free some of your disk quota",
+    }
+    hint = hints.get(err.errno, "check the path and try again")
+    return f"{err.strerror or err}{where}: {hint}."
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Handle SIGTERM (a scheduler stopping the job) like Ctrl-C: clean up, exit 130."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

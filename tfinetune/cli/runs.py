@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from tfinetune.atomic import check_output_folder, folder_lock, staged_folder
 from tfinetune.data.datasets import ImageData, image_folder_datasets
 from tfinetune.data.files import BadFile
 from tfinetune.data.folders import scan_image_folder
@@ -26,8 +27,10 @@ from tfinetune.evaluation.predict import predict_dataset
 from tfinetune.evaluation.report import ClassificationReport, classification_report
 from tfinetune.models.backbones import BackboneSpec, get_spec
 from tfinetune.models.classifier import build_classifier
+from tfinetune.models.weights import check_weights_argument
 from tfinetune.serving.export import export_saved_model
 from tfinetune.serving.inference import SAVED_MODEL_DIR, ExportedClassifier
+from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
 from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.freezing import freeze_to
@@ -46,19 +49,6 @@ class RunResult:
     report: ClassificationReport | None
     bad_files: list[BadFile]
     seconds: float
-
-
-def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse a non-empty output folder unless `overwrite`; create nothing yet."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"Output folder {str(out)!r} is a file. Choose a folder.")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"Output folder {str(out)!r} is not empty. Choose a new folder or pass "
-            "overwrite=True (--overwrite)."
-        )
-    return out
 
 
 def train_run(
@@ -136,57 +126,51 @@ def train_run(
     """
     started = time.perf_counter()
     spec = get_spec(backbone)
-    out = check_out_dir(out_dir, overwrite)
+    size = to_size(spec.default_size if image_size is None else image_size)
+    check_weights_argument(weights)  # before the data scan: a bad file fails at once
+    check_output_folder(out_dir, overwrite, "run")
+    options = PipelineOptions(size, batch_size, augment=augment, resize=resize, seed=seed)
     keras.utils.set_random_seed(seed)
     if deterministic_ops:
         tf.config.experimental.enable_op_determinism()
-
-    # === Data ===
-    size = image_size or spec.default_size
-    options = PipelineOptions(size, batch_size, augment=augment, resize=resize, seed=seed)
-    data = image_folder_datasets(
-        data_dir, val_dir, val_split=val_split, options=options, verbose=bool(verbose)
-    )
-    if verbose:
-        _print_bad_files(data.bad_files)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "labels.txt").write_text("\n".join(data.class_names) + "\n")
-
-    # === Model and training ===
-    model = build_classifier(spec, len(data.class_names), weights=weights, image_size=size)
-    history = fine_tune(
-        model,
-        data.train,
-        data.val,
-        epochs=epochs,
-        freeze_epochs=freeze_epochs,
-        train_groups=train_groups,
-        learning_rate=learning_rate,
-        lr_mult=lr_mult,
-        fine_tune_learning_rate=fine_tune_learning_rate,
-        schedule=schedule,
-        label_smoothing=label_smoothing,
-        class_weight=data.class_weights() if balance_classes else None,
-        ema_momentum=ema_momentum,
-        # One line per epoch in logs; live progress bars in a terminal.
-        verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
-    )
-    (out / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
-    plot_history(history, out / "training_curves.png")
-
-    # === Evaluation and export ===
-    report = None
-    if data.val is not None:
-        report = _evaluate_validation(model, data, out, time.perf_counter() - started)
+    with folder_lock(out_dir), staged_folder(out_dir, "run", overwrite) as out:
+        # === Data ===
+        data = image_folder_datasets(
+            data_dir, val_dir, val_split=val_split, options=options, verbose=bool(verbose)
+        )
         if verbose:
-            print(report)
-    model.save(out / "model.keras")
-    export_saved_model(
-        model, out / SAVED_MODEL_DIR, data.class_names, overwrite=True, resize=resize,
-        metadata={"backbone": spec.name},
-    )  # fmt: skip
+            _print_bad_files(data.bad_files)
+        (out / "labels.txt").write_text("\n".join(data.class_names) + "\n")
+
+        # === Model and training ===
+        model = build_classifier(spec, len(data.class_names), weights=weights, image_size=size)
+        history = fine_tune(
+            model, data.train, data.val, epochs=epochs, freeze_epochs=freeze_epochs,
+            train_groups=train_groups, learning_rate=learning_rate, lr_mult=lr_mult,
+            fine_tune_learning_rate=fine_tune_learning_rate, schedule=schedule,
+            label_smoothing=label_smoothing, ema_momentum=ema_momentum,
+            class_weight=data.class_weights() if balance_classes else None,
+            # One line per epoch in logs; live progress bars in a terminal.
+            verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
+        )  # fmt: skip
+        (out / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
+        plot_history(history, out / "training_curves.png")
+
+        # === Evaluation and export ===
+        report = None
+        if data.val is not None:
+            report = _evaluate_validation(model, data, out, time.perf_counter() - started)
+            if verbose:
+                print(report)
+        model.save(out / "model.keras")
+        export_saved_model(
+            model, out / SAVED_MODEL_DIR, data.class_names, resize=resize,
+            metadata={"backbone": spec.name},
+        )  # fmt: skip
     seconds = time.perf_counter() - started
-    return RunResult(out, model, data.class_names, history, report, data.bad_files, seconds)
+    return RunResult(
+        Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
+    )
 
 
 def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
@@ -217,6 +201,7 @@ def evaluate_run(
     *,
     batch_size: int = 32,
     tta: bool = False,
+    overwrite: bool = False,
     verbose: int = 1,
 ) -> ClassificationReport:
     """Evaluate an exported model (or a run folder) on a folder of labelled images.
@@ -238,15 +223,18 @@ def evaluate_run(
     >>> report.accuracy  # doctest: +SKIP
     0.97
     """
+    check_output_folder(out_dir, overwrite, "evaluation")
     classifier = ExportedClassifier(model_path)
-    files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))
-    probs = classifier.predict_files(
-        files.paths, batch_size=batch_size, tta=tta, verbose=bool(verbose)
-    )
-    report = classification_report(files.labels, probs, classifier.class_names)
-    write_evaluation(
-        out_dir, report, files.paths, files.bad_files, model=str(classifier.path), tta=tta
-    )
+    with folder_lock(out_dir):
+        files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))
+        probs = classifier.predict_files(
+            files.paths, batch_size=batch_size, tta=tta, verbose=bool(verbose)
+        )
+        report = classification_report(files.labels, probs, classifier.class_names)
+        with staged_folder(out_dir, "evaluation", overwrite) as out:
+            write_evaluation(
+                out, report, files.paths, files.bad_files, model=str(classifier.path), tta=tta
+            )
     return report
 
 
@@ -295,12 +283,13 @@ def lr_find_run(
     >>> r = lr_find_run(data, root + "/lr", backbone="convnet_tiny", weights=None,
     ...                 image_size=32, num_steps=20, batch_size=4, verbose=0)
     >>> sorted(p.name for p in Path(root, "lr").iterdir())
-    ['lr_finder.json', 'lr_finder.png']
+    ['.tfinetune', 'lr_finder.json', 'lr_finder.png']
     """
     spec = get_spec(backbone)
-    out = check_out_dir(out_dir, overwrite)
+    size = to_size(spec.default_size if image_size is None else image_size)
+    check_weights_argument(weights)
+    check_output_folder(out_dir, overwrite, "lr-finder")
     keras.utils.set_random_seed(seed)
-    size = image_size or spec.default_size
     data = image_folder_datasets(
         data_dir, image_size=size, batch_size=batch_size, val_split=0, seed=seed, augment=augment
     )
@@ -314,7 +303,7 @@ def lr_find_run(
         end_lr=end_lr,
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    result.plot(out / "lr_finder.png")
-    (out / "lr_finder.json").write_text(json.dumps(result.to_dict(), indent=2))
+    with folder_lock(out_dir), staged_folder(out_dir, "lr-finder", overwrite) as out:
+        result.plot(out / "lr_finder.png")
+        (out / "lr_finder.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result

@@ -6,6 +6,8 @@ files are skipped and reported with the reason before training starts.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -59,6 +61,18 @@ class LabelledFiles:
         for row, labels in enumerate(self.labels):
             hot[row, list(labels)] = 1.0
         return hot
+
+    def without(self, bad: Sequence[BadFile]) -> LabelledFiles:
+        """These files less the `bad` ones, which join `bad_files`.
+
+        Args:
+            bad: files to drop, with the reason.
+        """
+        drop = {b.path for b in bad}
+        keep = [i for i, path in enumerate(self.paths) if path not in drop]
+        kept = self.subset(keep)
+        kept.bad_files = [*self.bad_files, *bad]
+        return kept
 
     def subset(self, indices: Sequence[int]) -> LabelledFiles:
         """The files at `indices`, with the same classes (and no bad files)."""
@@ -140,3 +154,67 @@ def split_files(
     """
     fractions = (val_fraction, test_fraction) if test_fraction else (val_fraction,)
     return tuple(files.subset(part) for part in stratified_split(files.labels, fractions, seed))
+
+
+def check_class_names(names: Sequence[str]) -> None:
+    """Refuse class names that cannot be written one per line to `labels.txt` and read back.
+
+    Args:
+        names: the class names.
+
+    Example:
+    >>> check_class_names(["cat", " dog"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: Class name ' dog' cannot be stored one per line in labels.txt ...
+    """
+    for name in names:
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or name != name.strip()
+            or ("\n" in name or "\r" in name)
+        ):
+            raise ValueError(
+                f"Class name {name!r} cannot be stored one per line in labels.txt and read "
+                "back: class names must be non-empty, on one line, without leading or "
+                "trailing spaces. Rename the class folder or label."
+            )
+
+
+def find_cross_class_duplicates(files: LabelledFiles) -> list[BadFile]:
+    """Files whose bytes are those of an earlier file of another class (single-label files).
+
+    The first copy keeps its class; the later ones are reported (an image has one class),
+    which also catches a class folder that is a link to another class or to the data root.
+
+    Args:
+        files: single-label files.
+
+    Example:
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> for name in ("a.png", "b.png"):
+    ...     _ = open(os.path.join(d, name), "wb").write(b"same bytes")
+    >>> paths = [os.path.join(d, "a.png"), os.path.join(d, "b.png")]
+    >>> f = LabelledFiles(paths, [0, 1], ["x", "y"])
+    >>> find_cross_class_duplicates(f)[0].reason  # doctest: +ELLIPSIS
+    "the same image as ...a.png (class 'x'); an image can have one class only"
+    """
+    if files.multi_label:
+        return []
+    first: dict[tuple[int, str], int] = {}
+    duplicates = []
+    for i, path in enumerate(files.paths):
+        with open(path, "rb") as f:
+            key = (os.fstat(f.fileno()).st_size, hashlib.sha1(f.read()).hexdigest())
+        j = first.setdefault(key, i)
+        if j != i and files.labels[j] != files.labels[i]:
+            original = files.class_names[files.labels[j]]
+            duplicates.append(
+                BadFile(
+                    path,
+                    f"the same image as {files.paths[j]} (class {original!r}); an image can "
+                    "have one class only",
+                )
+            )
+    return duplicates

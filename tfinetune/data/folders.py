@@ -6,7 +6,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfinetune.data.files import BadFile, LabelledFiles, find_bad_files
+from tfinetune.data.files import (
+    BadFile,
+    LabelledFiles,
+    check_class_names,
+    find_bad_files,
+    find_cross_class_duplicates,
+)
 from tfinetune.data.images import IMAGE_EXTENSIONS, sniff_format
 
 
@@ -51,6 +57,19 @@ def scan_image_folder(
     >>> scan_image_folder(root).class_names
     ['circle', 'square']
     """
+    root = _check_root(directory)
+    class_names = _class_names(root, class_names)
+    check_class_names(class_names)
+    files = _list_class_files(root, class_names)
+    if verify:
+        files = files.without(find_bad_files(files.paths, verbose=verbose))
+    files = files.without(find_cross_class_duplicates(files))
+    present = [name for name in class_names if (root / name).is_dir()]
+    _check_every_class_kept_images(files, present, root)
+    return files
+
+
+def _check_root(directory: str | os.PathLike) -> Path:
     root = Path(directory)
     if not root.exists():
         raise FileNotFoundError(
@@ -60,22 +79,29 @@ def scan_image_folder(
         raise NotADirectoryError(
             f"Expected a folder with one sub-folder per class, got a file: {str(root)!r}."
         )
+    return root
+
+
+def _class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found:
         raise ValueError(
             f"Data folder {str(root)!r} has no class sub-folders. Expected "
             f"{root}/<class name>/<image files>."
         )
-    if class_names is None:
-        class_names = found
-    else:
-        class_names = list(class_names)
-        extra = sorted(set(found) - set(class_names))
-        if extra:
-            raise ValueError(
-                f"Data folder {str(root)!r} has classes the model does not know: {extra}. "
-                f"Expected a subset of {class_names}."
-            )
+    if expected is None:
+        return found
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ValueError(
+            f"Data folder {str(root)!r} has classes the model does not know: {extra}. "
+            f"Expected a subset of {list(expected)}."
+        )
+    return list(expected)
+
+
+def _list_class_files(root: Path, class_names: Sequence[str]) -> LabelledFiles:
+    """Every image candidate under each class folder (nested too), and the files to report."""
     paths, labels, bad = [], [], []
     for label, name in enumerate(class_names):
         class_dir = root / name
@@ -98,13 +124,21 @@ def scan_image_folder(
                 f"Class folder {str(class_dir)!r} has no image files (JPEG, PNG, GIF or BMP). "
                 "Add images to it or remove the folder."
             )
-    if verify:
-        undecodable = find_bad_files(paths, verbose=verbose)
-        if undecodable:
-            drop = {b.path for b in undecodable}
-            kept = [(p, y) for p, y in zip(paths, labels, strict=True) if p not in drop]
-            paths, labels = [p for p, _ in kept], [y for _, y in kept]
-            bad.extend(undecodable)
-    if not paths:
-        raise ValueError(f"No readable images in {str(root)!r}.")
     return LabelledFiles(paths, labels, list(class_names), bad)
+
+
+def _check_every_class_kept_images(files: LabelledFiles, present: Sequence[str], root) -> None:
+    """A class whose every file was skipped is an error that names it and why."""
+    counts = {name: 0 for name in present}
+    for label in files.labels:
+        counts[files.class_names[label]] = counts.get(files.class_names[label], 0) + 1
+    empty = [name for name, count in counts.items() if count == 0]
+    if not empty:
+        return
+    name = empty[0]
+    skipped = [b for b in files.bad_files if Path(b.path).is_relative_to(root / name)]
+    why = f" (for example {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+    raise ValueError(
+        f"Class {name!r} in {str(root)!r} has no usable image: all {len(skipped)} of its files "
+        f"were skipped{why}. Fix or remove them, or remove the class folder."
+    )

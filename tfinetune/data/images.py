@@ -10,6 +10,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tfinetune.data.headers import guard_pixels
 from tfinetune.sizes import to_size
 
 # Leading bytes of the formats that `tf.io.decode_image` reads.
@@ -41,7 +42,8 @@ def sniff_format(header: bytes) -> str | None:
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     """Decode JPEG, PNG, GIF (first frame) or BMP bytes to a `uint8` RGB tensor `[h, w, 3]`.
 
-    Grayscale images are repeated over three channels and an alpha channel is dropped.
+    Grayscale images are repeated over three channels and an alpha channel is dropped. An
+    image of more pixels than `tfinetune.data.headers.max_pixels()` is refused.
 
     Args:
         encoded: a scalar string tensor holding the file's bytes.
@@ -51,7 +53,7 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     >>> decode_image(png).shape
     TensorShape([4, 5, 3])
     """
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.io.decode_image(guard_pixels(encoded), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -139,6 +141,7 @@ def decode_for_size(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tenso
         ]
         return tf.switch_case(index, branches)
 
+    encoded = guard_pixels(encoded)
     image = tf.cond(is_jpeg(encoded), jpeg, lambda: decode_image(encoded))
     image.set_shape([None, None, 3])
     return image
@@ -226,6 +229,7 @@ def decode_random_crop(
         begin, size = window(tf.shape(image))
         return tf.slice(image, begin, size)
 
+    encoded = guard_pixels(encoded)
     image = tf.cond(is_jpeg(encoded), jpeg, other)
     image.set_shape([None, None, 3])
     return resize_image(image, image_size)

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfinetune.atomic import check_output_folder, folder_lock, staged_folder
 from tfinetune.data.datasets import ImageData, build_image_data
 from tfinetune.data.files import LabelledFiles
 from tfinetune.data.folders import scan_image_folder
@@ -101,7 +102,7 @@ def convert_folder(
 
     Args:
         data_dir: a folder with one sub-folder per class.
-        out_dir: a new or empty folder to write.
+        out_dir: a new or empty folder; it appears only when every shard is written.
         val_split: the share for validation (0: none).
         test_split: the share for testing (0: none).
         seed: seeds the stratified split.
@@ -119,15 +120,12 @@ def convert_folder(
     >>> convert_folder(data, root + "/records")["counts"]
     {'train': 8, 'val': 2}
     """
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"Output folder {str(out)!r} is not empty. Choose a new folder.")
+    check_output_folder(out_dir, overwrite=False)
     files = scan_image_folder(data_dir, verbose=verbose)
     parts = {
         name: files.subset(idx)
         for name, idx in split_indices(files.labels, val_split, test_split, seed).items()
     }
-    out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "class_names": files.class_names,
         "counts": {name: len(part) for name, part in parts.items()},
@@ -135,10 +133,11 @@ def convert_folder(
         "bad_files": [{"path": b.path, "reason": b.reason} for b in files.bad_files],
         "seed": seed,
     }
-    for name, part in parts.items():
-        shards = write_tfrecords(part, out / name, shard_size=shard_size, verbose=verbose)
-        manifest["shards"][name] = [Path(p).name for p in shards]
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    with folder_lock(out_dir), staged_folder(out_dir, "records") as out:
+        for name, part in parts.items():
+            shards = write_tfrecords(part, out / name, shard_size=shard_size, verbose=verbose)
+            manifest["shards"][name] = [Path(p).name for p in shards]
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
 
 

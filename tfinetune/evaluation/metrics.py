@@ -11,7 +11,16 @@ CALIBRATION_BINS = 15
 
 
 def safe_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise `a / b`, with 0 where `b` is 0 (scikit-learn's `zero_division=0`)."""
+    """Elementwise `a / b`, with 0 where `b` is 0 (scikit-learn's `zero_division=0`).
+
+    Args:
+        a: the numerators.
+        b: the denominators.
+
+    Example:
+    >>> safe_ratio([1, 2], [2, 0]).tolist()
+    [0.5, 0.0]
+    """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
 

@@ -14,6 +14,7 @@ from tfinetune.models.hub import HUB_PREFIX, hub_spec
 from tfinetune.models.specs import BackboneSpec, group_layers
 from tfinetune.models.weights import (
     WEIGHTS_DIR_ENV,
+    check_weights_argument,
     find_local_weights,
     weights_file_candidates,
     weights_search_dirs,
@@ -90,12 +91,8 @@ def load_backbone_weights(model: keras.Model, path: str | os.PathLike, spec_name
     >>> m.save_weights(path)
     >>> load_backbone_weights(m, path, "convnet_tiny")
     """
+    check_weights_argument(path)
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Weights file not found: {str(path)!r}. Pass an existing .h5 file, "
-            "weights='imagenet' or weights=None."
-        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -107,7 +104,8 @@ def load_backbone_weights(model: keras.Model, path: str | os.PathLike, spec_name
             raise ValueError(f"{len(skipped)} parts of the file matched no layer: {skipped[0]}")
     except Exception as err:  # Keras raises ValueError, KeyError or OSError by format.
         raise ValueError(
-            f"The weights file {str(path)!r} does not fit the backbone {spec_name!r} "
+            f"The weights file {str(path)!r} does not fit the backbone {spec_name!r}, or is "
+            f"damaged "
             f"({type(err).__name__}: {err}). Pass a file saved from the same architecture "
             "(for Keras applications: the matching *_notop.h5 file), or weights=None."
         ) from err
@@ -131,7 +129,8 @@ def build_backbone(
     (None, 2, 2, 128)
     """
     spec = get_spec(backbone)
-    size = to_size(image_size or spec.default_size)
+    check_weights_argument(weights)
+    size = to_size(spec.default_size if image_size is None else image_size)
     if min(size) < spec.min_size:
         raise ValueError(
             f"Backbone {spec.name!r} needs inputs of at least {spec.min_size} pixels. "
@@ -140,14 +139,10 @@ def build_backbone(
     input_shape = (*size, 3)
     if isinstance(weights, str) and weights == "imagenet":
         model = _build_imagenet(spec, input_shape)
-    elif weights is None or isinstance(weights, (str, os.PathLike)):
+    else:
         model = spec.builder(input_shape=input_shape, weights=None)
         if weights is not None:
             load_backbone_weights(model, weights, spec.name)
-    else:
-        raise ValueError(
-            f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}"
-        )
     # A fresh Functional over the same layers carries the spec's name, which is how a
     # classifier's backbone is recognised later (also after saving and loading).
     return keras.Model(model.input, model.output, name=spec.name)

@@ -51,7 +51,7 @@ def build_classifier(
     (None, 3)
     """
     spec = get_spec(backbone)
-    size = to_size(image_size or spec.default_size)
+    size = to_size(spec.default_size if image_size is None else image_size)
 
     # === Layers ===
     features_model = build_backbone(spec, image_size=size, weights=weights)

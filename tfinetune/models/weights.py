@@ -74,3 +74,37 @@ def find_local_weights(spec: BackboneSpec, size: tuple[int, int]) -> Path | None
             if (folder / candidate).is_file():
                 return folder / candidate
     return None
+
+
+def check_weights_argument(weights: str | os.PathLike | None) -> None:
+    """Fail fast on a bad `weights` argument: None, "imagenet", or a readable HDF5 file.
+
+    Called before any data is read, so a wrong or damaged file is reported at once.
+
+    Args:
+        weights: the `weights` argument of `build_classifier` / `build_backbone`.
+
+    Example:
+    >>> check_weights_argument("/no/such.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: Weights file not found: '/no/such.h5'. ...
+    """
+    if weights is None or (isinstance(weights, str) and weights == "imagenet"):
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            f"weights must be None, 'imagenet' or a file path. Received: weights={weights!r}"
+        )
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Weights file not found: {str(path)!r}. Pass an existing .h5 file, "
+            "weights='imagenet' or weights=None."
+        )
+    import h5py  # Keras's own dependency for weight files
+
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"{str(path)!r} is not a Keras weights file: it is not in HDF5 format (damaged, "
+            "truncated or another kind of file). Pass a .h5 / .weights.h5 file saved by Keras."
+        )

@@ -1,15 +1,14 @@
 """Exports for TF Serving, each checked to predict what the Keras model predicts.
 
 An export is written to a temporary folder beside its destination, loaded back and compared
-with the Keras model, and only then moved into place: a failed export leaves nothing behind.
+with the Keras model, and only then moved into place: a failed export leaves nothing behind,
+and `overwrite` replaces only an earlier tfinetune export, as a whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.atomic import staged_folder
 from tfinetune.data.images import RESIZE_MODES, decode_and_resize
 
 LABELS_FILE = "labels.txt"
@@ -100,7 +100,7 @@ def export_saved_model(
         model: a classifier taking RGB pixels in 0..255.
         export_dir: the folder to create.
         class_names: the class names, in output order.
-        overwrite: replace an existing `export_dir`.
+        overwrite: replace an earlier tfinetune export in `export_dir` (nothing else).
         tolerance: the largest allowed difference from the Keras model's probabilities.
         metadata: extra JSON-ready facts to store in `tfinetune.json`.
         resize: how `serving_default` resizes images: "stretch", "crop" or "pad", as the
@@ -114,8 +114,8 @@ def export_saved_model(
     >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
     >>> import tempfile
     >>> path = export_saved_model(m, tempfile.mkdtemp() + "/sm", ["a", "b"])
-    >>> sorted(p.name for p in path.iterdir())[:2]
-    ['assets', 'fingerprint.pb']
+    >>> sorted(p.name for p in path.iterdir())[:3]
+    ['.tfinetune', 'assets', 'fingerprint.pb']
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize mode {resize!r}. Use one of {', '.join(RESIZE_MODES)}.")
@@ -126,14 +126,7 @@ def export_saved_model(
             f"The model predicts {model.output_shape[-1]} classes but {len(class_names)} class "
             f"names were given: {class_names}."
         )
-    if export_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"Export folder {str(export_dir)!r} already exists. Choose another folder or pass "
-            "overwrite=True."
-        )
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged_folder(export_dir, "export", overwrite) as staging:
         serve_bytes, serve_pixels, size = _serving_functions(model, class_names, resize)
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -158,10 +151,4 @@ def export_saved_model(
             **(metadata or {}),
         }
         (staging / METADATA_FILE).write_text(json.dumps(facts, indent=2))
-        if export_dir.exists():
-            shutil.rmtree(export_dir)
-        os.replace(staging, export_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return export_dir

@@ -51,8 +51,16 @@ class ExportedClassifier:
 
     def __init__(self, path: str | os.PathLike):
         self.path = find_saved_model(path)
-        self._loaded = tf.saved_model.load(str(self.path))
-        self._serve = self._loaded.signatures["serving_default"]
+        try:
+            self._loaded = tf.saved_model.load(str(self.path))
+            self._serve = self._loaded.signatures["serving_default"]
+        except (tf.errors.OpError, OSError, ValueError, KeyError) as err:
+            detail = (str(getattr(err, "message", err)).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"The SavedModel in {str(self.path)!r} cannot be loaded ({detail}): it is "
+                "damaged or incomplete. Export it again (tfinetune train, or "
+                "tfinetune.export_saved_model)."
+            ) from None
         labels = self.path / LABELS_FILE
         if not labels.is_file():
             raise FileNotFoundError(

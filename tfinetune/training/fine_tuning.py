@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfinetune.models.specs import BackboneSpec
 from tfinetune.training.freezing import freeze_to, layer_groups
+from tfinetune.training.guards import TrainingGuard, check_training_data, explain_graph_error
 from tfinetune.training.losses import default_loss, resolve_loss
 from tfinetune.training.optimizers import (
     OptimizerFactory,
@@ -132,6 +133,7 @@ def fine_tune(
     make_optimizer = _optimizer_factory(
         optimizer, optimizer_options, ema_momentum, gradient_accumulation_steps
     )
+    check_training_data(model, train_data)
     loss = resolve_loss(loss or default_loss(train_data), label_smoothing)
     schedule_steps = _steps_for_schedules(stages, train_data, steps_per_epoch)
     result = FineTuneHistory()
@@ -144,23 +146,26 @@ def fine_tune(
             loss=loss,
             metrics=list(metrics),
         )
-        start = result.epochs
+        start, name = result.epochs, stage.name or f"stage {index + 1}"
         with warnings.catch_warnings():
             # tfinetune's datasets skip unreadable files, so their length is unknown until
             # the first epoch ends; Keras warns about that, harmlessly, once per stage.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            history = model.fit(
-                train_data,
-                validation_data=val_data,
-                initial_epoch=start,
-                epochs=start + stage.epochs,
-                steps_per_epoch=steps_per_epoch,
-                callbacks=list(callbacks),
-                class_weight=dict(class_weight) if class_weight else None,
-                shuffle=False,  # datasets shuffle themselves; Keras ignores it for them anyway
-                verbose=verbose,
-            )
-        result.add(stage.name or f"stage {index + 1}", history)
+            try:
+                history = model.fit(
+                    train_data,
+                    validation_data=val_data,
+                    initial_epoch=start,
+                    epochs=start + stage.epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    callbacks=[TrainingGuard(name), *callbacks],
+                    class_weight=dict(class_weight) if class_weight else None,
+                    shuffle=False,  # datasets shuffle themselves; Keras ignores it for them
+                    verbose=verbose,
+                )
+            except tf.errors.InvalidArgumentError as err:
+                raise ValueError(explain_graph_error(err)) from None
+        result.add(name, history)
         if model.stop_training:
             break
     return result

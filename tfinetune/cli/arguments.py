@@ -1,0 +1,190 @@
+"""The command line's arguments: one parser builder per command, and the value types.
+
+Only the standard library is imported here: `tfinetune --help` and argument errors answer
+without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+VERBOSE_ENV = "TFINETUNE_VERBOSE"
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return number
+
+
+def _whole_number(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return number
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def parse_augment(value: str) -> str | list[str] | None:
+    if value == "none":
+        return None
+    return value.split(",") if "," in value else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tfinetune` argument parser, with a sub-command per job.
+
+    Example:
+    >>> build_parser().parse_args(["predict", "run", "a.jpg"]).images
+    ['a.jpg']
+    """
+    parser = argparse.ArgumentParser(
+        prog="tfinetune",
+        description="Fine-tune pretrained image models with Keras 3 and ship them to TF Serving.",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show TensorFlow's own log messages (also: {VERBOSE_ENV}=1)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(commands)
+    _add_lr_find(commands)
+    _add_convert(commands)
+    _add_evaluate_and_predict(commands)
+    _add_backbones_and_demo(commands)
+    return parser
+
+
+def _add_model_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
+    command.add_argument(
+        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
+    )
+    command.add_argument(
+        "--image-size", type=_positive_int, help="input size (default: the backbone's)"
+    )
+
+
+def _add_train(commands) -> None:
+    train = commands.add_parser("train", help="fine-tune on a folder of class sub-folders")
+    train.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
+    train.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
+    _add_model_options(train)
+    train.add_argument(
+        "--epochs", type=_whole_number, default=6, help="epochs with the top blocks unfrozen"
+    )
+    train.add_argument(
+        "--freeze-epochs", type=_whole_number, default=4, help="epochs of the head alone"
+    )
+    train.add_argument(
+        "--train-groups",
+        type=int,
+        default=5,
+        help="layer groups trained in the second stage, counting the head (5: head + 4 blocks)",
+    )
+    train.add_argument(
+        "--learning-rate", "--lr", type=float, default=1e-3, help="the head stage's learning rate"
+    )
+    train.add_argument(
+        "--lr-mult",
+        type=float,
+        default=10.0,
+        help="the unfrozen stage's spread of rates: head rate / lowest group's rate",
+    )
+    train.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        help="the head's rate in the second stage (default: learning rate / 2)",
+    )
+    train.add_argument(
+        "--schedule", default="constant", choices=("constant", "warmup_cosine", "one_cycle")
+    )
+    train.add_argument("--label-smoothing", type=float, default=0.1)
+    train.add_argument(
+        "--ema", type=float, default=0.9, help="weight-average momentum; 0 trains without it"
+    )
+    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--val-split", type=float, default=0.2)
+    train.add_argument(
+        "--augment",
+        default="light",
+        help="none, light, medium, heavy, or layer names with commas (flip,rotation,cutmix)",
+    )
+    train.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
+    train.add_argument(
+        "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
+    )
+    train.add_argument("--seed", type=int, default=1337)
+    train.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="allow nondeterministic TensorFlow ops (faster on some GPUs; runs not repeatable)",
+    )
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+
+
+def _add_lr_find(commands) -> None:
+    finder = commands.add_parser("lr-find", help="sweep the learning rate and suggest one")
+    finder.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
+    _add_model_options(finder)
+    finder.add_argument(
+        "--train-groups", type=int, default=1, help="layer groups that train (1: the head only)"
+    )
+    finder.add_argument("--steps", type=_positive_int, default=100, help="batches in the sweep")
+    finder.add_argument("--start-lr", type=float, default=1e-7)
+    finder.add_argument("--end-lr", type=float, default=10.0)
+    finder.add_argument("--batch-size", type=_positive_int, default=32)
+    finder.add_argument("--seed", type=int, default=1337)
+    finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
+    finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+
+
+def _add_convert(commands) -> None:
+    convert = commands.add_parser("convert", help="write a folder as split TFRecord shards")
+    convert.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    convert.add_argument("--out", required=True, help="new folder for the shards")
+    convert.add_argument("--val-split", type=float, default=0.2)
+    convert.add_argument("--test-split", type=float, default=0.0)
+    convert.add_argument("--shard-size", type=_positive_int, default=1000, help="images per shard")
+    convert.add_argument("--seed", type=int, default=1337)
+
+
+def _add_evaluate_and_predict(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
+    evaluate.add_argument("model", help="a run folder or an exported SavedModel")
+    evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+    evaluate.add_argument("--tta", action="store_true", help="average with mirrored images")
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier evaluation in --out"
+    )
+
+    predict = commands.add_parser("predict", help="print one JSON line per image")
+    predict.add_argument("model", help="a run folder or an exported SavedModel")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--tta", action="store_true", help="average with mirrored images")
+
+
+def _add_backbones_and_demo(commands) -> None:
+    backbones = commands.add_parser("backbones", help="list the backbone catalogue")
+    backbones.add_argument("names", nargs="*", help="only these backbones (default: all)")
+
+    demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
+    demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
+    demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
+    demo.add_argument("--labels-per-class", type=_positive_int, default=20)
+    demo.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,110 @@
+"""Image dimensions read from file headers, so a decompression bomb is refused before decoding.
+
+A PNG of a few megabytes can hold a 23000 x 23000 image (1.6 GB decoded). Every decode in
+tfinetune (training pipelines, file checks and the exported serving graphs) first reads the
+width and height from the header and refuses an image of more than `max_pixels()` pixels:
+100 million by default, or `$TFINETUNE_MAX_PIXELS` (read when a pipeline or export is built).
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+MAX_PIXELS_ENV = "TFINETUNE_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    """The largest image, in pixels, that tfinetune decodes.
+
+    Example:
+    >>> max_pixels() >= 1
+    True
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        value = int(text) if text else DEFAULT_MAX_PIXELS
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(
+            f"${MAX_PIXELS_ENV} must be a positive whole number of pixels. Received: {text!r}"
+        )
+    return value
+
+
+def _number(encoded: tf.Tensor, offset: int, length: int, big_endian: bool) -> tf.Tensor:
+    raw = tf.io.decode_raw(tf.strings.substr(encoded, offset, length), tf.uint8)
+    raw = tf.cast(tf.ensure_shape(raw, [length]), tf.int64)
+    weights = [256 ** (length - 1 - i) if big_endian else 256**i for i in range(length)]
+    return tf.reduce_sum(raw * tf.constant(weights, tf.int64))
+
+
+def _starts_with(encoded: tf.Tensor, prefix: bytes) -> tf.Tensor:
+    return tf.equal(tf.strings.substr(encoded, 0, len(prefix)), prefix)
+
+
+def image_dimensions(encoded: tf.Tensor) -> tf.Tensor:
+    """`[height, width]` (int64) from the header of a JPEG, PNG, GIF or BMP file.
+
+    Formats it does not know give `[0, 0]` (the decoder then refuses them).
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+
+    Example:
+    >>> png = tf.io.encode_png(tf.zeros([3, 5, 1], tf.uint8))
+    >>> image_dimensions(png).numpy().tolist()
+    [3, 5]
+    """
+
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+    def png():
+        return tf.stack([_number(encoded, 20, 4, True), _number(encoded, 16, 4, True)])
+
+    def gif():
+        return tf.stack([_number(encoded, 8, 2, False), _number(encoded, 6, 2, False)])
+
+    def bmp():
+        height = _number(encoded, 22, 4, False)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # top-down BMPs: negative
+        return tf.stack([height, _number(encoded, 18, 4, False)])
+
+    return tf.case(
+        [
+            (_starts_with(encoded, b"\xff\xd8\xff"), jpeg),
+            (_starts_with(encoded, b"\x89PNG\r\n\x1a\n"), png),
+            (_starts_with(encoded, b"GIF8"), gif),
+            (_starts_with(encoded, b"BM"), bmp),
+        ],
+        default=lambda: tf.zeros([2], tf.int64),
+    )
+
+
+def guard_pixels(encoded: tf.Tensor) -> tf.Tensor:
+    """`encoded`, once its header shows at most `max_pixels()` pixels; an error otherwise.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+
+    Example:
+    >>> png = tf.io.encode_png(tf.zeros([3, 5, 1], tf.uint8))
+    >>> guard_pixels(png).dtype
+    tf.string
+    """
+    limit = max_pixels()
+    size = image_dimensions(encoded)
+    check = tf.debugging.assert_less_equal(
+        size[0] * size[1],
+        tf.constant(limit, tf.int64),
+        message=(
+            f"image too large: more than {limit:,} pixels (a decompression bomb?); raise "
+            f"${MAX_PIXELS_ENV} to allow it"
+        ),
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(encoded)

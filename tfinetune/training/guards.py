@@ -1,0 +1,115 @@
+"""Checks around `fit` that turn silent damage and buried graph errors into clear messages.
+
+- `check_training_data`: the dataset's element spec fits the model (pixels, channels, label
+  type and width) before anything trains.
+- `TrainingGuard`: stops with a message when an epoch has no batch (an empty dataset would
+  otherwise end with the weight average swapped in although no step ran) or when the loss
+  stops being finite.
+- `explain_graph_error`: the one useful line of a TensorFlow "Graph execution error".
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
+    """Refuse a dataset of `(inputs, labels)` batches that cannot train this model.
+
+    Args:
+        model: the classifier.
+        dataset: batches of `(pixels, labels)`.
+
+    Example:
+    >>> m = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+    ...                       keras.layers.Dense(2)])
+    >>> ds = tf.data.Dataset.from_tensors((tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32)))
+    >>> check_training_data(m, ds)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: The images have 1 channel(s) but the model takes 3...
+    """
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(
+            "The training data must give (inputs, labels) batches, as model.fit expects. "
+            f"Received elements of {spec}."
+        )
+    inputs, labels = spec[0], spec[1]
+    channels, expected = inputs.shape[-1], model.input_shape[-1]
+    if inputs.dtype == tf.string:
+        raise ValueError(
+            "The inputs are strings: decode the images first (tfinetune's datasets do)."
+        )
+    if channels is not None and expected is not None and channels != expected:
+        raise ValueError(
+            f"The images have {channels} channel(s) but the model takes {expected}: give RGB "
+            "images (tf.image.grayscale_to_rgb for grayscale), as tfinetune's datasets do."
+        )
+    if labels.dtype == tf.string:
+        raise ValueError(
+            "The labels are strings: map them to class indices 0..n-1 (the order of the "
+            "model's outputs) first, as tfinetune's datasets do."
+        )
+    width, outputs = labels.shape[-1] if labels.shape.rank == 2 else None, model.output_shape[-1]
+    if width not in (None, 1) and width != outputs:
+        raise ValueError(
+            f"The labels are rows of {width} values but the model predicts {outputs} classes."
+        )
+
+
+class TrainingGuard(keras.callbacks.Callback):
+    """Stop `fit` with a clear error on an epoch without batches or a non-finite loss."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+        self.batches = self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.batches, self.epoch = 0, epoch
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.batches += 1
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"The training loss became {float(loss)} at batch {batch + 1} of epoch "
+                f"{self.epoch + 1} (stage {self.stage!r}); training stopped. Try a lower "
+                "learning rate, check the images and labels for NaN or infinite values, or "
+                "turn off mixed precision."
+            )
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if self.batches == 0:
+            raise ValueError(
+                f"The training data gave no batch in epoch {epoch + 1} (stage "
+                f"{self.stage!r}): it is empty. Check the dataset, or give steps_per_epoch "
+                "for one that repeats."
+            )
+
+
+def explain_graph_error(err: tf.errors.OpError) -> str:
+    """The line of a TensorFlow runtime error that says what is wrong, with what to do.
+
+    Args:
+        err: the error `fit` raised.
+
+    Example:
+    >>> e = tf.errors.InvalidArgumentError(None, None, "Graph execution error:\\n\\nDetected at "
+    ...     "node x\\nReceived a label value of 7 which is outside the valid range of [0, 3).")
+    >>> explain_graph_error(e)  # doctest: +ELLIPSIS
+    'Training failed: Received a label value of 7 which is outside the valid range of [0, 3)...'
+    """
+    lines = [line.strip() for line in str(getattr(err, "message", err)).splitlines()]
+    useful = [
+        line
+        for line in lines
+        if line and not line.startswith(("Graph execution error", "Detected at node", "File "))
+    ]
+    labels = [line for line in useful if "label value" in line or "is not in [0," in line]
+    reason = labels[0] if labels else (useful[0] if useful else "")
+    hint = " Labels must be class indices from 0 to the number of classes - 1." if labels else ""
+    return f"Training failed: {reason}{hint}"
