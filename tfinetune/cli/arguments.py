@@ -11,24 +11,22 @@ import argparse
 VERBOSE_ENV = "TFINETUNE_VERBOSE"
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return number
+def _at_least(lowest: int):
+    """An argparse type: a whole number of at least `lowest`."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid whole number: {value!r}") from None
+        if number < lowest:
+            raise argparse.ArgumentTypeError(f"must be {lowest} or more, not {value}")
+        return number
+
+    return parse
 
 
-def _whole_number(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid whole number: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return number
+_positive_int, _whole_number = _at_least(1), _at_least(0)
 
 
 def _weights(value: str) -> str | None:
