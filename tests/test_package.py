@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import tfinetune
 
 PACKAGE = Path(tfinetune.__file__).parent
@@ -45,6 +47,7 @@ def test_help_and_argument_errors_print_no_tensorflow_log():
         assert not [line for line in out.stderr.splitlines() if any(t in line for t in TF_LOG)]
 
 
+@pytest.mark.processes
 def test_train_at_default_verbosity_prints_no_tensorflow_cxx_log(tmp_path):
     from tfinetune.data.synthetic import write_shapes_folder
 
