@@ -57,3 +57,17 @@ def files_pipeline(files, image_size=224, batch_size=32, *, training=False, **op
         batch_size=batch_size,
         **options,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny run trained through the command line, shared by the CLI and export tests."""
+    root = tmp_path_factory.mktemp("cli")
+    data = write_shapes_folder(root / "data", ["cross", "ring"], 10, size=32, image_format="jpeg")
+    (data / "ring" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
+    args += ["--image-size", "32", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "8"]
+    from tfinetune.cli import main
+
+    assert main([*args, "--out", str(root / "run")]) == 0
+    return data, root / "run"

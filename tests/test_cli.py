@@ -7,14 +7,15 @@ import pytest
 
 from tfinetune import image_folder_datasets, predict_dataset
 from tfinetune.cli import main
-from tfinetune.data.synthetic import write_shapes_folder
+from tfinetune.serving.export import read_contract
 
 RUN_FILES = (
     "labels.txt",
     "history.json",
     "training_curves.png",
     "model.keras",
-    "saved_model/saved_model.pb",
+    "saved_model/1/saved_model.pb",
+    "saved_model/1/assets.extra/labels.txt",
 )
 EVALUATION_FILES = (
     "metrics.json",
@@ -25,18 +26,6 @@ EVALUATION_FILES = (
     "top_losses.png",
     "predictions.png",
 )
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny run trained through the command line, shared by the tests below."""
-    root = tmp_path_factory.mktemp("cli")
-    data = write_shapes_folder(root / "data", ["cross", "ring"], 10, size=32, image_format="jpeg")
-    (data / "ring" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
-    args += ["--image-size", "32", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "8"]
-    assert main([*args, "--out", str(root / "run")]) == 0
-    return data, root / "run"
 
 
 def test_train_leaves_a_complete_run_folder(trained_run):
@@ -147,7 +136,7 @@ def test_train_with_mixing_augmentation_a_schedule_and_crop_resize(trained_run, 
     # Validation labels were one-hot too (MixUp mixes them); the report has one class each.
     assert metrics["num_examples"] == 4 and metrics["class_names"] == ["cross", "ring"]
     assert sum(map(sum, metrics["confusion_matrix"])) == 4
-    facts = json.loads((tmp_path / "run" / "saved_model" / "tfinetune.json").read_text())
+    _, facts = read_contract(tmp_path / "run" / "saved_model" / "1")
     assert facts["resize"] == "crop"
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [s["name"] for s in history["stages"]] == ["head", "fine-tune"]

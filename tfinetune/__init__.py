@@ -65,10 +65,13 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.evaluation.predict": ("evaluate_classifier", "predict_dataset"),
     "tfinetune.evaluation.outputs": ("write_evaluation",),
     # === serving ===
-    "tfinetune.serving.export": ("ExportCheckError", "export_saved_model"),
-    "tfinetune.serving.inference": ("ExportedClassifier",),
+    "tfinetune.serving.export": ("ExportCheckError", "export_saved_model", "export_version"),
+    "tfinetune.serving.inference": ("ExportedClassifier", "load_classifier"),
+    "tfinetune.serving.tflite": ("TFLiteClassifier", "export_tflite"),
+    "tfinetune.serving.verify": ("VerificationError", "verify_artifact"),
     # === whole runs (what the command line drives) ===
     "tfinetune.cli.runs": ("evaluate_run", "lr_find_run", "train_run"),
+    "tfinetune.cli.exports": ("export_run",),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 

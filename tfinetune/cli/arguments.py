@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lr_find(commands)
     _add_convert(commands)
     _add_evaluate_and_predict(commands)
+    _add_export_and_verify(commands)
     _add_backbones_and_demo(commands)
     return parser
 
@@ -160,9 +161,12 @@ def _add_convert(commands) -> None:
     convert.add_argument("--seed", type=int, default=1337)
 
 
+MODEL_HELP = "a run folder, a SavedModel (version or base folder), a .keras or a .tflite file"
+
+
 def _add_evaluate_and_predict(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
-    evaluate.add_argument("model", help="a run folder or an exported SavedModel")
+    evaluate.add_argument("model", help=MODEL_HELP)
     evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
     evaluate.add_argument("--batch-size", type=_positive_int, default=32)
@@ -172,9 +176,52 @@ def _add_evaluate_and_predict(commands) -> None:
     )
 
     predict = commands.add_parser("predict", help="print one JSON line per image")
-    predict.add_argument("model", help="a run folder or an exported SavedModel")
+    predict.add_argument("model", help=MODEL_HELP)
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--tta", action="store_true", help="average with mirrored images")
+
+
+def _add_export_and_verify(commands) -> None:
+    export = commands.add_parser(
+        "export", help="a run's model for TF Serving or TFLite, verified on real images"
+    )
+    export.add_argument("run", help="a run folder of `tfinetune train` (or its model.keras)")
+    export.add_argument(
+        "--format", choices=("saved_model", "tflite"), default="saved_model", help="the artifact"
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        help="saved_model: the model base folder BASE/NAME (versions go inside); "
+        "tflite: the folder for model.tflite and labels.txt",
+    )
+    export.add_argument(
+        "--version", type=_positive_int, help="the SavedModel version (default: the next free)"
+    )
+    export.add_argument(
+        "--quantize",
+        choices=("float32", "float16", "dynamic", "int8"),
+        default="float32",
+        help="TFLite weights (and, with int8, activations and a uint8 input)",
+    )
+    export.add_argument(
+        "--top-k", type=_positive_int, default=5, help="classes in the top_k_* outputs"
+    )
+    export.add_argument(
+        "--data", help="labelled folder to verify on (default: the run's validation folder)"
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing version or TFLite folder"
+    )
+
+    verify = commands.add_parser(
+        "verify", help="check an artifact against its Keras model, in a fresh process"
+    )
+    verify.add_argument("artifact", help="a SavedModel folder, a .tflite file or folder")
+    verify.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    verify.add_argument(
+        "--reference", help="the Keras model to compare with (default: the run's model.keras)"
+    )
 
 
 def _add_backbones_and_demo(commands) -> None:

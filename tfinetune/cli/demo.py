@@ -204,6 +204,6 @@ def _closing_text(summary: dict, out: Path) -> str:
         f"'{summary['example_prediction']}' (p={summary['example_probability']:.3f}).\n"
         f"\nEverything is in {out}/:\n"
         f"  run/metrics.json, run/training_curves.png, run/confusion_matrix.png\n"
-        f"  run/saved_model/ (TF Serving), run/model.keras, summary.json, data/\n"
+        f"  run/saved_model/1/ (TF Serving), run/model.keras, summary.json, data/\n"
         f"Done in {summary['seconds']:.0f} s."
     )

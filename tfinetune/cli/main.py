@@ -1,4 +1,5 @@
-"""The `tfinetune` command line: train, lr-find, convert, evaluate, predict, backbones, demo.
+"""The `tfinetune` command line: train, lr-find, convert, evaluate, predict, export, verify,
+backbones, demo.
 
 Nothing here imports TensorFlow at module level: `--help` and argument errors answer at
 once, and TensorFlow's C++ start-up log is kept quiet unless `--verbose` (or
@@ -122,9 +123,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from tfinetune.data.files import find_bad_files
-    from tfinetune.serving.inference import ExportedClassifier
+    from tfinetune.serving.inference import load_classifier
 
-    classifier = ExportedClassifier(args.model)
+    classifier = load_classifier(args.model)
     missing = [p for p in args.images if not os.path.isfile(p)]
     bad = {b.path: b.reason for b in find_bad_files([p for p in args.images if p not in missing])}
     bad.update(
@@ -145,6 +146,37 @@ def _predict(args: argparse.Namespace) -> int:
                 json.dumps({"path": path, "label": label, "probability": float(probs[path][top])})
             )
     return 1 if bad else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tfinetune.cli.exports import export_run
+    from tfinetune.serving.verify import VerificationError
+
+    try:
+        path, verification = export_run(
+            args.run,
+            args.out,
+            format=args.format,
+            version=args.version,
+            quantize=args.quantize,
+            top_k=args.top_k,
+            data=args.data,
+            overwrite=args.overwrite,
+        )
+    except VerificationError as err:
+        print(f"tfinetune: error: {err}\nNothing was written.", file=sys.stderr)
+        return EXIT_FAILED
+    print(verification)
+    print(f"Wrote {path}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tfinetune.serving.verify import verify_artifact
+
+    verification = verify_artifact(args.artifact, args.data, args.reference, raise_on_failure=False)
+    print(verification)
+    return 0 if verification.passed else EXIT_FAILED
 
 
 def _backbones(args: argparse.Namespace) -> int:
@@ -227,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "convert": _convert,
         "evaluate": _evaluate,
         "predict": _predict,
+        "export": _export,
+        "verify": _verify,
         "backbones": _backbones,
         "demo": _demo,
     }

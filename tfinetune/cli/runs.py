@@ -1,7 +1,7 @@
 """Whole runs over the public functions: train a folder into a run folder, evaluate an export.
 
 A run folder holds `labels.txt`, `metrics.json`, `history.json`, `training_curves.png`,
-`confusion_matrix.png`, `model.keras` and the exported `saved_model/`.
+`confusion_matrix.png`, `model.keras` and `saved_model/1/`, the SavedModel for TF Serving.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from tfinetune.evaluation.report import ClassificationReport, classification_rep
 from tfinetune.models.backbones import BackboneSpec, get_spec
 from tfinetune.models.classifier import build_classifier
 from tfinetune.models.weights import check_weights_argument
-from tfinetune.serving.export import export_saved_model
-from tfinetune.serving.inference import SAVED_MODEL_DIR, ExportedClassifier
+from tfinetune.serving.export import export_version
+from tfinetune.serving.inference import SAVED_MODEL_DIR, load_classifier
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
 from tfinetune.training.fine_tuning import fine_tune
@@ -121,7 +121,7 @@ def train_run(
     >>> data = write_shapes_folder(root + "/data", ["ring", "cross"], 6, size=32)
     >>> r = train_run(data, root + "/run", backbone="convnet_tiny", weights=None,
     ...               image_size=32, epochs=1, freeze_epochs=1, verbose=0)
-    >>> (r.out_dir / "saved_model" / "saved_model.pb").is_file()
+    >>> (r.out_dir / "saved_model" / "1" / "saved_model.pb").is_file()
     True
     """
     started = time.perf_counter()
@@ -163,9 +163,12 @@ def train_run(
             if verbose:
                 print(report)
         model.save(out / "model.keras")
-        export_saved_model(
-            model, out / SAVED_MODEL_DIR, data.class_names, resize=resize,
-            metadata={"backbone": spec.name},
+        # TF Serving's layout: version 1 of the run's model (`tfinetune export` adds more).
+        sources = {"training_data": data_dir, "validation_data": val_dir}
+        export_version(
+            model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=resize,
+            metadata={"backbone": spec.name, "normalization": spec.normalization,
+                      **{k: str(Path(v).resolve()) for k, v in sources.items() if v}},
         )  # fmt: skip
     seconds = time.perf_counter() - started
     return RunResult(
@@ -206,12 +209,13 @@ def evaluate_run(
 ) -> ClassificationReport:
     """Evaluate an exported model (or a run folder) on a folder of labelled images.
 
-    Reads every file as stored on disk through the SavedModel's `serving_default` (or, with
-    `tta`, averages `serve_pixels` over each image and its mirror), and writes the files of
+    Reads every file as stored on disk (a SavedModel decodes it in `serving_default`; with
+    `tta`, `serve_images` averages each image and its mirror), and writes the files of
     `write_evaluation` to `out_dir`.
 
     Args:
-        model_path: a run folder or an exported SavedModel folder.
+        model_path: a run folder, a SavedModel (version or base folder), a `.keras` or a
+            `.tflite` file.
         data_dir: a folder with one sub-folder per class (classes the model knows).
         out_dir: where to write the metrics.
         batch_size: images per call.
@@ -224,7 +228,7 @@ def evaluate_run(
     0.97
     """
     check_output_folder(out_dir, overwrite, "evaluation")
-    classifier = ExportedClassifier(model_path)
+    classifier = load_classifier(model_path)
     with folder_lock(out_dir):
         files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))
         probs = classifier.predict_files(

@@ -1,5 +1,8 @@
 """Step 5 of the flow: the trained model leaves Keras and is served.
 
-- `export`: SavedModels for TF Serving, checked against the Keras model.
-- `inference`: predicting image files with an exported SavedModel.
+- `signatures`: the serving signatures (encoded images, pixels of any size, tf.Examples).
+- `export`: SavedModels for TF Serving in its versioned layout, checked against Keras.
+- `tflite`: TFLite files, float or quantized, and their interpreter.
+- `inference`: predicting image files with any artifact (SavedModel, .keras, .tflite).
+- `verify`: an artifact against its Keras model on real images, in a fresh process.
 """

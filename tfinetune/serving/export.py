@@ -2,14 +2,15 @@
 
 An export is written to a temporary folder beside its destination, loaded back and compared
 with the Keras model, and only then moved into place: a failed export leaves nothing behind,
-and `overwrite` replaces only an earlier tfinetune export, as a whole.
+and `overwrite` replaces only an earlier tfinetune export, as a whole. `export_version`
+writes TF Serving's layout, `BASE/NAME/<version>/`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -17,65 +18,81 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.atomic import staged_folder
-from tfinetune.data.images import RESIZE_MODES, decode_and_resize
+from tfinetune.data.images import RESIZE_MODES
+from tfinetune.serving.signatures import (
+    BYTES_INPUT,
+    BYTES_SIGNATURE,
+    EXAMPLES_INPUT,
+    EXAMPLES_SIGNATURE,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    image_example,
+    serving_functions,
+)
 
+ASSETS_DIR = "assets.extra"  # TF Serving's folder for files that travel with a model
 LABELS_FILE = "labels.txt"
-METADATA_FILE = "tfinetune.json"
+CONTRACT_FILE = "preprocessing.json"
 
 
 class ExportCheckError(RuntimeError):
     """The exported model does not predict what the Keras model predicts."""
 
 
-def _serving_functions(model: keras.Model, class_names: Sequence[str], resize: str = "stretch"):
-    height, width = model.input_shape[1:3]
-    labels = tf.constant(list(class_names))
-
-    def outputs(pixels):
-        probabilities = model(tf.cast(pixels, tf.float32), training=False)
-        top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {
-            "probabilities": probabilities,
-            "class_id": top,
-            "label": tf.gather(labels, top),
-            "score": tf.reduce_max(probabilities, axis=-1),
-        }
-
-    def serve_bytes(image_bytes):
-        pixels = tf.map_fn(
-            lambda b: decode_and_resize(b, (height, width), resize),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8),
-        )
-        return outputs(pixels)
-
-    def serve_pixels(pixels):
-        return outputs(pixels)
-
-    return serve_bytes, serve_pixels, (height, width)
-
-
 def _check_export(
     path: Path, model: keras.Model, image_size: tuple[int, int], tolerance: float
 ) -> float:
-    """Compare the export with the Keras model on PNG-encoded check images; return the gap."""
+    """Compare every signature with the Keras model on random check images; return the gap."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (4, *image_size, 3), dtype=np.uint8)
     encoded = [tf.io.encode_png(p).numpy() for p in pixels]
     expected = np.asarray(model.predict_on_batch(pixels.astype("float32")))
     loaded = tf.saved_model.load(str(path))
-    served = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
-    from_pixels = loaded.serve_pixels(tf.constant(pixels))
-    gap = max(
-        float(np.abs(served["probabilities"].numpy() - expected).max()),
-        float(np.abs(from_pixels["probabilities"].numpy() - expected).max()),
-    )
+    served = [
+        loaded.signatures[BYTES_SIGNATURE](**{BYTES_INPUT: tf.constant(encoded)}),
+        loaded.signatures[IMAGES_SIGNATURE](**{IMAGES_INPUT: tf.constant(pixels)}),
+        loaded.signatures[EXAMPLES_SIGNATURE](
+            **{EXAMPLES_INPUT: tf.constant([image_example(e) for e in encoded])}
+        ),
+    ]
+    gap = max(float(np.abs(out["probabilities"].numpy() - expected).max()) for out in served)
     if not gap <= tolerance:
         raise ExportCheckError(
             f"The exported model's probabilities differ from the Keras model's by {gap:.2e} "
             f"(allowed: {tolerance:.0e}); nothing was written."
         )
     return gap
+
+
+def read_contract(folder: str | os.PathLike) -> tuple[list[str], dict]:
+    """The class names and the preprocessing contract stored with an export.
+
+    Args:
+        folder: a SavedModel folder written by `export_saved_model` (the files are in its
+            `assets.extra/`), or a TFLite folder (the files are beside `model.tflite`).
+
+    Example:
+    >>> read_contract("models/flowers/1")  # doctest: +SKIP
+    (['daisy', ...], {'image_size': [224, 224], 'resize': 'stretch', ...})
+    """
+    assets = Path(folder) / ASSETS_DIR
+    if not assets.is_dir():  # a TFLite folder keeps them beside the model
+        assets = Path(folder)
+    labels, contract = assets / LABELS_FILE, assets / CONTRACT_FILE
+    if not labels.is_file() or not contract.is_file():
+        raise FileNotFoundError(
+            f"{str(assets)!r} lacks {LABELS_FILE} or {CONTRACT_FILE}: this model was not "
+            "exported by tfinetune (or is incomplete). Export it again with `tfinetune export`."
+        )
+    return labels.read_text().splitlines(), json.loads(contract.read_text())
+
+
+def write_contract(folder: Path, class_names: Sequence[str], contract: dict) -> None:
+    """Write `assets.extra/labels.txt` and `assets.extra/preprocessing.json` into `folder`."""
+    assets = folder / ASSETS_DIR
+    assets.mkdir(exist_ok=True)
+    (assets / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names))
+    (assets / CONTRACT_FILE).write_text(json.dumps(contract, indent=2) + "\n")
 
 
 def export_saved_model(
@@ -87,14 +104,19 @@ def export_saved_model(
     tolerance: float = 1e-4,
     metadata: dict | None = None,
     resize: str = "stretch",
+    top_k: int = 5,
+    check: Callable[[Path], object] | None = None,
 ) -> Path:
     """Export a classifier as a SavedModel for TF Serving, with decoding inside the graph.
 
-    Signatures:
-      - `serving_default(image_bytes: string[batch])`: encoded JPEG, PNG, GIF or BMP files.
-      - `serve_pixels(pixels: uint8[batch, height, width, 3])`: RGB images at model size.
-    Both return `probabilities`, `class_id`, `label` (the top class name) and `score`.
-    Beside the SavedModel files: `labels.txt` (one class per line) and `tfinetune.json`.
+    Signatures (see `tfinetune.serving.signatures`):
+      - `serving_default(image_bytes: string[batch])`: encoded JPEG, PNG, GIF or BMP files;
+      - `serve_images(images: uint8[batch, height, width, 3])`: RGB images of any size;
+      - `serve_examples(example_bytes: string[batch])`: serialized `tf.train.Example`s with
+        the image bytes under `image/encoded`, as `tfinetune convert` writes them.
+    Each returns `probabilities`, the top class's `class_id`, `label` and `score`, and the
+    `top_k_*` ids, labels and scores. In `assets.extra/`: `labels.txt` (one class per line)
+    and `preprocessing.json` (image size, resize mode, normalisation, and `metadata`).
 
     Args:
         model: a classifier taking RGB pixels in 0..255.
@@ -102,9 +124,12 @@ def export_saved_model(
         class_names: the class names, in output order.
         overwrite: replace an earlier tfinetune export in `export_dir` (nothing else).
         tolerance: the largest allowed difference from the Keras model's probabilities.
-        metadata: extra JSON-ready facts to store in `tfinetune.json`.
-        resize: how `serving_default` resizes images: "stretch", "crop" or "pad", as the
-            model was trained (see `tfinetune.data.images.resize_image`).
+        metadata: extra JSON-ready facts to store in `preprocessing.json`.
+        resize: how images are resized: "stretch", "crop" or "pad", as the model was
+            trained (see `tfinetune.data.images.resize_image`).
+        top_k: how many classes the `top_k_*` outputs hold.
+        check: called with the written folder before it is moved into place; an exception
+            from it abandons the export (see `tfinetune.serving.verify`).
 
     Returns:
         The export folder.
@@ -115,7 +140,7 @@ def export_saved_model(
     >>> import tempfile
     >>> path = export_saved_model(m, tempfile.mkdtemp() + "/sm", ["a", "b"])
     >>> sorted(p.name for p in path.iterdir())[:3]
-    ['.tfinetune', 'assets', 'fingerprint.pb']
+    ['.tfinetune', 'assets', 'assets.extra']
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize mode {resize!r}. Use one of {', '.join(RESIZE_MODES)}.")
@@ -127,28 +152,86 @@ def export_saved_model(
             f"names were given: {class_names}."
         )
     with staged_folder(export_dir, "export", overwrite) as staging:
-        serve_bytes, serve_pixels, size = _serving_functions(model, class_names, resize)
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            "serving_default",
-            serve_bytes,
-            input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
-        )
-        archive.add_endpoint(
-            "serve_pixels",
-            serve_pixels,
-            input_signature=[tf.TensorSpec([None, *size, 3], tf.uint8, name="pixels")],
-        )
+        functions = serving_functions(model, class_names, resize, top_k)
+        for name, (function, spec) in functions.items():
+            archive.add_endpoint(name, function, input_signature=[spec])
         archive.write_out(str(staging), verbose=False)
-        (staging / LABELS_FILE).write_text("\n".join(class_names) + "\n")
+        size = tuple(model.input_shape[1:3])
         gap = _check_export(staging, model, size, tolerance)
-        facts = {
-            "class_names": class_names,
+        contract = {
             "image_size": list(size),
             "resize": resize,
+            "input": "RGB pixels 0..255; the model normalises them itself",
+            "top_k": min(top_k, len(class_names)),
             "check_max_abs_diff": gap,
             **(metadata or {}),
         }
-        (staging / METADATA_FILE).write_text(json.dumps(facts, indent=2))
+        write_contract(staging, class_names, contract)
+        if check is not None:
+            check(staging)
     return export_dir
+
+
+def versions_in(base: str | os.PathLike) -> list[int]:
+    """The integer version folders in a TF Serving model base folder, in ascending order.
+
+    Args:
+        base: the model's base folder (`BASE/NAME`).
+
+    Example:
+    >>> versions_in("/no/such/folder")
+    []
+    """
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def export_version(
+    model: keras.Model,
+    base: str | os.PathLike,
+    class_names: Sequence[str],
+    *,
+    version: int | None = None,
+    overwrite: bool = False,
+    **options,
+) -> Path:
+    """Export a classifier as `base/<version>/`, the layout TF Serving loads.
+
+    TF Serving serves the highest integer version in `base`; the folder is written under a
+    hidden temporary name (which TF Serving ignores) and renamed when complete.
+
+    Args:
+        model: a classifier taking RGB pixels in 0..255.
+        base: the model's base folder (`--model_base_path` for TF Serving).
+        class_names: the class names, in output order.
+        version: a positive integer; defaults to one more than the highest in `base`.
+        overwrite: replace an existing version (only one tfinetune exported).
+        **options: passed to `export_saved_model` (`resize`, `top_k`, `metadata`, `check`).
+
+    Returns:
+        The version folder.
+
+    Example:
+    >>> from tfinetune.models.classifier import build_classifier
+    >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp() + "/shapes"
+    >>> [export_version(m, base, ["a", "b"]).name for _ in range(2)]
+    ['1', '2']
+    """
+    if version is None:
+        version = (versions_in(base) or [0])[-1] + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"Version {version!r} is not a positive integer (TF Serving needs one).")
+    if (Path(base) / str(version)).exists() and not overwrite:
+        raise FileExistsError(
+            f"Version {version} already exists in {str(base)!r}. Pass another version, leave "
+            "it out to take the next free one, or use overwrite=True (--overwrite) to replace it."
+        )
+    return export_saved_model(
+        model, Path(base) / str(version), class_names, overwrite=overwrite, **options
+    )

@@ -1,4 +1,8 @@
-"""Predict with an exported SavedModel (or a run folder holding one), from image files."""
+"""Predict image files with any artifact: a run folder, a SavedModel, `.keras` or `.tflite`.
+
+`load_classifier` picks the loader from the path. Every loader decodes and resizes files
+as training did (the export's `preprocessing.json` says how) and returns probabilities.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.data.images import load_image
-from tfinetune.serving.export import LABELS_FILE
+from tfinetune.data.images import decode_and_resize
+from tfinetune.models.saving import load_keras_model
+from tfinetune.serving.export import LABELS_FILE, read_contract, versions_in
+from tfinetune.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE, IMAGES_SIGNATURE
 
 SAVED_MODEL_DIR = "saved_model"
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(getattr(err, "message", err)).strip().splitlines() or [""])[0]
+
+
 def find_saved_model(path: str | os.PathLike) -> Path:
-    """Locate the SavedModel in an export folder or in a run folder's `saved_model/`.
+    """Locate a SavedModel: a version folder, a model base folder (its highest version), or
+    a run folder (its `saved_model/` base folder).
 
     Args:
-        path: an export folder or a `tfinetune train` run folder.
+        path: a version folder, a base folder holding integer versions, or a run folder.
 
     Example:
     >>> find_saved_model("/no/such/run")  # doctest: +SKIP
@@ -30,59 +41,46 @@ def find_saved_model(path: str | os.PathLike) -> Path:
     for candidate in (path, path / SAVED_MODEL_DIR):
         if (candidate / "saved_model.pb").is_file():
             return candidate
+        versions = versions_in(candidate)
+        if versions and (candidate / str(versions[-1]) / "saved_model.pb").is_file():
+            return candidate / str(versions[-1])
     raise FileNotFoundError(
-        f"No SavedModel found at {str(path)!r} (looked for saved_model.pb there and in "
-        f"{SAVED_MODEL_DIR}/). Pass a run folder of `tfinetune train` or a folder written by "
-        "tfinetune.export_saved_model."
+        f"No model found at {str(path)!r} (looked for saved_model.pb there, in its highest "
+        f"integer version folder and in {SAVED_MODEL_DIR}/). Pass a run folder of `tfinetune "
+        "train`, a folder written by `tfinetune export`, a .keras or a .tflite file."
     )
 
 
-class ExportedClassifier:
-    """A classifier exported by `export_saved_model`, loaded for prediction from files.
+class Classifier:
+    """What every loaded artifact offers: class names, input size, probabilities for files.
 
-    Args:
-        path: an export folder or a run folder.
-
-    Example:
-    >>> clf = ExportedClassifier("runs/flowers")  # doctest: +SKIP
-    >>> clf.predict_files(["rose.jpg"]).shape     # doctest: +SKIP
-    (1, 5)
+    Attributes:
+        path: the file or folder loaded.
+        class_names: the classes, in output order.
+        image_size: `(height, width)` images are resized to.
+        resize: "stretch", "crop" or "pad".
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = find_saved_model(path)
-        try:
-            self._loaded = tf.saved_model.load(str(self.path))
-            self._serve = self._loaded.signatures["serving_default"]
-        except (tf.errors.OpError, OSError, ValueError, KeyError) as err:
-            detail = (str(getattr(err, "message", err)).strip().splitlines() or [""])[0]
-            raise ValueError(
-                f"The SavedModel in {str(self.path)!r} cannot be loaded ({detail}): it is "
-                "damaged or incomplete. Export it again (tfinetune train, or "
-                "tfinetune.export_saved_model)."
-            ) from None
-        labels = self.path / LABELS_FILE
-        if not labels.is_file():
-            raise FileNotFoundError(
-                f"{str(labels)!r} is missing: this SavedModel was not written by tfinetune."
-            )
-        self.class_names = labels.read_text().splitlines()
-        pixels_spec = self._loaded.serve_pixels.concrete_functions[0].structured_input_signature
-        self.image_size = tuple(pixels_spec[0][0].shape[1:3])
-
-    def predict_bytes(self, images: Sequence[bytes]) -> np.ndarray:
-        """Class probabilities for encoded images, `[len(images), num_classes]`."""
-        out = self._serve(image_bytes=tf.constant(list(images), dtype=tf.string))
-        return out["probabilities"].numpy()
+    path: Path
+    class_names: list[str]
+    image_size: tuple[int, int]
+    resize: str = "stretch"
 
     def predict_pixels(self, pixels: np.ndarray | tf.Tensor, tta: bool = False) -> np.ndarray:
-        """Class probabilities for `uint8` images at the model's size; `tta` adds mirrors."""
+        """Class probabilities for `uint8` images at `image_size`; `tta` adds mirrors."""
         pixels = tf.convert_to_tensor(pixels, dtype=tf.uint8)
-        probs = self._loaded.serve_pixels(pixels)["probabilities"].numpy()
+        probs = self._predict_pixels(pixels)
         if tta:
-            mirrored = self._loaded.serve_pixels(tf.image.flip_left_right(pixels))
-            probs = (probs + mirrored["probabilities"].numpy()) / 2
+            probs = (probs + self._predict_pixels(tf.image.flip_left_right(pixels))) / 2
         return probs
+
+    def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def _predict_batch(self, paths: Sequence[str], tta: bool) -> np.ndarray:
+        size, mode = self.image_size, self.resize
+        pixels = tf.stack([decode_and_resize(tf.io.read_file(str(p)), size, mode) for p in paths])
+        return self.predict_pixels(pixels, tta=tta)
 
     def predict_files(
         self,
@@ -96,20 +94,126 @@ class ExportedClassifier:
         Args:
             paths: image files (check them first with `tfinetune.find_bad_files`).
             batch_size: images per call.
-            tta: average each image's prediction with its mirror's (decoding as served).
+            tta: average each image's prediction with its mirror's.
             verbose: show a progress bar.
         """
         progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
         chunks = []
         for start in range(0, len(paths), batch_size):
-            batch = paths[start : start + batch_size]
-            if tta:
-                pixels = tf.stack([load_image(p, self.image_size) for p in batch])
-                chunks.append(self.predict_pixels(pixels, tta=True))
-            else:
-                chunks.append(self.predict_bytes([Path(p).read_bytes() for p in batch]))
+            batch = list(paths[start : start + batch_size])
+            chunks.append(np.asarray(self._predict_batch(batch, tta), dtype="float32"))
             if progress:
                 progress.add(len(batch))
         if not chunks:
             return np.zeros((0, len(self.class_names)), dtype="float32")
         return np.concatenate(chunks)
+
+
+class ExportedClassifier(Classifier):
+    """A SavedModel exported by tfinetune, loaded for prediction from files.
+
+    Files go through `serving_default` as stored on disk (decoded inside the graph); with
+    `tta`, through `serve_images` and its mirror.
+
+    Args:
+        path: a version folder, a model base folder or a run folder.
+
+    Example:
+    >>> clf = ExportedClassifier("runs/flowers")  # doctest: +SKIP
+    >>> clf.predict_files(["rose.jpg"]).shape     # doctest: +SKIP
+    (1, 5)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = find_saved_model(path)
+        self.class_names, contract = read_contract(self.path)
+        self.image_size = tuple(contract["image_size"])
+        self.resize = contract.get("resize", "stretch")
+        try:
+            self._loaded = tf.saved_model.load(str(self.path))
+            self._serve = self._loaded.signatures[BYTES_SIGNATURE]
+            self._images = self._loaded.signatures[IMAGES_SIGNATURE]
+        except (tf.errors.OpError, OSError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"The SavedModel in {str(self.path)!r} cannot be loaded ({_first_line(err)}): "
+                "it is damaged, incomplete or not a tfinetune export. Export it again "
+                "(`tfinetune export`)."
+            ) from None
+
+    def signature(self, name: str):
+        """One of the SavedModel's signatures, for example "serve_examples"."""
+        return self._loaded.signatures[name]
+
+    def predict_bytes(self, images: Sequence[bytes]) -> np.ndarray:
+        """Class probabilities for encoded images, `[len(images), num_classes]`."""
+        out = self._serve(**{BYTES_INPUT: tf.constant(list(images), dtype=tf.string)})
+        return out["probabilities"].numpy()
+
+    def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
+        return self._images(pixels)["probabilities"].numpy()
+
+    def _predict_batch(self, paths: Sequence[str], tta: bool) -> np.ndarray:
+        if tta:
+            return super()._predict_batch(paths, tta)
+        return self.predict_bytes([Path(p).read_bytes() for p in paths])
+
+
+def _contract_near(path: Path) -> tuple[list[str], dict]:
+    """Class names and contract for a `.keras` file: its folder's export, or `labels.txt`."""
+    try:
+        return read_contract(find_saved_model(path.parent))
+    except FileNotFoundError:
+        pass
+    labels = path.parent / LABELS_FILE
+    if not labels.is_file():
+        raise FileNotFoundError(
+            f"No {LABELS_FILE} beside {str(path)!r}: the class names are unknown. Keep the "
+            "model in its run folder, or put its class names, one per line, in "
+            f"{str(labels)!r}."
+        )
+    return labels.read_text().splitlines(), {}
+
+
+class KerasClassifier(Classifier):
+    """A `.keras` model file, with the class names from its run folder.
+
+    Args:
+        path: the `.keras` file (its folder holds `labels.txt` or a tfinetune export).
+
+    Example:
+    >>> KerasClassifier("runs/flowers/model.keras").class_names  # doctest: +SKIP
+    ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips']
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.model = load_keras_model(self.path)
+        self.class_names, contract = _contract_near(self.path)
+        self.image_size = tuple(self.model.input_shape[1:3])
+        self.resize = contract.get("resize", "stretch")
+
+    def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(tf.cast(pixels, tf.float32)))
+
+
+def load_classifier(path: str | os.PathLike) -> Classifier:
+    """Load any tfinetune artifact for prediction, choosing the loader from the path.
+
+    Args:
+        path: a run folder, a SavedModel version or base folder, a `.keras` or a `.tflite`
+            file (or a folder written by `tfinetune export --format tflite`).
+
+    Example:
+    >>> load_classifier("runs/flowers").class_names  # doctest: +SKIP
+    ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips']
+    """
+    path = Path(path)
+    if path.suffix == ".keras" and path.is_file():
+        return KerasClassifier(path)
+    if path.suffix == ".tflite" or (path / "model.tflite").is_file():
+        from tfinetune.serving.tflite import TFLiteClassifier
+
+        return TFLiteClassifier(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist.")
+    return ExportedClassifier(path)

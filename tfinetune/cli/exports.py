@@ -1,0 +1,111 @@
+"""`tfinetune export` and `tfinetune verify`: a run's model as a served or phone artifact.
+
+Every export is verified before it appears: the artifact is loaded in a fresh process and
+compared with the run's Keras model on real images (see `tfinetune.serving.verify`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.images import decode_and_resize
+from tfinetune.models.saving import load_keras_model
+from tfinetune.serving.export import export_version, read_contract
+from tfinetune.serving.inference import find_saved_model
+from tfinetune.serving.tflite import CALIBRATION_IMAGES, export_tflite
+from tfinetune.serving.verify import Verification, verify_artifact
+
+FORMATS = ("saved_model", "tflite")
+
+
+def _load_run(run: Path) -> tuple[keras.Model, list[str], dict, Path]:
+    """The run's Keras model, class names, preprocessing contract and model file."""
+    model_file = run if run.suffix == ".keras" else run / "model.keras"
+    if not model_file.is_file():
+        raise FileNotFoundError(
+            f"{str(run)!r} holds no model.keras: pass a run folder of `tfinetune train` (or its "
+            "model.keras file)."
+        )
+    class_names, contract = read_contract(find_saved_model(model_file.parent))
+    return load_keras_model(model_file), class_names, contract, model_file
+
+
+def _calibration_images(folder: str, class_names: list[str], contract: dict) -> list[np.ndarray]:
+    """Images for int8 calibration: the training folder's files, decoded as training does."""
+    files = scan_image_folder(folder, class_names, verbose=False)
+    order = np.random.default_rng(0).permutation(len(files.paths))[:CALIBRATION_IMAGES]
+    size, mode = tuple(contract["image_size"]), contract.get("resize", "stretch")
+    return [decode_and_resize(tf.io.read_file(files.paths[i]), size, mode).numpy() for i in order]
+
+
+def export_run(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    format: str = "saved_model",
+    version: int | None = None,
+    quantize: str = "float32",
+    top_k: int = 5,
+    data: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, Verification]:
+    """Export a run's model, verified on real images before it is moved into place.
+
+    Args:
+        run: a `tfinetune train` run folder (or its `model.keras`).
+        out: for `saved_model`, the model base folder (`BASE/NAME`; the version goes in a
+            sub-folder); for `tflite`, the folder for `model.tflite` and its labels.
+        format: "saved_model" or "tflite".
+        version: the SavedModel version; the next free one by default.
+        quantize: for TFLite: "float32", "float16", "dynamic" or "int8".
+        top_k: how many classes the SavedModel's `top_k_*` outputs hold.
+        data: a labelled folder to verify on; defaults to the run's validation folder (or
+            its training folder).
+        overwrite: replace an existing version (or TFLite folder) that tfinetune wrote.
+
+    Returns:
+        The artifact's folder and its verification.
+
+    Example:
+    >>> path, check = export_run("runs/flowers", "models/flowers")  # doctest: +SKIP
+    >>> path.name, check.passed  # doctest: +SKIP
+    ('1', True)
+    """
+    if format not in FORMATS:
+        raise ValueError(f"Unknown export format {format!r}. Use one of {', '.join(FORMATS)}.")
+    model, class_names, contract, model_file = _load_run(Path(run))
+    data = data or contract.get("validation_data") or contract.get("training_data")
+    if not data or not Path(data).is_dir():
+        raise FileNotFoundError(
+            f"No folder of labelled images to verify the export on (got {data!r}). Pass --data DIR."
+        )
+    scan_image_folder(data, class_names, verbose=False)  # unknown classes fail before exporting
+    checks: list[Verification] = []
+
+    def check(folder: Path) -> None:
+        checks.append(verify_artifact(folder, data, model))
+
+    facts = {k: v for k, v in contract.items() if k not in ("check_max_abs_diff", "top_k")}
+    facts["keras_model"] = str(model_file.resolve())
+    if format == "saved_model":
+        path = export_version(
+            model, out, class_names, version=version, overwrite=overwrite,
+            resize=contract.get("resize", "stretch"), top_k=top_k, metadata=facts, check=check,
+        )  # fmt: skip
+    else:
+        representative = None
+        if quantize == "int8":
+            source = contract.get("training_data") or data
+            representative = _calibration_images(source, class_names, contract)
+        path = export_tflite(
+            model, out, class_names, quantize=quantize, representative=representative,
+            contract=facts, overwrite=overwrite, check=check,
+        )  # fmt: skip
+    checks[0].artifact = str(path)  # it was checked under its temporary name
+    return path, checks[0]

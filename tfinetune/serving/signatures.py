@@ -1,0 +1,127 @@
+"""The serving signatures of an exported classifier: encoded images, pixels, tf.Examples.
+
+Every signature ends in the same outputs, computed by the Keras model on `uint8` pixels
+that were decoded and resized exactly as in training (`tfinetune.data.images`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfinetune.data.images import decode_and_resize, resize_image
+from tfinetune.data.records import FEATURES
+
+# Signature names and their input names. TF Serving's REST API turns {"b64": ...} into bytes;
+# input names ending in `_bytes` mark binary inputs for clients that follow that convention.
+BYTES_SIGNATURE, BYTES_INPUT = "serving_default", "image_bytes"
+IMAGES_SIGNATURE, IMAGES_INPUT = "serve_images", "images"
+EXAMPLES_SIGNATURE, EXAMPLES_INPUT = "serve_examples", "example_bytes"
+IMAGE_FEATURE = "image/encoded"  # the key `tfinetune convert` writes the image bytes under
+OUTPUTS = (
+    "probabilities",
+    "class_id",
+    "label",
+    "score",
+    "top_k_class_ids",
+    "top_k_labels",
+    "top_k_scores",
+)
+
+
+def serving_functions(
+    model: keras.Model, class_names: Sequence[str], resize: str = "stretch", top_k: int = 5
+) -> dict[str, tuple[Callable, tf.TensorSpec]]:
+    """The three serving functions of `model`, each with its input signature.
+
+    Outputs of each: `probabilities` `[batch, classes]`, the top class's `class_id`, `label`
+    and `score`, and the `top_k_class_ids`, `top_k_labels` and `top_k_scores` `[batch, k]`.
+
+    Args:
+        model: a classifier taking RGB pixels in 0..255 at a fixed size.
+        class_names: the class names, in output order.
+        resize: "stretch", "crop" or "pad", as the model was trained.
+        top_k: how many classes the top-k outputs hold (at most the number of classes).
+
+    Returns:
+        `{signature name: (function, input TensorSpec)}`.
+
+    Example:
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+    ...                       keras.layers.Dense(3, activation="softmax")])
+    >>> fns = serving_functions(m, ["a", "b", "c"], top_k=2)
+    >>> serve, spec = fns["serve_images"]
+    >>> serve(tf.zeros([1, 20, 30, 3], tf.uint8))["top_k_labels"].shape
+    TensorShape([1, 2])
+    """
+    if FEATURES.get(IMAGE_FEATURE) is None:  # tfinetune convert must write what we parse
+        raise RuntimeError(f"tfinetune.data.records no longer writes {IMAGE_FEATURE!r}.")
+    height, width = model.input_shape[1:3]
+    size = (height, width)
+    labels = tf.constant([str(c) for c in class_names])
+    k = max(1, min(int(top_k), len(class_names)))
+
+    def outputs(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
+        scores, ids = tf.math.top_k(probabilities, k=k)
+        return {
+            "probabilities": probabilities,
+            "class_id": ids[:, 0],
+            "label": tf.gather(labels, ids[:, 0]),
+            "score": scores[:, 0],
+            "top_k_class_ids": ids,
+            "top_k_labels": tf.gather(labels, ids),
+            "top_k_scores": scores,
+        }
+
+    def from_bytes(encoded: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(
+            lambda b: decode_and_resize(b, size, resize),
+            encoded,
+            fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8),
+        )
+
+    def serve_bytes(image_bytes):
+        return outputs(from_bytes(image_bytes))
+
+    def serve_images(images):
+        pixels = tf.map_fn(
+            lambda image: resize_image(image, size, resize),
+            images,
+            fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8),
+        )
+        return outputs(pixels)
+
+    def serve_examples(example_bytes):
+        parsed = tf.io.parse_example(
+            example_bytes, {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+        )
+        return outputs(from_bytes(parsed[IMAGE_FEATURE]))
+
+    return {
+        BYTES_SIGNATURE: (serve_bytes, tf.TensorSpec([None], tf.string, name=BYTES_INPUT)),
+        IMAGES_SIGNATURE: (
+            serve_images,
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES_INPUT),
+        ),
+        EXAMPLES_SIGNATURE: (
+            serve_examples,
+            tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT),
+        ),
+    }
+
+
+def image_example(encoded: bytes) -> bytes:
+    """A serialized `tf.train.Example` holding image bytes as `serve_examples` reads them.
+
+    Args:
+        encoded: the bytes of an image file.
+
+    Example:
+    >>> len(image_example(b"abc")) > 3
+    True
+    """
+    feature = {IMAGE_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

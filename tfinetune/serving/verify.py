@@ -1,0 +1,217 @@
+"""Verify an artifact against its Keras model on real images, loading it in a fresh process.
+
+`verify_artifact` decodes every image of a labelled folder, runs the Keras model on it here
+and the artifact in a new Python process (as a server or phone would load it), and compares:
+top-1 agreement, the largest probability difference and, with labels, both accuracies.
+Run as `python -m tfinetune.serving.verify ARTIFACT FILES.json OUT.npz` it is that process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.images import decode_and_resize, decode_image
+from tfinetune.models.saving import load_keras_model
+from tfinetune.serving.export import read_contract
+from tfinetune.serving.inference import ExportedClassifier, load_classifier
+from tfinetune.serving.signatures import image_example
+
+# What an artifact must meet: (least top-1 agreement, largest probability difference,
+# largest accuracy drop in points). Quantized TFLite models are held to accuracy instead.
+CRITERIA = {
+    "saved_model": (1.0, 1e-4, None),
+    "keras": (1.0, 1e-4, None),
+    "float32": (0.99, 1e-3, None),
+    "float16": (0.99, None, None),
+    "dynamic": (None, None, 2.0),
+    "int8": (None, None, 2.0),
+}
+
+
+class VerificationError(RuntimeError):
+    """An artifact does not predict what its Keras model predicts."""
+
+
+@dataclass
+class Verification:
+    """The outcome of `verify_artifact`, per route into the artifact (signature or file)."""
+
+    artifact: str
+    kind: str
+    images: int
+    agreement: dict[str, float]
+    max_abs_diff: dict[str, float]
+    accuracy: dict[str, float]
+    keras_accuracy: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every route met the criteria for the artifact's kind."""
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        """JSON-ready facts."""
+        return {**asdict(self), "passed": self.passed}
+
+    def __str__(self) -> str:
+        lines = [
+            f"Verified {self.artifact} ({self.kind}) on {self.images} images in a fresh process:",
+            f"  {'route':<16}{'top-1 agreement':>16}{'max |dp|':>11}{'accuracy':>10}",
+        ]
+        for route, agreement in self.agreement.items():
+            lines.append(
+                f"  {route:<16}{agreement:>16.2%}{self.max_abs_diff[route]:>11.1e}"
+                f"{self.accuracy[route]:>10.2%}"
+            )
+        lines.append(f"  {'keras model':<16}{'':>16}{'':>11}{self.keras_accuracy:>10.2%}")
+        lines += [f"  FAILED: {p}" for p in self.problems] or ["  passed"]
+        return "\n".join(lines)
+
+
+def _routes(artifact: str, paths: list[str]) -> dict[str, np.ndarray]:
+    """In the fresh process: the artifact's probabilities for `paths`, by every route."""
+    classifier = load_classifier(artifact)
+    if not isinstance(classifier, ExportedClassifier):
+        return {classifier.path.suffix.lstrip("."): classifier.predict_files(paths)}
+    encoded = [Path(p).read_bytes() for p in paths]
+    images = classifier.signature("serve_images")
+    examples = classifier.signature("serve_examples")
+    full_size = [images(images=decode_image(tf.constant(e))[None]) for e in encoded]
+    return {
+        "serving_default": classifier.predict_bytes(encoded),
+        "serve_images": np.concatenate([o["probabilities"].numpy() for o in full_size]),
+        "serve_examples": examples(example_bytes=tf.constant([image_example(e) for e in encoded]))[
+            "probabilities"
+        ].numpy(),
+    }
+
+
+def _run_fresh_process(artifact: Path, paths: list[str]) -> dict[str, np.ndarray]:
+    with tempfile.TemporaryDirectory() as scratch:
+        listing, out = Path(scratch, "files.json"), Path(scratch, "out.npz")
+        listing.write_text(json.dumps(paths))
+        command = [sys.executable, "-m", "tfinetune.serving.verify", str(artifact), str(listing)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        done = subprocess.run([*command, str(out)], capture_output=True, text=True, env=env)
+        if done.returncode != 0 or not out.is_file():
+            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+            raise VerificationError(
+                f"{str(artifact)!r} could not be run in a fresh process:\n{tail}"
+            )
+        with np.load(out) as saved:
+            return {name: saved[name] for name in saved.files}
+
+
+def find_reference_model(artifact: str | os.PathLike) -> Path:
+    """The `model.keras` of the run an artifact came from (its contract, or a folder above).
+
+    Args:
+        artifact: an exported SavedModel or TFLite folder or file.
+
+    Example:
+    >>> find_reference_model("runs/flowers/saved_model/1")  # doctest: +SKIP
+    PosixPath('runs/flowers/model.keras')
+    """
+    artifact = Path(artifact).resolve()
+    classifier_folder = artifact.parent if artifact.is_file() else artifact
+    for folder in (classifier_folder, *classifier_folder.parents[:3]):
+        try:
+            recorded = read_contract(folder)[1].get("keras_model")
+        except FileNotFoundError:
+            recorded = None
+        for candidate in (recorded, folder / "model.keras"):
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+    raise FileNotFoundError(
+        f"No Keras model found for {str(artifact)!r} to verify it against. Pass --reference "
+        "MODEL.keras (the run's model.keras)."
+    )
+
+
+def verify_artifact(
+    artifact: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    reference: keras.Model | str | os.PathLike | None = None,
+    *,
+    raise_on_failure: bool = True,
+) -> Verification:
+    """Check an artifact against its Keras model on every image of a labelled folder.
+
+    Criteria: SavedModels agree with the Keras model on every image through every signature,
+    probabilities within 1e-4; float32 and float16 TFLite agree on at least 99 % of images;
+    dynamic-range and int8 TFLite lose at most 2 points of accuracy.
+
+    Args:
+        artifact: a SavedModel folder, a `.tflite` file or folder, or a `.keras` file.
+        data_dir: a folder with one sub-folder per class (classes the artifact knows).
+        reference: the Keras model (or its `.keras` file); found from the artifact if None.
+        raise_on_failure: raise `VerificationError` when a criterion is not met.
+
+    Example:
+    >>> print(verify_artifact("models/flowers/1", "flowers/val"))  # doctest: +SKIP
+    Verified models/flowers/1 (saved_model) on 125 images in a fresh process: ...
+    """
+    artifact = Path(artifact)
+    here = load_classifier(artifact)  # fails fast, here, on a damaged artifact
+    kind = getattr(here, "quantize", None) or (
+        "keras" if artifact.suffix == ".keras" else "saved_model"
+    )
+    if not isinstance(reference, keras.Model):
+        reference = load_keras_model(reference or find_reference_model(artifact))
+    files = scan_image_folder(data_dir, here.class_names, verbose=False)
+    if not files.paths:
+        raise ValueError(f"No images to verify on in {str(data_dir)!r}.")
+    size, mode = here.image_size, here.resize
+    pixels = [decode_and_resize(tf.io.read_file(p), size, mode) for p in files.paths]
+    expected = np.asarray(reference.predict(tf.stack(pixels), verbose=0, batch_size=32))
+    routes = _run_fresh_process(artifact, list(files.paths))
+    result = _compare(str(artifact), kind, routes, expected, np.asarray(files.labels))
+    if raise_on_failure and result.problems:
+        raise VerificationError(f"Verification failed.\n{result}")
+    return result
+
+
+def _compare(
+    artifact: str, kind: str, routes: dict[str, np.ndarray], expected: np.ndarray, labels
+) -> Verification:
+    """Measure each route against the Keras model's probabilities and hold it to CRITERIA."""
+    least_agreement, tolerance, max_drop = CRITERIA[kind]
+    keras_accuracy = float((expected.argmax(1) == labels).mean())
+    result = Verification(artifact, kind, len(labels), {}, {}, {}, keras_accuracy)
+    for route, probs in routes.items():
+        result.agreement[route] = float((probs.argmax(1) == expected.argmax(1)).mean())
+        result.max_abs_diff[route] = float(np.abs(probs - expected).max())
+        result.accuracy[route] = float((probs.argmax(1) == labels).mean())
+        if least_agreement is not None and result.agreement[route] < least_agreement:
+            result.problems.append(
+                f"{route}: top-1 agreement {result.agreement[route]:.2%} < {least_agreement:.0%}"
+            )
+        if tolerance is not None and not result.max_abs_diff[route] <= tolerance:
+            gap = result.max_abs_diff[route]
+            result.problems.append(f"{route}: probabilities differ by {gap:.1e} > {tolerance:.0e}")
+        drop = 100 * (keras_accuracy - result.accuracy[route])
+        if max_drop is not None and drop > max_drop:
+            result.problems.append(f"{route}: accuracy {drop:.1f} points below the Keras model's")
+    return result
+
+
+def _main(argv: list[str]) -> None:
+    artifact, listing, out = argv
+    routes = _routes(artifact, json.loads(Path(listing).read_text()))
+    np.savez(out, **routes)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
