@@ -117,7 +117,6 @@ def export_tflite(
         >>> from tfinetune.models.classifier import build_classifier
         >>> m = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
         >>> import tempfile
-    import warnings
         >>> out = export_tflite(m, tempfile.mkdtemp() + "/lite", ["a", "b"], quantize="float16")
         >>> sorted(p.name for p in out.iterdir())
         ['.tfinetune', 'labels.txt', 'model.tflite', 'preprocessing.json']
