@@ -83,7 +83,7 @@ def test_predict_prints_one_json_line_per_image(trained_run, capsys):
             "Data folder not found: '/no/such/dir'",
         ),
         (["train", "--data", ".", "--backbone", "resnet9000", "--out", "x"], "Unknown backbone"),
-        (["predict", "/no/such/model", "a.jpg"], "No SavedModel found at '/no/such/model'"),
+        (["predict", "/no/such/model", "a.jpg"], "'/no/such/model' does not exist. Pass a"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message, capsys, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ def test_demo_shows_transfer_beating_training_from_scratch(tmp_path):
     assert summary["source_accuracy"] >= 0.8
     assert summary["fine_tuned_accuracy"] >= summary["scratch_accuracy"] + 0.15
     run = tmp_path / "demo" / "run"
-    for name in ("metrics.json", "training_curves.png", "saved_model/saved_model.pb"):
+    for name in ("metrics.json", "training_curves.png", "saved_model/1/saved_model.pb"):
         assert (run / name).is_file(), name
     assert summary["example_prediction"] in ("hexagon", "star", "ellipse", "cog")
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())

@@ -255,3 +255,22 @@ def test_saved_model_cli_shows_the_signatures_and_runs_a_jpeg(shapes_export, tmp
     printed = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     label = printed.split("Result for output key label:")[1].split()[0]
     assert label == f"[b'{files.class_names[expected[0].argmax()]}']"
+
+
+def test_serving_default_decodes_webp_where_tensorflow_does(shapes_export):
+    import io
+
+    from PIL import Image
+
+    model, version, _, _ = shapes_export
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "WEBP", lossless=True)
+    try:
+        tf.io.decode_image(buffer.getvalue())
+    except tf.errors.InvalidArgumentError:
+        pytest.skip(f"TensorFlow {tf.__version__} does not decode WebP")
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    out = signature(image_bytes=tf.constant([buffer.getvalue()]))
+    expected = model.predict(pixels[None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-4)

@@ -167,14 +167,14 @@ def test_overwrite_leaves_nothing_of_the_old_run_beside_the_new_one(
 @pytest.mark.processes
 def test_a_damaged_saved_model_in_predict_is_one_line(data, trained, tmp_path):
     run = _copy(trained, tmp_path)
-    pb = run / "saved_model" / "saved_model.pb"
+    pb = run / "saved_model" / "1" / "saved_model.pb"
     pb.write_bytes(pb.read_bytes()[:100])
     image = next((data / "ring").iterdir())
     out = _cli("predict", run, image)
     assert out.returncode == 2
     assert "cannot be loaded" in _one_line_no_traceback(out.stderr)
     folder = _cli("predict", tmp_path / "nope", data)
-    assert "No SavedModel found" in _one_line_no_traceback(folder.stderr)
+    assert "nope' does not exist. Pass a run folder" in _one_line_no_traceback(folder.stderr)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def test_default_train_reaches_accuracy_and_export_matches(dataset, minimum, tmp
     model = keras.models.load_model(run / "model.keras")
     files = scan_image_folder(root / "val")
     class_names = (run / "labels.txt").read_text().split()
-    assert_export_matches_model(model, run / "saved_model", files.paths, class_names, 224)
+    assert_export_matches_model(model, run / "saved_model" / "1", files.paths, class_names, 224)
 
 
 @pytest.fixture(scope="module")

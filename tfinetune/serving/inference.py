@@ -215,5 +215,8 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
 
         return TFLiteClassifier(path)
     if not path.exists():
-        raise FileNotFoundError(f"{str(path)!r} does not exist.")
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist. Pass a run folder of `tfinetune train`, a SavedModel "
+            "folder, a .keras or a .tflite file."
+        )
     return ExportedClassifier(path)

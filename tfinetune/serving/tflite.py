@@ -102,24 +102,24 @@ def export_tflite(
 ) -> Path:
     """Write `model.tflite`, `labels.txt` and `preprocessing.json` into a new folder.
 
-        Args:
-            model: a classifier taking RGB pixels in 0..255.
-            out_dir: the folder to create.
-            class_names: the class names, in output order.
-            quantize: see `convert_to_tflite`.
-            representative: calibration images for int8 (see `convert_to_tflite`).
-            contract: the preprocessing facts to store (resize mode, normalisation, ...).
-            overwrite: replace an earlier tfinetune TFLite export in `out_dir` (nothing else).
-            check: called with the written folder before it is moved into place; an exception
-                from it abandons the export.
+    Args:
+        model: a classifier taking RGB pixels in 0..255.
+        out_dir: the folder to create.
+        class_names: the class names, in output order.
+        quantize: see `convert_to_tflite`.
+        representative: calibration images for int8 (see `convert_to_tflite`).
+        contract: the preprocessing facts to store (resize mode, normalisation, ...).
+        overwrite: replace an earlier tfinetune TFLite export in `out_dir` (nothing else).
+        check: called with the written folder before it is moved into place; an exception
+            from it abandons the export.
 
-        Example:
-        >>> from tfinetune.models.classifier import build_classifier
-        >>> m = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
-        >>> import tempfile
-        >>> out = export_tflite(m, tempfile.mkdtemp() + "/lite", ["a", "b"], quantize="float16")
-        >>> sorted(p.name for p in out.iterdir())
-        ['.tfinetune', 'labels.txt', 'model.tflite', 'preprocessing.json']
+    Example:
+    >>> from tfinetune.models.classifier import build_classifier
+    >>> m = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
+    >>> import tempfile
+    >>> out = export_tflite(m, tempfile.mkdtemp() + "/lite", ["a", "b"], quantize="float16")
+    >>> sorted(p.name for p in out.iterdir())
+    ['.tfinetune', 'labels.txt', 'model.tflite', 'preprocessing.json']
     """
     flatbuffer = convert_to_tflite(model, quantize, representative)
     out_dir = Path(out_dir)

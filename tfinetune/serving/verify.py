@@ -24,7 +24,7 @@ from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.images import decode_and_resize, decode_image
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import read_contract
-from tfinetune.serving.inference import ExportedClassifier, load_classifier
+from tfinetune.serving.inference import ExportedClassifier, find_saved_model, load_classifier
 from tfinetune.serving.signatures import image_example
 
 # What an artifact must meet: (least top-1 agreement, largest probability difference,
@@ -140,6 +140,20 @@ def find_reference_model(artifact: str | os.PathLike) -> Path:
     )
 
 
+def _describe(artifact: Path) -> tuple[str, list[str], dict]:
+    """The artifact's kind, class names and preprocessing, read without loading a SavedModel."""
+    if artifact.suffix == ".keras":
+        keras_model = load_classifier(artifact)
+        contract = {"image_size": keras_model.image_size, "resize": keras_model.resize}
+        return "keras", keras_model.class_names, contract
+    if artifact.suffix == ".tflite" or (artifact / "model.tflite").is_file():
+        folder = artifact.parent if artifact.suffix == ".tflite" else artifact
+        class_names, contract = read_contract(folder)
+        return contract.get("quantize", "float32"), class_names, contract
+    class_names, contract = read_contract(find_saved_model(artifact))
+    return "saved_model", class_names, contract
+
+
 def verify_artifact(
     artifact: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -164,16 +178,13 @@ def verify_artifact(
     Verified models/flowers/1 (saved_model) on 125 images in a fresh process: ...
     """
     artifact = Path(artifact)
-    here = load_classifier(artifact)  # fails fast, here, on a damaged artifact
-    kind = getattr(here, "quantize", None) or (
-        "keras" if artifact.suffix == ".keras" else "saved_model"
-    )
+    kind, class_names, contract = _describe(artifact)
     if not isinstance(reference, keras.Model):
         reference = load_keras_model(reference or find_reference_model(artifact))
-    files = scan_image_folder(data_dir, here.class_names, verbose=False)
+    files = scan_image_folder(data_dir, class_names, verbose=False)
     if not files.paths:
         raise ValueError(f"No images to verify on in {str(data_dir)!r}.")
-    size, mode = here.image_size, here.resize
+    size, mode = tuple(contract["image_size"]), contract.get("resize", "stretch")
     pixels = [decode_and_resize(tf.io.read_file(p), size, mode) for p in files.paths]
     expected = np.asarray(reference.predict(tf.stack(pixels), verbose=0, batch_size=32))
     routes = _run_fresh_process(artifact, list(files.paths))
