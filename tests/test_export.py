@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfinetune import ExportedClassifier, build_classifier, export_saved_model, scan_image_folder
+from tfinetune.atomic import folder_lock
 from tfinetune.data.images import load_image
 from tfinetune.data.records import _example
 from tfinetune.data.synthetic import write_shapes_folder
@@ -274,3 +275,12 @@ def test_serving_default_decodes_webp_where_tensorflow_does(shapes_export):
     out = signature(image_bytes=tf.constant([buffer.getvalue()]))
     expected = model.predict(pixels[None].astype("float32"), verbose=0)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-4)
+
+
+def test_a_second_export_to_a_base_folder_in_use_is_refused(shapes_export, tmp_path):
+    model, _, files, _ = shapes_export
+    base = tmp_path / "models" / "shapes"
+    # The lock as another process exporting there would hold it.
+    with folder_lock(base), pytest.raises(FileExistsError, match="is writing"):
+        export_version(model, base, files.class_names)
+    assert not base.exists() or versions_in(base) == []

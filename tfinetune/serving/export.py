@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.atomic import staged_folder
+from tfinetune.atomic import folder_lock, staged_folder
 from tfinetune.data.images import RESIZE_MODES
 from tfinetune.serving.signatures import (
     BYTES_INPUT,
@@ -202,7 +202,8 @@ def export_version(
     """Export a classifier as `base/<version>/`, the layout TF Serving loads.
 
     TF Serving serves the highest integer version in `base`; the folder is written under a
-    hidden temporary name (which TF Serving ignores) and renamed when complete.
+    hidden temporary name (which TF Serving ignores) and renamed when complete. One export at
+    a time writes `base` (a lock file beside it), so two never take the same version.
 
     Args:
         model: a classifier taking RGB pixels in 0..255.
@@ -223,15 +224,19 @@ def export_version(
     >>> [export_version(m, base, ["a", "b"]).name for _ in range(2)]
     ['1', '2']
     """
-    if version is None:
-        version = (versions_in(base) or [0])[-1] + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"Version {version!r} is not a positive integer (TF Serving needs one).")
-    if (Path(base) / str(version)).exists() and not overwrite:
-        raise FileExistsError(
-            f"Version {version} already exists in {str(base)!r}. Pass another version, leave "
-            "it out to take the next free one, or use overwrite=True (--overwrite) to replace it."
+    with folder_lock(base):  # two exports never take the same version
+        if version is None:
+            version = (versions_in(base) or [0])[-1] + 1
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(
+                f"Version {version!r} is not a positive integer (TF Serving needs one)."
+            )
+        if (Path(base) / str(version)).exists() and not overwrite:
+            raise FileExistsError(
+                f"Version {version} already exists in {str(base)!r}. Pass another version, "
+                "leave it out to take the next free one, or use overwrite=True (--overwrite) "
+                "to replace it."
+            )
+        return export_saved_model(
+            model, Path(base) / str(version), class_names, overwrite=overwrite, **options
         )
-    return export_saved_model(
-        model, Path(base) / str(version), class_names, overwrite=overwrite, **options
-    )

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.atomic import staged_folder
+from tfinetune.atomic import folder_lock, staged_folder
 from tfinetune.serving.export import read_contract, write_contract
 from tfinetune.serving.inference import Classifier, _first_line
 
@@ -123,7 +123,7 @@ def export_tflite(
     """
     flatbuffer = convert_to_tflite(model, quantize, representative)
     out_dir = Path(out_dir)
-    with staged_folder(out_dir, "tflite", overwrite) as staging:
+    with folder_lock(out_dir), staged_folder(out_dir, "tflite", overwrite) as staging:
         (staging / MODEL_FILE).write_bytes(flatbuffer)
         facts = {"resize": "stretch", **(contract or {})}
         facts.update(image_size=list(model.input_shape[1:3]), quantize=quantize)
