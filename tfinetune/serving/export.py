@@ -88,11 +88,10 @@ def read_contract(folder: str | os.PathLike) -> tuple[list[str], dict]:
 
 
 def write_contract(folder: Path, class_names: Sequence[str], contract: dict) -> None:
-    """Write `assets.extra/labels.txt` and `assets.extra/preprocessing.json` into `folder`."""
-    assets = folder / ASSETS_DIR
-    assets.mkdir(exist_ok=True)
-    (assets / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names))
-    (assets / CONTRACT_FILE).write_text(json.dumps(contract, indent=2) + "\n")
+    """Write `labels.txt` and `preprocessing.json` into `folder` (made if missing)."""
+    folder.mkdir(exist_ok=True)
+    (folder / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names))
+    (folder / CONTRACT_FILE).write_text(json.dumps(contract, indent=2) + "\n")
 
 
 def export_saved_model(
@@ -168,7 +167,7 @@ def export_saved_model(
             "check_max_abs_diff": gap,
             **(metadata or {}),
         }
-        write_contract(staging, class_names, contract)
+        write_contract(staging / ASSETS_DIR, class_names, contract)
         if check is not None:
             check(staging)
     return export_dir

@@ -22,7 +22,8 @@ from tfinetune.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE, IMAGES_SI
 SAVED_MODEL_DIR = "saved_model"
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, for one-line errors about a damaged file."""
     return (str(getattr(err, "message", err)).strip().splitlines() or [""])[0]
 
 
@@ -135,7 +136,7 @@ class ExportedClassifier(Classifier):
             self._images = self._loaded.signatures[IMAGES_SIGNATURE]
         except (tf.errors.OpError, OSError, ValueError, KeyError) as err:
             raise ValueError(
-                f"The SavedModel in {str(self.path)!r} cannot be loaded ({_first_line(err)}): "
+                f"The SavedModel in {str(self.path)!r} cannot be loaded ({first_line(err)}): "
                 "it is damaged, incomplete or not a tfinetune export. Export it again "
                 "(`tfinetune export`)."
             ) from None

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tfinetune.atomic import folder_lock, staged_folder
 from tfinetune.serving.export import read_contract, write_contract
-from tfinetune.serving.inference import Classifier, _first_line
+from tfinetune.serving.inference import Classifier, first_line
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 MODEL_FILE = "model.tflite"
@@ -132,10 +132,7 @@ def export_tflite(
             if quantize == "int8"
             else "float32 RGB pixels 0..255, one image [1, height, width, 3]"
         )
-        write_contract(staging, class_names, facts)
-        for name in ("labels.txt", "preprocessing.json"):  # beside the model, for phone apps
-            (staging / "assets.extra" / name).replace(staging / name)
-        (staging / "assets.extra").rmdir()
+        write_contract(staging, class_names, facts)  # beside the model, for phone apps
         if check is not None:
             check(staging)
     return out_dir
@@ -177,7 +174,7 @@ class TFLiteClassifier(Classifier):
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise ValueError(
-                f"{str(self.path)!r} is not a usable TFLite model ({_first_line(err)}): it is "
+                f"{str(self.path)!r} is not a usable TFLite model ({first_line(err)}): it is "
                 "damaged or incomplete. Export it again (`tfinetune export --format tflite`)."
             ) from None
         self._input = self._interpreter.get_input_details()[0]
