@@ -161,5 +161,5 @@ def test_evaluate_classifier_checks_class_count_and_empty_data():
     multi = tf.data.Dataset.from_tensor_slices(
         (np.zeros((2, 32, 32, 3)), [[1, 0, 1], [0, 1, 0]])
     ).batch(2)
-    sigmoid = build_classifier("convnet_tiny", 3, weights=None, image_size=32, activation="sigmoid")
+    sigmoid = build_classifier("convnet_tiny", 3, weights=None, image_size=32, task="multi_label")
     assert evaluate_classifier(sigmoid, multi, ["a", "b", "c"]).support.tolist() == [1, 1, 1]

@@ -42,6 +42,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.models.backbones": ("build_backbone", "get_spec"),
     "tfinetune.models.hub": ("HubLayer",),
     "tfinetune.models.normalization": ("PixelNormalization",),
+    "tfinetune.models.heads": ("TargetScaling", "build_head", "task_of"),
     "tfinetune.models.classifier": ("build_classifier",),
     # === training ===
     "tfinetune.training.freezing": (
@@ -55,6 +56,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.training.stages": ("FineTuneHistory", "Stage"),
     "tfinetune.training.fine_tuning": ("fine_tune",),
     "tfinetune.training.lr_finder": ("LRFinderResult", "lr_find"),
+    "tfinetune.training.distillation": ("Distiller", "distillation_loss"),
     # === evaluation ===
     "tfinetune.evaluation.report": (
         "ClassificationReport",
@@ -62,6 +64,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "top_losses",
     ),
     "tfinetune.evaluation.multilabel": ("MultiLabelReport", "multilabel_report"),
+    "tfinetune.evaluation.regression": ("RegressionReport", "regression_report"),
     "tfinetune.evaluation.predict": ("evaluate_classifier", "predict_dataset"),
     "tfinetune.evaluation.outputs": ("write_evaluation",),
     # === serving ===
@@ -70,7 +73,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.serving.tflite": ("TFLiteClassifier", "export_tflite"),
     "tfinetune.serving.verify": ("VerificationError", "verify_artifact"),
     # === whole runs (what the command line drives) ===
-    "tfinetune.cli.runs": ("evaluate_run", "lr_find_run", "train_run"),
+    "tfinetune.cli.runs": ("evaluate_run", "train_run"),
+    "tfinetune.cli.lr_find": ("lr_find_run",),
     "tfinetune.cli.exports": ("export_run",),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}

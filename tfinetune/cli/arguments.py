@@ -76,11 +76,76 @@ def _add_model_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _hidden_units(value: str) -> list[int]:
+    """An argparse type: layer sizes separated by commas ("" or "none" for none)."""
+    if value.strip().lower() in ("", "none"):
+        return []
+    try:
+        units = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected sizes separated by commas such as 256,128, not {value!r}"
+        ) from None
+    if any(u < 1 for u in units):
+        raise argparse.ArgumentTypeError(f"layer sizes must be 1 or more, not {value!r}")
+    return units
+
+
+def _add_data_and_head(command: argparse.ArgumentParser) -> None:
+    sources = command.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--data", help="training folder: DIR/<class>/<images>")
+    sources.add_argument(
+        "--csv", dest="data", help="training CSV: a path column and a label (or number) column"
+    )
+    val = command.add_mutually_exclusive_group()
+    val.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
+    val.add_argument("--val-csv", dest="val_data", help="validation CSV, with the same columns")
+    command.add_argument(
+        "--task",
+        choices=("single_label", "multi_label", "regression"),
+        help="what a CSV's label column holds (default: multi_label with --label-delim, "
+        "else single_label)",
+    )
+    command.add_argument(
+        "--label-delim", help="separator of several labels in one CSV cell (multi-label)"
+    )
+    command.add_argument("--path-column", default="path", help="the CSV's image path column")
+    command.add_argument("--label-column", default="label", help="the CSV's label column")
+    _add_model_options(command)
+    command.add_argument("--pooling", default="avg", choices=("avg", "max", "avgmax"))
+    command.add_argument(
+        "--hidden-units", type=_hidden_units, default=[], help="hidden head layers, e.g. 256,128"
+    )
+    command.add_argument("--head-dropout", type=float, default=0.2)
+    command.add_argument(
+        "--head-batchnorm", action="store_true", help="BatchNormalization after hidden layers"
+    )
+
+
 def _add_train(commands) -> None:
-    train = commands.add_parser("train", help="fine-tune on a folder of class sub-folders")
-    train.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
-    train.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
-    _add_model_options(train)
+    train = commands.add_parser(
+        "train", help="fine-tune on a folder of class sub-folders or a CSV file"
+    )
+    _add_data_and_head(train)
+    _add_training_options(train)
+    distill = commands.add_parser(
+        "distill", help="train a (small) model from a trained run's predictions and the labels"
+    )
+    distill.add_argument("--teacher", required=True, help="a run folder of `tfinetune train`")
+    distill.add_argument(
+        "--temperature", type=float, default=2.0, help="softens the teacher's and student's outputs"
+    )
+    distill.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="the labels' share of the loss (teacher: 1 - alpha)",
+    )
+    _add_data_and_head(distill)
+    _add_training_options(distill)
+
+
+def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--epochs", type=_whole_number, default=6, help="epochs with the top blocks unfrozen"
     )
@@ -109,6 +174,9 @@ def _add_train(commands) -> None:
     )
     train.add_argument(
         "--schedule", default="constant", choices=("constant", "warmup_cosine", "one_cycle")
+    )
+    train.add_argument(
+        "--train-bn", action="store_true", help="train BatchNormalization in unfrozen groups"
     )
     train.add_argument("--label-smoothing", type=float, default=0.1)
     train.add_argument(
@@ -167,7 +235,12 @@ MODEL_HELP = "a run folder, a SavedModel (version or base folder), a .keras or a
 def _add_evaluate_and_predict(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
     evaluate.add_argument("model", help=MODEL_HELP)
-    evaluate.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    evaluate.add_argument(
+        "--data",
+        "--csv",
+        required=True,
+        help="folder DIR/<class>/<images>, or a CSV with the run's columns (any task)",
+    )
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
     evaluate.add_argument("--batch-size", type=_positive_int, default=32)
     evaluate.add_argument("--tta", action="store_true", help="average with mirrored images")
@@ -208,7 +281,7 @@ def _add_export_and_verify(commands) -> None:
         "--top-k", type=_positive_int, default=5, help="classes in the top_k_* outputs"
     )
     export.add_argument(
-        "--data", help="labelled folder to verify on (default: the run's validation folder)"
+        "--data", help="labelled folder or CSV to verify on (default: the run's validation data)"
     )
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version or TFLite folder"
@@ -218,7 +291,9 @@ def _add_export_and_verify(commands) -> None:
         "verify", help="check an artifact against its Keras model, in a fresh process"
     )
     verify.add_argument("artifact", help="a SavedModel folder, a .tflite file or folder")
-    verify.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
+    verify.add_argument(
+        "--data", required=True, help="folder DIR/<class>/<images>, or a CSV with the run's columns"
+    )
     verify.add_argument(
         "--reference", help="the Keras model to compare with (default: the run's model.keras)"
     )

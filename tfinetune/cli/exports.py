@@ -13,11 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.images import decode_and_resize
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import export_version, read_contract
-from tfinetune.serving.inference import find_saved_model
+from tfinetune.serving.inference import find_saved_model, labelled_files
 from tfinetune.serving.tflite import CALIBRATION_IMAGES, export_tflite
 from tfinetune.serving.verify import Verification, verify_artifact
 
@@ -37,8 +36,8 @@ def _load_run(run: Path) -> tuple[keras.Model, list[str], dict, Path]:
 
 
 def _calibration_images(folder: str, class_names: list[str], contract: dict) -> list[np.ndarray]:
-    """Images for int8 calibration: the training folder's files, decoded as training does."""
-    files = scan_image_folder(folder, class_names, verbose=False)
+    """Images for int8 calibration: the training data's files, decoded as training does."""
+    files = labelled_files(folder, class_names, contract)
     order = np.random.default_rng(0).permutation(len(files.paths))[:CALIBRATION_IMAGES]
     size, mode = tuple(contract["image_size"]), contract.get("resize", "stretch")
     return [decode_and_resize(tf.io.read_file(files.paths[i]), size, mode).numpy() for i in order]
@@ -65,7 +64,7 @@ def export_run(
         version: the SavedModel version; the next free one by default.
         quantize: for TFLite: "float32", "float16", "dynamic" or "int8".
         top_k: how many classes the SavedModel's `top_k_*` outputs hold.
-        data: a labelled folder to verify on; defaults to the run's validation folder (or
+        data: a labelled folder (or CSV) to verify on; defaults to the run's validation data (or
             its training folder).
         overwrite: replace an existing version (or TFLite folder) that tfinetune wrote.
 
@@ -81,11 +80,12 @@ def export_run(
         raise ValueError(f"Unknown export format {format!r}. Use one of {', '.join(FORMATS)}.")
     model, class_names, contract, model_file = _load_run(Path(run))
     data = data or contract.get("validation_data") or contract.get("training_data")
-    if not data or not Path(data).is_dir():
+    if not data or not Path(data).exists():
         raise FileNotFoundError(
-            f"No folder of labelled images to verify the export on (got {data!r}). Pass --data DIR."
+            f"No labelled images to verify the export on (got {data!r}). Pass --data DIR (or a "
+            "CSV file)."
         )
-    scan_image_folder(data, class_names, verbose=False)  # unknown classes fail before exporting
+    labelled_files(data, class_names, contract)  # unknown classes fail before exporting
     checks: list[Verification] = []
 
     def check(folder: Path) -> None:
@@ -96,7 +96,9 @@ def export_run(
     if format == "saved_model":
         path = export_version(
             model, out, class_names, version=version, overwrite=overwrite,
-            resize=contract.get("resize", "stretch"), top_k=top_k, metadata=facts, check=check,
+            resize=contract.get("resize", "stretch"), top_k=top_k, check=check,
+            thresholds=facts.pop("thresholds", None),
+            metadata={k: v for k, v in facts.items() if k != "task"},  # the export writes it
         )  # fmt: skip
     else:
         representative = None

@@ -27,16 +27,39 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
                IsADirectoryError, FloatingPointError)  # fmt: skip
 
 
+def _headline(report) -> str:
+    """The one number of a validation report, for the last line of a run."""
+    if report is None:
+        return ""
+    if hasattr(report, "accuracy"):
+        return f"validation accuracy {report.accuracy:.1%}, "
+    if hasattr(report, "mae"):
+        return f"validation MAE {report.mae:.4g}, "
+    return f"validation macro F1 {report.to_dict()['macro_avg']['f1']:.3f}, "
+
+
 def _train(args: argparse.Namespace) -> int:
     from tfinetune.cli.runs import train_run
 
+    teacher = {}
+    if args.command == "distill":
+        teacher = {"teacher": args.teacher, "temperature": args.temperature, "alpha": args.alpha}
     result = train_run(
         args.data,
         args.out,
         val_dir=args.val_data,
+        task=args.task,
+        label_delim=args.label_delim,
+        path_column=args.path_column,
+        label_column=args.label_column,
         backbone=args.backbone,
         weights=args.weights,
         image_size=args.image_size,
+        pooling=args.pooling,
+        hidden_units=args.hidden_units,
+        head_dropout=args.head_dropout,
+        head_batch_norm=args.head_batchnorm,
+        **teacher,
         epochs=args.epochs,
         freeze_epochs=args.freeze_epochs,
         train_groups=args.train_groups,
@@ -44,6 +67,7 @@ def _train(args: argparse.Namespace) -> int:
         lr_mult=args.lr_mult,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         schedule=args.schedule,
+        train_bn=args.train_bn,
         label_smoothing=args.label_smoothing,
         ema_momentum=args.ema or None,
         batch_size=args.batch_size,
@@ -55,13 +79,12 @@ def _train(args: argparse.Namespace) -> int:
         deterministic_ops=not args.nondeterministic,
         overwrite=args.overwrite,
     )
-    accuracy = f"validation accuracy {result.report.accuracy:.1%}, " if result.report else ""
-    print(f"Done in {result.seconds:.0f} s: {accuracy}run folder {result.out_dir}")
+    print(f"Done in {result.seconds:.0f} s: {_headline(result.report)}run folder {result.out_dir}")
     return 0
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from tfinetune.cli.runs import lr_find_run
+    from tfinetune.cli.lr_find import lr_find_run
 
     result = lr_find_run(
         args.data,
@@ -140,11 +163,7 @@ def _predict(args: argparse.Namespace) -> int:
         if path in bad:
             print(json.dumps({"path": path, "error": bad[path]}))
         else:
-            top = int(probs[path].argmax())
-            label = classifier.class_names[top]
-            print(
-                json.dumps({"path": path, "label": label, "probability": float(probs[path][top])})
-            )
+            print(json.dumps({"path": path, **classifier.describe(probs[path])}))
     return 1 if bad else 0
 
 
@@ -255,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_tensorflow(args.verbose or os.environ.get(VERBOSE_ENV) == "1")
     handlers = {
         "train": _train,
+        "distill": _train,
         "lr-find": _lr_find,
         "convert": _convert,
         "evaluate": _evaluate,

@@ -1,7 +1,8 @@
-"""Whole runs over the public functions: train a folder into a run folder, evaluate an export.
+"""Whole runs over the public functions: train data into a run folder, evaluate an export.
 
 A run folder holds `labels.txt`, `metrics.json`, `history.json`, `training_curves.png`,
-`confusion_matrix.png`, `model.keras` and `saved_model/1/`, the SavedModel for TF Serving.
+the evaluation's figures, `model.keras` and `saved_model/1/`, the SavedModel for TF
+Serving (and, for multi-label runs, `thresholds.json`).
 """
 
 from __future__ import annotations
@@ -18,23 +19,23 @@ import keras
 import tensorflow as tf
 
 from tfinetune.atomic import check_output_folder, folder_lock, staged_folder
-from tfinetune.data.datasets import ImageData, image_folder_datasets
+from tfinetune.cli.run_data import build_run_model, is_csv, load_run_data, load_teacher
+from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile
-from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.pipeline import PipelineOptions
+from tfinetune.evaluation.multilabel import MultiLabelReport
 from tfinetune.evaluation.outputs import write_evaluation
-from tfinetune.evaluation.predict import predict_dataset
-from tfinetune.evaluation.report import ClassificationReport, classification_report
+from tfinetune.evaluation.predict import predict_dataset, report_for
+from tfinetune.evaluation.regression import RegressionReport
+from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec, get_spec
-from tfinetune.models.classifier import build_classifier
 from tfinetune.models.weights import check_weights_argument
-from tfinetune.serving.export import export_version
-from tfinetune.serving.inference import SAVED_MODEL_DIR, load_classifier
+from tfinetune.serving.export import THRESHOLDS_FILE, export_version
+from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_classifier
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
+from tfinetune.training.distillation import Distiller
 from tfinetune.training.fine_tuning import fine_tune
-from tfinetune.training.freezing import freeze_to
-from tfinetune.training.lr_finder import LRFinderResult, lr_find
 from tfinetune.training.stages import FineTuneHistory
 
 
@@ -46,7 +47,7 @@ class RunResult:
     model: keras.Model
     class_names: list[str]
     history: FineTuneHistory
-    report: ClassificationReport | None
+    report: ClassificationReport | MultiLabelReport | RegressionReport | None
     bad_files: list[BadFile]
     seconds: float
 
@@ -56,9 +57,20 @@ def train_run(
     out_dir: str | os.PathLike,
     *,
     val_dir: str | os.PathLike | None = None,
+    task: str | None = None,
+    label_delim: str | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
     backbone: str | BackboneSpec = "mobilenet_v2",
     weights: str | os.PathLike | None = "imagenet",
     image_size: int | None = None,
+    pooling: str = "avg",
+    hidden_units: Sequence[int] = (),
+    head_dropout: float = 0.2,
+    head_batch_norm: bool = False,
+    teacher: str | os.PathLike | None = None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
     epochs: int = 6,
     freeze_epochs: int = 4,
     train_groups: int = 5,
@@ -66,6 +78,7 @@ def train_run(
     lr_mult: float = 10.0,
     fine_tune_learning_rate: float | None = None,
     schedule: str = "constant",
+    train_bn: bool = False,
     label_smoothing: float = 0.1,
     ema_momentum: float | None = 0.9,
     batch_size: int = 32,
@@ -78,18 +91,34 @@ def train_run(
     overwrite: bool = False,
     verbose: int = 1,
 ) -> RunResult:
-    """Train a classifier on a folder of class sub-folders and leave a complete run folder.
+    """Train on a folder or a CSV file and leave a complete run folder.
 
     Fine-tunes in two stages (head, then the top `train_groups` groups), evaluates on the
     validation data, and writes metrics, plots, the Keras model and a checked SavedModel.
+    The task follows the data: a folder of class sub-folders gives one label per image; a
+    CSV gives one label, several (`label_delim`, or `task="multi_label"`), or a number
+    (`task="regression"`). A multi-label run chooses each class's threshold on the
+    validation data and stores the thresholds with the export. With `teacher`, the model
+    is distilled from a trained run's model (see `tfinetune.Distiller`).
 
     Args:
-        data_dir: the training folder (one sub-folder per class).
+        data_dir: the training folder (one sub-folder per class) or CSV file.
         out_dir: the run folder to write (new or empty unless `overwrite`).
-        val_dir: a validation folder; otherwise `val_split` of `data_dir` is held out.
+        val_dir: a validation folder or CSV; otherwise `val_split` of the data is held out.
+        task: "single_label", "multi_label" or "regression" (see above).
+        label_delim: a CSV's separator of several labels in one cell.
+        path_column: a CSV's image path column.
+        label_column: a CSV's label (or target) column.
         backbone: a catalogue name or a `BackboneSpec`.
         weights: `"imagenet"`, a weights file, or None.
         image_size: the input size; defaults to the backbone's.
+        pooling: the head's pooling: "avg", "max" or "avgmax".
+        hidden_units: sizes of hidden layers in the head.
+        head_dropout: the dropout rate before each dense layer of the head.
+        head_batch_norm: BatchNormalization after each hidden layer.
+        teacher: a run folder (or `.keras` file) to distil from, with the data's classes.
+        temperature: distillation: the softening temperature.
+        alpha: distillation: the weight of the labels' loss (the teacher's is `1 - alpha`).
         epochs: epochs of the unfrozen stage.
         freeze_epochs: epochs of the head stage.
         train_groups: layer groups, from the top and counting the head, trained in the
@@ -99,7 +128,9 @@ def train_run(
             times more slowly than the head (see `fine_tune`).
         fine_tune_learning_rate: the head's rate in the second stage (`learning_rate / 2`).
         schedule: "constant", "warmup_cosine" or "one_cycle", in each stage.
-        label_smoothing: smooth the targets by this much.
+        train_bn: train the BatchNormalization layers of unfrozen groups (for a backbone
+            trained from scratch, or far from its pretraining data).
+        label_smoothing: smooth the targets by this much (single-label only).
         ema_momentum: average the trained weights (see `fine_tune`); None for raw weights.
         batch_size: images per batch.
         val_split: the share held out for validation when there is no `val_dir`.
@@ -135,20 +166,28 @@ def train_run(
         tf.config.experimental.enable_op_determinism()
     with folder_lock(out_dir), staged_folder(out_dir, "run", overwrite) as out:
         # === Data ===
-        data = image_folder_datasets(
-            data_dir, val_dir, val_split=val_split, options=options, verbose=bool(verbose)
-        )
+        data = load_run_data(
+            data_dir, val_dir, options, val_split=val_split, task=task,
+            label_delim=label_delim, path_column=path_column, label_column=label_column,
+            verbose=bool(verbose),
+        )  # fmt: skip
         if verbose:
             _print_bad_files(data.bad_files)
         (out / "labels.txt").write_text("\n".join(data.class_names) + "\n")
 
         # === Model and training ===
-        model = build_classifier(spec, len(data.class_names), weights=weights, image_size=size)
+        model = build_run_model(
+            spec, data, size, weights, pooling=pooling, hidden_units=hidden_units,
+            dropout=head_dropout, batch_norm=head_batch_norm,
+        )  # fmt: skip
+        teacher_model = load_teacher(teacher, data.class_names) if teacher else None
+        trained = Distiller(model, teacher_model, temperature, alpha) if teacher else model
         history = fine_tune(
-            model, data.train, data.val, epochs=epochs, freeze_epochs=freeze_epochs,
+            trained, data.train, data.val, epochs=epochs, freeze_epochs=freeze_epochs,
             train_groups=train_groups, learning_rate=learning_rate, lr_mult=lr_mult,
-            fine_tune_learning_rate=fine_tune_learning_rate, schedule=schedule,
-            label_smoothing=label_smoothing, ema_momentum=ema_momentum,
+            fine_tune_learning_rate=fine_tune_learning_rate, schedule=schedule, train_bn=train_bn,
+            label_smoothing=label_smoothing if data.task == "single_label" else 0.0,
+            ema_momentum=ema_momentum,
             class_weight=data.class_weights() if balance_classes else None,
             # One line per epoch in logs; live progress bars in a terminal.
             verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
@@ -162,18 +201,29 @@ def train_run(
             report = _evaluate_validation(model, data, out, time.perf_counter() - started)
             if verbose:
                 print(report)
+        thresholds = getattr(report, "thresholds", None)  # a multi-label run's, chosen on val
         model.save(out / "model.keras")
         # TF Serving's layout: version 1 of the run's model (`tfinetune export` adds more).
-        sources = {"training_data": data_dir, "validation_data": val_dir}
+        sources = {"training_data": data_dir, "validation_data": val_dir, "teacher": teacher}
+        csv_columns = {"path_column": path_column, "label_column": label_column,
+                       "label_delim": label_delim} if is_csv(data_dir) else None  # fmt: skip
         export_version(
             model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=resize,
-            metadata={"backbone": spec.name, "normalization": spec.normalization,
-                      **{k: str(Path(v).resolve()) for k, v in sources.items() if v}},
+            thresholds=thresholds, metadata=_export_facts(spec, sources, csv_columns),
         )  # fmt: skip
     seconds = time.perf_counter() - started
     return RunResult(
         Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
     )
+
+
+def _export_facts(spec: BackboneSpec, sources: dict, csv_columns: dict | None) -> dict:
+    """What an export records of its run: backbone, data and teacher paths, CSV columns."""
+    facts = {"backbone": spec.name, "normalization": spec.normalization}
+    facts.update({k: str(Path(v).resolve()) for k, v in sources.items() if v})
+    if csv_columns:  # how to read the CSVs again, to evaluate and verify
+        facts["csv"] = csv_columns
+    return facts
 
 
 def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
@@ -185,12 +235,16 @@ def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
 
 def _evaluate_validation(
     model: keras.Model, data: ImageData, out: Path, seconds: float
-) -> ClassificationReport:
-    """Report on the validation data and write the evaluation files into the run folder."""
+) -> ClassificationReport | MultiLabelReport | RegressionReport:
+    """Report on the validation data and write the evaluation files into the run folder.
+
+    A multi-label report's thresholds are each class's best F1 on this data: the thresholds
+    the run then serves with, also written to `thresholds.json`.
+    """
     labels, probs = predict_dataset(model, data.val)
-    if labels.ndim == 2:  # one-hot, because the training augmentation mixes labels
-        labels = labels.argmax(axis=1)
-    report = classification_report(labels, probs, data.class_names)
+    report = report_for(data.task, labels, probs, data.class_names)
+    if data.task == "multi_label":
+        (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
     # A file that became unreadable after the scan would shift the order: no paths then.
     paths = data.val_files.paths if len(labels) == len(data.val_files) else None
     write_evaluation(out, report, paths, data.bad_files, seconds=seconds)
@@ -206,8 +260,8 @@ def evaluate_run(
     tta: bool = False,
     overwrite: bool = False,
     verbose: int = 1,
-) -> ClassificationReport:
-    """Evaluate an exported model (or a run folder) on a folder of labelled images.
+) -> ClassificationReport | MultiLabelReport | RegressionReport:
+    """Evaluate an exported model (or a run folder) on labelled images: a folder or a CSV.
 
     Reads every file as stored on disk (a SavedModel decodes it in `serving_default`; with
     `tta`, `serve_images` averages each image and its mirror), and writes the files of
@@ -216,7 +270,8 @@ def evaluate_run(
     Args:
         model_path: a run folder, a SavedModel (version or base folder), a `.keras` or a
             `.tflite` file.
-        data_dir: a folder with one sub-folder per class (classes the model knows).
+        data_dir: a folder with one sub-folder per class (classes the model knows), or a
+            CSV file with the columns the run was trained from (any task).
         out_dir: where to write the metrics.
         batch_size: images per call.
         tta: test-time augmentation with horizontal flips.
@@ -230,84 +285,17 @@ def evaluate_run(
     check_output_folder(out_dir, overwrite, "evaluation")
     classifier = load_classifier(model_path)
     with folder_lock(out_dir):
-        files = scan_image_folder(data_dir, classifier.class_names, verbose=bool(verbose))
-        probs = classifier.predict_files(
+        contract = {**(classifier.contract or {}), "task": classifier.task}
+        files = labelled_files(data_dir, classifier.class_names, contract)
+        outputs = classifier.predict_files(
             files.paths, batch_size=batch_size, tta=tta, verbose=bool(verbose)
         )
-        report = classification_report(files.labels, probs, classifier.class_names)
+        report = report_for(
+            classifier.task, files.label_array(), outputs, classifier.class_names,
+            classifier.thresholds,
+        )  # fmt: skip
         with staged_folder(out_dir, "evaluation", overwrite) as out:
             write_evaluation(
                 out, report, files.paths, files.bad_files, model=str(classifier.path), tta=tta
             )
     return report
-
-
-def lr_find_run(
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    backbone: str | BackboneSpec = "mobilenet_v2",
-    weights: str | os.PathLike | None = "imagenet",
-    image_size: int | None = None,
-    train_groups: int = 1,
-    num_steps: int = 100,
-    start_lr: float = 1e-7,
-    end_lr: float = 10.0,
-    batch_size: int = 32,
-    augment: str | None = "light",
-    seed: int = 1337,
-    overwrite: bool = False,
-    verbose: int = 1,
-) -> LRFinderResult:
-    """Run the learning-rate finder on a folder; write `lr_finder.png` and `lr_finder.json`.
-
-    The training images are repeated as needed to give `num_steps` batches.
-
-    Args:
-        data_dir: a folder of class sub-folders.
-        out_dir: the folder to write.
-        backbone: a catalogue name or a `BackboneSpec`.
-        weights: `"imagenet"`, a weights file, or None.
-        image_size: the input size; defaults to the backbone's.
-        train_groups: how many layer groups, from the top, train (1: the head only).
-        num_steps: batches in the sweep.
-        start_lr: the first learning rate.
-        end_lr: the last learning rate, unless the loss diverges first.
-        batch_size: images per batch.
-        augment: the augmentation policy.
-        seed: seeds the data order, the head's initial weights and augmentation.
-        overwrite: allow a non-empty `out_dir`.
-        verbose: 0 silent, 1 a progress bar.
-
-    Example:
-    >>> from tfinetune.data.synthetic import write_shapes_folder
-    >>> import tempfile
-    >>> root = tempfile.mkdtemp()
-    >>> data = write_shapes_folder(root + "/data", ["ring", "cross"], 8, size=32)
-    >>> r = lr_find_run(data, root + "/lr", backbone="convnet_tiny", weights=None,
-    ...                 image_size=32, num_steps=20, batch_size=4, verbose=0)
-    >>> sorted(p.name for p in Path(root, "lr").iterdir())
-    ['.tfinetune', 'lr_finder.json', 'lr_finder.png']
-    """
-    spec = get_spec(backbone)
-    size = to_size(spec.default_size if image_size is None else image_size)
-    check_weights_argument(weights)
-    check_output_folder(out_dir, overwrite, "lr-finder")
-    keras.utils.set_random_seed(seed)
-    data = image_folder_datasets(
-        data_dir, image_size=size, batch_size=batch_size, val_split=0, seed=seed, augment=augment
-    )
-    model = build_classifier(spec, len(data.class_names), weights=weights, image_size=size)
-    freeze_to(model, train_groups)
-    result = lr_find(
-        model,
-        data.train.repeat(),
-        num_steps=num_steps,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
-    )
-    with folder_lock(out_dir), staged_folder(out_dir, "lr-finder", overwrite) as out:
-        result.plot(out / "lr_finder.png")
-        (out / "lr_finder.json").write_text(json.dumps(result.to_dict(), indent=2))
-    return result

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.data.augment import mixes_labels
 from tfinetune.data.files import BadFile, LabelledFiles
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.pipeline import AUTOTUNE, PipelineOptions, build_splits
@@ -39,8 +40,9 @@ class ImageData:
         test: an optional test dataset.
         test_files: the test files, when the source is files.
         bad_files: files that were skipped, with the reason.
-        train_labels: the training labels (for class weights), when known.
+        train_labels: the training labels (class indices or regression targets), when known.
         multi_label: whether labels are multi-hot rows.
+        task: "single_label", "multi_label" or "regression" (labels are float targets).
     """
 
     train: tf.data.Dataset
@@ -53,10 +55,11 @@ class ImageData:
     bad_files: list[BadFile] = field(default_factory=list)
     train_labels: np.ndarray | None = None
     multi_label: bool = False
+    task: str = "single_label"
 
     def class_weights(self) -> dict[int, float]:
         """Keras `class_weight`s that balance the training classes (single-label data)."""
-        if self.train_labels is None or self.multi_label:
+        if self.train_labels is None or self.task != "single_label":
             raise ValueError(
                 "Class weights need the single-label training labels, which this data "
                 "source does not know."
@@ -81,6 +84,11 @@ def build_image_data(
     >>> d.val is None, next(iter(d.train))[0].shape
     (True, TensorShape([2, 4, 4, 3]))
     """
+    if facts.get("task") == "regression" and mixes_labels(options.augment):
+        raise ValueError(
+            f"The augmentation {options.augment!r} mixes labels (MixUp, CutMix), which has no "
+            "meaning for regression targets: choose one without mixup or cutmix."
+        )
     built = build_splits(sources, options, len(class_names))
     return ImageData(
         train=built["train"],
@@ -172,6 +180,7 @@ def files_datasets(
         bad_files=bad,
         train_labels=None if train_files.multi_label else parts["train"].label_array(),
         multi_label=train_files.multi_label,
+        task=train_files.task,
     )
 
 
@@ -235,7 +244,8 @@ def array_datasets(
 
     Args:
         images: the pixels, 0..255.
-        labels: class indices `[n]`, or multi-hot rows `[n, classes]`.
+        labels: class indices `[n]` (integers), multi-hot rows `[n, classes]`, or float
+            regression targets `[n]`.
         class_names: the names the labels index.
         val_split: the share held out for validation (0: none), stratified and seeded.
         test_split: the share held out for testing (0: none).
@@ -256,8 +266,11 @@ def array_datasets(
             f"{images.dtype} {images.shape} and {len(labels)} labels."
         )
     multi = labels.ndim == 2
-    labels = labels.astype("float32" if multi else "int32")  # as every other source gives
-    label_keys = [tuple(np.flatnonzero(row).tolist()) for row in labels] if multi else labels
+    task = "multi_label" if multi else "regression" if labels.dtype.kind == "f" else "single_label"
+    labels = labels.astype("int32" if task == "single_label" else "float32")  # as files give
+    label_keys = (
+        [tuple(np.flatnonzero(row).tolist()) for row in labels] if multi else labels.tolist()
+    )
     parts = {
         name: np.asarray(indices, dtype=int)
         for name, indices in split_indices(
@@ -274,4 +287,5 @@ def array_datasets(
         opts,
         train_labels=None if multi else labels[parts["train"]],
         multi_label=multi,
+        task=task,
     )

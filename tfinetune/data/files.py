@@ -35,13 +35,14 @@ class LabelledFiles:
 
     Args:
         paths: image file paths.
-        labels: one class index per path, or for multi-label data a tuple of indices.
-        class_names: the names the labels index.
+        labels: one class index per path, or for multi-label data a tuple of indices, or
+            for regression a float.
+        class_names: the names the labels index (for regression: the target's name).
         bad_files: files that looked like images but could not be read.
     """
 
     paths: list[str]
-    labels: list[int] | list[tuple[int, ...]]
+    labels: list[int] | list[tuple[int, ...]] | list[float]
     class_names: list[str]
     bad_files: list[BadFile] = field(default_factory=list)
 
@@ -53,8 +54,17 @@ class LabelledFiles:
         """Whether each file has a set of labels rather than one."""
         return bool(self.labels) and isinstance(self.labels[0], (tuple, list))
 
+    @property
+    def task(self) -> str:
+        """ "single_label", "multi_label" (tuples of indices) or "regression" (floats)."""
+        if self.multi_label:
+            return "multi_label"
+        return "regression" if self.labels and isinstance(self.labels[0], float) else "single_label"
+
     def label_array(self) -> np.ndarray:
-        """Labels as int32 class indices, or float32 multi-hot rows for multi-label data."""
+        """Labels as int32 class indices, float32 multi-hot rows, or float32 targets."""
+        if self.task == "regression":
+            return np.asarray(self.labels, dtype="float32").reshape(len(self))
         if not self.multi_label:
             return np.asarray(self.labels, dtype="int32").reshape(len(self))
         hot = np.zeros((len(self), len(self.class_names)), dtype="float32")
@@ -200,7 +210,7 @@ def find_cross_class_duplicates(files: LabelledFiles) -> list[BadFile]:
     >>> find_cross_class_duplicates(f)[0].reason  # doctest: +ELLIPSIS
     "the same image as ...a.png (class 'x'); an image can have one class only"
     """
-    if files.multi_label:
+    if files.task != "single_label":
         return []
     first: dict[tuple[int, str], int] = {}
     duplicates = []

@@ -1,7 +1,8 @@
 """Seeded, stratified train / validation / test splits, and class weights.
 
 Splits use NumPy's PCG64 generator from the seed alone, so the same seed gives the same
-split on every run and machine. Multi-label rows are stratified by their set of labels.
+split on every run and machine. Multi-label rows are stratified by their set of labels,
+regression targets by quintile.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ def stratified_split(
     """Split indices into parts with the given shares of every class, plus the rest first.
 
     Args:
-        labels: one label per item: a class index, or a tuple of indices (multi-label).
+        labels: one label per item: a class index, a tuple of indices (multi-label), or a
+            float (regression).
         fractions: the shares of the held-out parts, e.g. `(0.2,)` or `(0.1, 0.1)`.
         seed: the random seed.
 
@@ -34,7 +36,7 @@ def stratified_split(
             f"Each split share must be in (0, 1) and together below 1. Received: {fractions}"
         )
     rng = np.random.default_rng(seed)
-    keys = [tuple(sorted(y)) if isinstance(y, (tuple, list)) else y for y in labels]
+    keys = _strata(labels)
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
     for key in sorted(set(keys)):
         members = np.array([i for i, k in enumerate(keys) if k == key])
@@ -48,6 +50,15 @@ def stratified_split(
             start += n
         parts[0].extend(members[start:].tolist())
     return [sorted(p) for p in parts]
+
+
+def _strata(labels: Sequence) -> list:
+    """The group each item is stratified in: its class, its set of classes, or for numbers
+    (regression targets) its fifth of the sorted values."""
+    if labels and isinstance(labels[0], float):
+        ranks = np.argsort(np.argsort(np.asarray(labels, dtype=float), kind="stable"))
+        return (ranks * 5 // len(labels)).tolist()
+    return [tuple(sorted(y)) if isinstance(y, (tuple, list)) else y for y in labels]
 
 
 def split_indices(

@@ -7,6 +7,7 @@ into datasets.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,18 +21,24 @@ def files_from_rows(
     root: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     label_delim: str | None = None,
+    task: str | None = None,
+    target_name: str = "value",
     verify: bool = True,
 ) -> LabelledFiles:
     """Labelled files from `(path, label)` rows; missing and unreadable files are reported.
 
-    A label is a class name, or for multi-label data a list of names or one string of names
-    separated by `label_delim`. Classes are sorted by name unless `class_names` is given.
+    A label is a class name; for multi-label data a list of names or one string of names
+    separated by `label_delim`; for regression a number. Classes are sorted by name unless
+    `class_names` is given.
 
     Args:
         rows: `(path, label)` pairs.
         root: the folder relative paths are relative to.
         class_names: the classes, in label order.
         label_delim: the separator of several labels in one string (multi-label).
+        task: "single_label", "multi_label" or "regression"; by default multi-label when
+            `label_delim` is given or a label is a list, else single-label.
+        target_name: regression: the target's name (the model's one output).
         verify: decode every file once to find corrupt ones.
 
     Example:
@@ -43,43 +50,93 @@ def files_from_rows(
     >>> files.class_names, files.labels
     (['a', 'b'], [(0, 1), (1,)])
     """
-    parsed: list[tuple[str, list[str]]] = []
-    multi = label_delim is not None
-    for row_number, row in enumerate(rows, start=1):
-        if len(row) != 2:
-            raise ValueError(f"Row {row_number} should be (path, label); it is {row!r}.")
-        path, label = row
-        if isinstance(label, (list, tuple)):
-            names, multi = [str(x) for x in label], True
-        elif label_delim is not None:
-            names = [x for x in str(label).split(label_delim) if x]
-        else:
-            names = [str(label)]
-        full = Path(root, path) if root is not None and not Path(path).is_absolute() else path
-        parsed.append((str(full), names))
-    found = sorted({name for _, names in parsed for name in names})
-    if class_names is None:
-        class_names = found
-    unknown = sorted(set(found) - set(class_names))
-    if unknown:
-        raise ValueError(f"Labels not among the classes {list(class_names)}: {unknown}.")
-    index = {name: i for i, name in enumerate(class_names)}
+    rows = [_check_row(row, number) for number, row in enumerate(rows, start=1)]
+    if task is None:
+        listed = any(isinstance(label, (list, tuple)) for _, label in rows)
+        task = "multi_label" if label_delim is not None or listed else "single_label"
+    if task not in ("single_label", "multi_label", "regression"):
+        raise ValueError(f"Unknown task {task!r}: use single_label, multi_label or regression.")
+
+    def full(path) -> str:
+        relative = root is not None and not Path(path).is_absolute()
+        return str(Path(root, path) if relative else path)
+
+    if task == "regression":
+        parsed = [(full(p), _number(label, n, p)) for n, (p, label) in enumerate(rows, 1)]
+        class_names = [target_name]
+    else:
+        parsed = [(full(path), _names(label, label_delim)) for path, label in rows]
+        if task == "single_label":
+            _check_one_label_each(rows, parsed, label_delim)
+        found = sorted({name for _, names in parsed for name in names})
+        class_names = found if class_names is None else list(class_names)
+        _check_known(rows, parsed, class_names)
     bad = [BadFile(p, "file not found") for p, _ in parsed if not os.path.isfile(p)]
     if verify:
         bad += find_bad_files([p for p, _ in parsed if os.path.isfile(p)])
     skip = {b.path for b in bad}
     paths, labels = [], []
-    for path, names in parsed:
+    index = {name: i for i, name in enumerate(class_names)}
+    for path, label in parsed:
         if path in skip:
             continue
         paths.append(path)
-        ids = tuple(sorted(index[n] for n in names))
-        if not multi and len(ids) != 1:
-            raise ValueError(f"{path!r} has {len(ids)} labels; use label_delim for multi-label.")
-        labels.append(ids if multi else ids[0])
+        if task == "regression":
+            labels.append(label)
+        else:
+            ids = tuple(sorted(index[n] for n in label))
+            labels.append(ids if task == "multi_label" else ids[0])
     if not paths:
         raise ValueError("None of the listed images can be read.")
     return LabelledFiles(paths, labels, list(class_names), bad)
+
+
+def _check_row(row, number: int) -> tuple:
+    if len(row) != 2:
+        raise ValueError(f"Row {number} should be (path, label); it is {row!r}.")
+    return tuple(row)
+
+
+def _names(label, label_delim: str | None) -> list[str]:
+    if isinstance(label, (list, tuple)):
+        return [str(x) for x in label]
+    if label_delim is not None:
+        return [x for x in str(label).split(label_delim) if x]
+    return [str(label)]
+
+
+def _number(label, number: int, path) -> float:
+    try:
+        value = float(label)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value):
+        raise ValueError(
+            f"Row {number} ({str(path)!r}): the regression target {label!r} is not a finite "
+            "number. Fix the value or leave the row out."
+        )
+    return value
+
+
+def _check_one_label_each(rows, parsed, label_delim: str | None) -> None:
+    for number, ((path, label), (_, names)) in enumerate(zip(rows, parsed, strict=True), 1):
+        if len(names) != 1:
+            raise ValueError(
+                f"Row {number} ({str(path)!r}) has {len(names)} labels ({label!r}) but the "
+                f"task is single-label. Use the multi-label task (task='multi_label', "
+                f"--task multi_label) or give each row one label."
+            )
+
+
+def _check_known(rows, parsed, class_names: Sequence[str]) -> None:
+    known = set(class_names)
+    for number, ((path, _), (_, names)) in enumerate(zip(rows, parsed, strict=True), 1):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ValueError(
+                f"Row {number} ({str(path)!r}): the label(s) {unknown} are not among the "
+                f"classes {list(class_names)}. Fix the row or add the class."
+            )
 
 
 def read_csv_files(
@@ -90,6 +147,7 @@ def read_csv_files(
     label_column: str = "label",
     label_delim: str | None = None,
     class_names: Sequence[str] | None = None,
+    task: str | None = None,
 ) -> LabelledFiles:
     """Labelled files from a CSV with a path column and a label column (header row needed).
 
@@ -102,6 +160,8 @@ def read_csv_files(
         label_column: the header of the label column.
         label_delim: the separator of several labels in one cell (multi-label).
         class_names: the classes, in label order (default: sorted names).
+        task: "single_label", "multi_label" or "regression" (a number per row); by default
+            multi-label when `label_delim` is given, else single-label.
 
     Example:
     >>> import tempfile
@@ -128,4 +188,6 @@ def read_csv_files(
         root=csv_path.parent if root is None else root,
         class_names=class_names,
         label_delim=label_delim,
+        task=task,
+        target_name=label_column,
     )

@@ -3,6 +3,7 @@
 - `metrics`: NumPy helpers shared by the reports (ratios, ROC AUC, calibration bins).
 - `report`: the single-label `ClassificationReport` and top losses.
 - `multilabel`: the `MultiLabelReport` with per-class thresholds.
+- `regression`: the `RegressionReport` (MAE, RMSE, R²) and its predicted-vs-true plot.
 - `predict`: running a model over a dataset and reporting on it.
 - `plots`: confusion matrix, reliability diagram and image galleries.
 - `outputs`: writing a report's metrics, summary and figures to a folder.

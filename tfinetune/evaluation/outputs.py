@@ -15,12 +15,13 @@ from tfinetune.evaluation.plots import (
     plot_reliability,
     plot_top_losses,
 )
+from tfinetune.evaluation.regression import RegressionReport, plot_regression
 from tfinetune.evaluation.report import ClassificationReport, top_losses
 
 
 def write_evaluation(
     out_dir: str | os.PathLike,
-    report: ClassificationReport | MultiLabelReport,
+    report: ClassificationReport | MultiLabelReport | RegressionReport,
     paths: Sequence[str] | None = None,
     bad_files: Sequence[BadFile] = (),
     **extra,
@@ -29,7 +30,8 @@ def write_evaluation(
 
     `metrics.json` and `summary.md` always; for single-label reports also
     `confusion_matrix.png` and `reliability.png`, and, when the image files are known,
-    `top_losses.json`, `top_losses.png` and `predictions.png`.
+    `top_losses.json`, `top_losses.png` and `predictions.png`; for regression reports
+    `predicted_vs_true.png`.
 
     Args:
         out_dir: the folder to write into (created if missing).
@@ -58,6 +60,9 @@ def write_evaluation(
     written = [out / "metrics.json", out / "summary.md"]
     written[0].write_text(json.dumps(metrics, indent=2))
     written[1].write_text(report.to_markdown())
+    if isinstance(report, RegressionReport):
+        plot_regression(report, out / "predicted_vs_true.png")
+        written.append(out / "predicted_vs_true.png")
     if isinstance(report, ClassificationReport):
         plot_confusion_matrix(report, out / "confusion_matrix.png")
         plot_reliability(report, out / "reliability.png")

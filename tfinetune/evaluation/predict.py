@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.evaluation.multilabel import MultiLabelReport, multilabel_report
+from tfinetune.evaluation.regression import RegressionReport, regression_report
 from tfinetune.evaluation.report import ClassificationReport, classification_report
 
 
@@ -47,17 +48,22 @@ def evaluate_classifier(
     dataset: tf.data.Dataset,
     class_names: Sequence[str],
     tta: bool = False,
-) -> ClassificationReport | MultiLabelReport:
-    """Predict a labelled dataset and report on it (multi-label when labels are multi-hot).
+    thresholds: Sequence[float] | None = None,
+) -> ClassificationReport | MultiLabelReport | RegressionReport:
+    """Predict a labelled dataset and report on it, as the labels show the task.
 
     Args:
-        model: a classifier whose outputs follow `class_names`.
-        dataset: batches of `(pixels, labels)`: class indices, or multi-hot rows.
-        class_names: the class names, in label order.
+        model: a classifier whose outputs follow `class_names` (or a regressor).
+        dataset: batches of `(pixels, labels)`: class indices, multi-hot rows, or float
+            regression targets.
+        class_names: the class names, in label order (regression: the target's name).
         tta: average each image's prediction with its mirror's.
+        thresholds: multi-label: the per-class thresholds (default: each class's best F1 on
+            this data, which flatters it; pass those chosen on validation data).
 
     Returns:
-        A `ClassificationReport`, or a `MultiLabelReport` for multi-hot labels.
+        A `ClassificationReport`, a `MultiLabelReport` for multi-hot labels, or a
+        `RegressionReport` for float targets.
 
     Example:
     >>> from tfinetune.models.classifier import build_classifier
@@ -72,6 +78,38 @@ def evaluate_classifier(
             f"names were given: {list(class_names)}."
         )
     labels, probs = predict_dataset(model, dataset, tta=tta)
-    if labels.ndim == 2:
-        return multilabel_report(labels, probs, class_names)
-    return classification_report(labels, probs, class_names)
+    if labels.ndim == 1 and labels.dtype.kind == "f":
+        task = "regression"
+    else:
+        task = "multi_label" if labels.ndim == 2 else "single_label"
+    return report_for(task, labels, probs, class_names, thresholds)
+
+
+def report_for(
+    task: str,
+    labels: np.ndarray,
+    outputs: np.ndarray,
+    class_names: Sequence[str],
+    thresholds: Sequence[float] | None = None,
+) -> ClassificationReport | MultiLabelReport | RegressionReport:
+    """The report that suits a task, from labels and the model's outputs.
+
+    Args:
+        task: "single_label", "multi_label" or "regression".
+        labels: class indices (one-hot rows are reduced to indices), multi-hot rows, or
+            targets.
+        outputs: probabilities, or predicted numbers.
+        class_names: the class names (regression: the target's name).
+        thresholds: multi-label: fixed per-class thresholds (default: best F1 on this data).
+
+    Example:
+    >>> report_for("regression", np.array([1.0, 2.0]), np.array([[1.0], [2.5]]), ["y"]).mae
+    0.25
+    """
+    if task == "regression":
+        return regression_report(labels, outputs, class_names[0])
+    if task == "multi_label":
+        return multilabel_report(labels, outputs, class_names, thresholds)
+    if labels.ndim == 2:  # one-hot, because the training augmentation mixes labels
+        labels = labels.argmax(axis=1)
+    return classification_report(labels, outputs, class_names)

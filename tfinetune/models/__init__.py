@@ -7,6 +7,6 @@
 - `backbones`: looking up and building backbones.
 - `hub`: TF Hub / Kaggle / local SavedModels as trainable Keras 3 layers.
 - `normalization`: the pixel normalisation each backbone's weights expect, as a layer.
-- `heads`: the classification head.
+- `heads`: heads for one label, several labels or a number (`task_of` reads it back).
 - `classifier`: `build_classifier`, pixels -> normalisation -> backbone -> head.
 """

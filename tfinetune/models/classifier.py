@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import keras
 
 from tfinetune.models.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
-from tfinetune.models.heads import build_head
+from tfinetune.models.heads import build_head, check_task
 from tfinetune.models.normalization import PixelNormalization
 from tfinetune.sizes import to_size
 
@@ -24,12 +24,15 @@ def build_classifier(
     *,
     weights: str | os.PathLike | None = "imagenet",
     image_size: int | tuple[int, int] | None = None,
+    task: str = "single_label",
     pooling: str = "avg",
     dropout: float = 0.2,
     hidden_units: Sequence[int] = (),
-    activation: str = "softmax",
+    batch_norm: bool = False,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
 ) -> keras.Model:
-    """Build an image classifier that takes RGB pixels in 0..255.
+    """Build an image model that takes RGB pixels in 0..255: a classifier or a regressor.
 
     The normalisation the backbone's weights expect is the model's first layer, so the same
     model trains, evaluates and serves on plain images. The backbone starts frozen; use
@@ -37,19 +40,25 @@ def build_classifier(
 
     Args:
         backbone: a catalogue name (see `tfinetune.CATALOGUE`) or a `BackboneSpec`.
-        num_classes: the number of classes.
+        num_classes: the number of classes (or of regression targets).
         weights: `None`, `"imagenet"` or the path of a Keras weights file for the backbone.
         image_size: the input size, one int or `(height, width)`; defaults to the backbone's.
-        pooling: `"avg"` or `"max"` pooling of the feature map.
-        dropout: the dropout rate before the output layer.
+        task: "single_label" (softmax), "multi_label" (sigmoids) or "regression" (numbers
+            in the target's units; see `target_mean`).
+        pooling: `"avg"`, `"max"` or `"avgmax"` pooling of the feature map.
+        dropout: the dropout rate before each dense layer of the head.
         hidden_units: sizes of optional hidden layers in the head.
-        activation: the output activation (`"softmax"`, `"sigmoid"` or `None`).
+        batch_norm: BatchNormalization after each hidden layer.
+        target_mean: regression: the training targets' mean (predictions come back in the
+            target's units).
+        target_std: regression: the training targets' standard deviation.
 
     Example:
     >>> model = build_classifier("convnet_tiny", num_classes=3, weights=None, image_size=32)
     >>> model.output_shape
     (None, 3)
     """
+    check_task(task)
     spec = get_spec(backbone)
     size = to_size(spec.default_size if image_size is None else image_size)
 
@@ -61,10 +70,13 @@ def build_classifier(
     outputs = build_head(
         x,
         num_classes,
+        task=task,
         pooling=pooling,
         dropout=dropout,
         hidden_units=hidden_units,
-        activation=activation,
+        batch_norm=batch_norm,
+        target_mean=target_mean,
+        target_std=target_std,
     )
     model = keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
 

@@ -1,4 +1,8 @@
-"""Classification heads: pooling, dropout, optional hidden layers and a float32 output."""
+"""Heads: pooling, optional hidden layers, and an output for one label, several, or a number.
+
+The task a model was built for is read back from its output layer (`task_of`), so a model
+loaded from a file still gets the right loss, metrics, report and serving outputs.
+"""
 
 from __future__ import annotations
 
@@ -7,60 +11,155 @@ from collections.abc import Sequence
 import keras
 
 HEAD_PREFIX = "head_"
-_POOLING = {
-    "avg": keras.layers.GlobalAveragePooling2D,
-    "max": keras.layers.GlobalMaxPooling2D,
-}
+OUTPUT_LAYER = f"{HEAD_PREFIX}predictions"
+SCALING_LAYER = f"{HEAD_PREFIX}target_scaling"
+TASKS = ("single_label", "multi_label", "regression")
+_ACTIVATIONS = {"single_label": "softmax", "multi_label": "sigmoid", "regression": None}
+POOLINGS = ("avg", "max", "avgmax")
+
+
+@keras.saving.register_keras_serializable(package="tfinetune")
+class TargetScaling(keras.layers.Layer):
+    """`outputs * std + mean`: a regression head's outputs in the target's own units.
+
+    The dense layer below it learns the standardised target, which keeps the first steps of
+    training well scaled whatever the units; the model still predicts in the user's units.
+
+    Args:
+        mean: the training targets' mean.
+        std: the training targets' standard deviation (above 0).
+
+    Example:
+    >>> float(TargetScaling(10.0, 2.0)(keras.ops.ones((1, 1)))[0, 0])
+    12.0
+    """
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not std > 0:
+            raise ValueError(f"The target scale must be above 0. Received: std={std!r}")
+        self.mean, self.std = float(mean), float(std)
+
+    def call(self, inputs):
+        return keras.ops.cast(inputs, "float32") * self.std + self.mean
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def check_task(task: str) -> str:
+    """`task` if it is one of `TASKS`, else a clear error.
+
+    Args:
+        task: "single_label", "multi_label" or "regression".
+
+    Example:
+    >>> check_task("regression")
+    'regression'
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}. Use one of: {', '.join(TASKS)}.")
+    return task
 
 
 def build_head(
     features: keras.KerasTensor,
-    num_classes: int,
+    num_outputs: int,
     *,
+    task: str = "single_label",
     pooling: str = "avg",
     dropout: float = 0.2,
     hidden_units: Sequence[int] = (),
-    activation: str = "softmax",
+    batch_norm: bool = False,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
 ) -> keras.KerasTensor:
-    """Attach a classification head to a feature map.
+    """Attach a head to a feature map: pooling, hidden layers, and the task's output.
 
-    Every layer is named `head_*`, so the head is one layer group. The output layer computes
-    in float32 so probabilities stay exact under a mixed-precision policy.
+    Every layer is named `head_*`, so the head is one layer group. The output computes in
+    float32 so probabilities (and numbers) stay exact under a mixed-precision policy.
 
     Args:
         features: a `[batch, h, w, c]` feature map (or `[batch, c]` features).
-        num_classes: the number of output classes (at least 2).
-        pooling: `"avg"` or `"max"`, applied to a feature map.
+        num_outputs: classes (at least 2 for "single_label", 1 for "multi_label"), or
+            targets for "regression".
+        task: "single_label" (softmax), "multi_label" (one sigmoid per class) or
+            "regression" (linear, scaled back to the target's units).
+        pooling: `"avg"`, `"max"`, or `"avgmax"` (both, concatenated), for a feature map.
         dropout: the dropout rate before each dense layer, in [0, 1).
         hidden_units: sizes of optional hidden dense layers (ReLU).
-        activation: the output activation: `"softmax"`, `"sigmoid"` (multi-label) or `None`.
+        batch_norm: a BatchNormalization layer after each hidden layer.
+        target_mean: regression: the training targets' mean, added back to the output.
+        target_std: regression: the targets' standard deviation, multiplied back in.
 
     Example:
     >>> x = keras.Input((4, 4, 8))
-    >>> keras.Model(x, build_head(x, 3)).output_shape
+    >>> keras.Model(x, build_head(x, 3, pooling="avgmax", hidden_units=[16])).output_shape
     (None, 3)
     """
-    if not isinstance(num_classes, int) or num_classes < 2:
+    check_task(task)
+    fewest = 2 if task == "single_label" else 1
+    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < fewest:
+        what = "classes" if task != "regression" else "targets"
         raise ValueError(
-            f"num_classes must be an int of at least 2. Received: num_classes={num_classes!r}"
+            f"A {task} head needs at least {fewest} {what}. Received: num_classes={num_outputs!r}"
         )
-    if pooling not in _POOLING:
-        raise ValueError(
-            f"pooling must be one of {sorted(_POOLING)}. Received: pooling={pooling!r}"
-        )
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {list(POOLINGS)}. Received: pooling={pooling!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
 
     # === Layers ===
     x = features
     if len(x.shape) == 4:
-        x = _POOLING[pooling](name=f"{HEAD_PREFIX}pool")(x)
+        x = _pool(x, pooling)
     for i, units in enumerate(hidden_units):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout_{i}")(x)
         x = keras.layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense_{i}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{HEAD_PREFIX}bn_{i}")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    return keras.layers.Dense(
-        num_classes, activation=activation, dtype="float32", name=f"{HEAD_PREFIX}predictions"
+    outputs = keras.layers.Dense(
+        num_outputs, activation=_ACTIVATIONS[task], dtype="float32", name=OUTPUT_LAYER
     )(x)
+    if task == "regression":
+        outputs = TargetScaling(target_mean, target_std, name=SCALING_LAYER)(outputs)
+    return outputs
+
+
+def _pool(x: keras.KerasTensor, pooling: str) -> keras.KerasTensor:
+    average = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")
+    maximum = keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}max_pool")
+    if pooling == "avg":
+        return average(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}pool")(x)
+    return keras.layers.Concatenate(name=f"{HEAD_PREFIX}avgmax")([average(x), maximum(x)])
+
+
+def task_of(model: keras.Model) -> str:
+    """The task a model's head was built for, read from its output layer.
+
+    A model without a tfinetune head counts as "single_label" when its output is a softmax,
+    "multi_label" for a sigmoid, else "regression".
+
+    Args:
+        model: a model made by `build_classifier` (or any Keras model).
+
+    Example:
+    >>> x = keras.Input((4,))
+    >>> task_of(keras.Model(x, build_head(x, 2, task="multi_label")))
+    'multi_label'
+    """
+    layer = model.get_layer(OUTPUT_LAYER) if _has_layer(model, OUTPUT_LAYER) else model.layers[-1]
+    if _has_layer(model, SCALING_LAYER):
+        return "regression"
+    activation = getattr(getattr(layer, "activation", None), "__name__", "softmax")
+    return {"softmax": "single_label", "sigmoid": "multi_label"}.get(activation, "regression")
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)

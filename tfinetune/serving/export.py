@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfinetune.atomic import folder_lock, staged_folder
 from tfinetune.data.images import RESIZE_MODES
+from tfinetune.models.heads import task_of
 from tfinetune.serving.signatures import (
     BYTES_INPUT,
     BYTES_SIGNATURE,
@@ -33,6 +34,7 @@ from tfinetune.serving.signatures import (
 ASSETS_DIR = "assets.extra"  # TF Serving's folder for files that travel with a model
 LABELS_FILE = "labels.txt"
 CONTRACT_FILE = "preprocessing.json"
+THRESHOLDS_FILE = "thresholds.json"  # a multi-label run's per-class thresholds
 
 
 class ExportCheckError(RuntimeError):
@@ -47,6 +49,7 @@ def _check_export(
     pixels = rng.integers(0, 256, (4, *image_size, 3), dtype=np.uint8)
     encoded = [tf.io.encode_png(p).numpy() for p in pixels]
     expected = np.asarray(model.predict_on_batch(pixels.astype("float32")))
+    key = "values" if task_of(model) == "regression" else "probabilities"
     loaded = tf.saved_model.load(str(path))
     served = [
         loaded.signatures[BYTES_SIGNATURE](**{BYTES_INPUT: tf.constant(encoded)}),
@@ -55,10 +58,10 @@ def _check_export(
             **{EXAMPLES_INPUT: tf.constant([image_example(e) for e in encoded])}
         ),
     ]
-    gap = max(float(np.abs(out["probabilities"].numpy() - expected).max()) for out in served)
+    gap = max(float(np.abs(out[key].numpy() - expected).max()) for out in served)
     if not gap <= tolerance:
         raise ExportCheckError(
-            f"The exported model's probabilities differ from the Keras model's by {gap:.2e} "
+            f"The exported model's {key} differ from the Keras model's by {gap:.2e} "
             f"(allowed: {tolerance:.0e}); nothing was written."
         )
     return gap
@@ -104,6 +107,7 @@ def export_saved_model(
     metadata: dict | None = None,
     resize: str = "stretch",
     top_k: int = 5,
+    thresholds: Sequence[float] | None = None,
     check: Callable[[Path], object] | None = None,
 ) -> Path:
     """Export a classifier as a SavedModel for TF Serving, with decoding inside the graph.
@@ -114,8 +118,10 @@ def export_saved_model(
       - `serve_examples(example_bytes: string[batch])`: serialized `tf.train.Example`s with
         the image bytes under `image/encoded`, as `tfinetune convert` writes them.
     Each returns `probabilities`, the top class's `class_id`, `label` and `score`, and the
-    `top_k_*` ids, labels and scores. In `assets.extra/`: `labels.txt` (one class per line)
-    and `preprocessing.json` (image size, resize mode, normalisation, and `metadata`).
+    `top_k_*` ids, labels and scores; a multi-label model's return the label sets at
+    `thresholds`, a regression model's the number (see `serving_functions`). In
+    `assets.extra/`: `labels.txt` (one class per line) and `preprocessing.json` (the task,
+    image size, resize mode, thresholds, normalisation, and `metadata`).
 
     Args:
         model: a classifier taking RGB pixels in 0..255.
@@ -127,6 +133,7 @@ def export_saved_model(
         resize: how images are resized: "stretch", "crop" or "pad", as the model was
             trained (see `tfinetune.data.images.resize_image`).
         top_k: how many classes the `top_k_*` outputs hold.
+        thresholds: multi-label: each class's probability threshold (default 0.5).
         check: called with the written folder before it is moved into place; an exception
             from it abandons the export (see `tfinetune.serving.verify`).
 
@@ -150,21 +157,35 @@ def export_saved_model(
             f"The model predicts {model.output_shape[-1]} classes but {len(class_names)} class "
             f"names were given: {class_names}."
         )
+    task = task_of(model)
+    if thresholds is not None:
+        thresholds = [float(t) for t in thresholds]
+        if task != "multi_label" or len(thresholds) != len(class_names):
+            raise ValueError(
+                f"thresholds are one per class of a multi-label model; received {thresholds} "
+                f"for a {task} model with {len(class_names)} outputs."
+            )
     with staged_folder(export_dir, "export", overwrite) as staging:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        functions = serving_functions(model, class_names, resize, top_k)
+        functions = serving_functions(model, class_names, resize, top_k, thresholds)
         for name, (function, spec) in functions.items():
             archive.add_endpoint(name, function, input_signature=[spec])
         archive.write_out(str(staging), verbose=False)
         size = tuple(model.input_shape[1:3])
         gap = _check_export(staging, model, size, tolerance)
         contract = {
+            "task": task,
             "image_size": list(size),
             "resize": resize,
             "input": "RGB pixels 0..255; the model normalises them itself",
             "top_k": min(top_k, len(class_names)),
             "check_max_abs_diff": gap,
+            **(
+                {"thresholds": thresholds or [0.5] * len(class_names)}
+                if task == "multi_label"
+                else {}
+            ),
             **(metadata or {}),
         }
         write_contract(staging / ASSETS_DIR, class_names, contract)

@@ -1,7 +1,8 @@
 """Predict image files with any artifact: a run folder, a SavedModel, `.keras` or `.tflite`.
 
 `load_classifier` picks the loader from the path. Every loader decodes and resizes files
-as training did (the export's `preprocessing.json` says how) and returns probabilities.
+as training did (the export's `preprocessing.json` says how) and returns the model's outputs:
+probabilities, or numbers for a regression model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.data.files import LabelledFiles
+from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.images import decode_and_resize
+from tfinetune.data.tables import read_csv_files
+from tfinetune.models.heads import task_of
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import LABELS_FILE, read_contract, versions_in
 from tfinetune.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE, IMAGES_SIGNATURE
@@ -57,15 +62,47 @@ class Classifier:
 
     Attributes:
         path: the file or folder loaded.
-        class_names: the classes, in output order.
+        class_names: the classes, in output order (regression: the target's name).
         image_size: `(height, width)` images are resized to.
         resize: "stretch", "crop" or "pad".
+        task: "single_label", "multi_label" or "regression".
+        thresholds: multi-label: each class's threshold.
     """
 
     path: Path
     class_names: list[str]
     image_size: tuple[int, int]
     resize: str = "stretch"
+    task: str = "single_label"
+    thresholds: list[float] | None = None
+    contract: dict | None = None
+
+    def _read_contract(self, contract: dict) -> None:
+        self.contract = contract
+        self.resize = contract.get("resize", "stretch")
+        self.task = contract.get("task", self.task)
+        self.thresholds = contract.get("thresholds")
+
+    @property
+    def output_key(self) -> str:
+        """The serving output that holds the model's own output."""
+        return "values" if self.task == "regression" else "probabilities"
+
+    def describe(self, outputs: np.ndarray) -> dict:
+        """One image's outputs as a JSON-ready answer: the label, the labels, or the number.
+
+        Args:
+            outputs: the model's outputs for one image.
+        """
+        if self.task == "regression":
+            return {self.class_names[0]: float(outputs[0])}
+        if self.task == "multi_label":
+            cut = self.thresholds or [0.5] * len(self.class_names)
+            chosen = [c for c, p, t in zip(self.class_names, outputs, cut, strict=True) if p >= t]
+            scores = {c: round(float(p), 6) for c, p in zip(self.class_names, outputs, strict=True)}
+            return {"labels": chosen, "probabilities": scores}
+        top = int(np.argmax(outputs))
+        return {"label": self.class_names[top], "probability": float(outputs[top])}
 
     def predict_pixels(self, pixels: np.ndarray | tf.Tensor, tta: bool = False) -> np.ndarray:
         """Class probabilities for `uint8` images at `image_size`; `tta` adds mirrors."""
@@ -129,7 +166,7 @@ class ExportedClassifier(Classifier):
         self.path = find_saved_model(path)
         self.class_names, contract = read_contract(self.path)
         self.image_size = tuple(contract["image_size"])
-        self.resize = contract.get("resize", "stretch")
+        self._read_contract(contract)
         try:
             self._loaded = tf.saved_model.load(str(self.path))
             self._serve = self._loaded.signatures[BYTES_SIGNATURE]
@@ -148,10 +185,10 @@ class ExportedClassifier(Classifier):
     def predict_bytes(self, images: Sequence[bytes]) -> np.ndarray:
         """Class probabilities for encoded images, `[len(images), num_classes]`."""
         out = self._serve(**{BYTES_INPUT: tf.constant(list(images), dtype=tf.string)})
-        return out["probabilities"].numpy()
+        return out[self.output_key].numpy()
 
     def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
-        return self._images(pixels)["probabilities"].numpy()
+        return self._images(pixels)[self.output_key].numpy()
 
     def _predict_batch(self, paths: Sequence[str], tta: bool) -> np.ndarray:
         if tta:
@@ -191,7 +228,8 @@ class KerasClassifier(Classifier):
         self.model = load_keras_model(self.path)
         self.class_names, contract = _contract_near(self.path)
         self.image_size = tuple(self.model.input_shape[1:3])
-        self.resize = contract.get("resize", "stretch")
+        self.task = task_of(self.model)
+        self._read_contract(contract)
 
     def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(tf.cast(pixels, tf.float32)))
@@ -221,3 +259,38 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
             "folder, a .keras or a .tflite file."
         )
     return ExportedClassifier(path)
+
+
+def labelled_files(
+    data: str | os.PathLike, class_names: Sequence[str], contract: dict
+) -> LabelledFiles:
+    """The labelled images to check a model on: a folder of class sub-folders, or a CSV file
+    read with the columns the run was trained with (its contract's `csv` entry).
+
+    Args:
+        data: a folder or a `.csv` file.
+        class_names: the model's classes (regression: the target's name).
+        contract: the export's `preprocessing.json`.
+
+    Example:
+    >>> labelled_files("/no/such/folder", ["a"], {})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: ...
+    """
+    task = contract.get("task", "single_label")
+    if Path(data).suffix.lower() != ".csv":
+        if task != "single_label":
+            raise ValueError(
+                f"A {task} model is checked on a CSV file of images and labels, not on the "
+                f"folder {str(data)!r}: pass --data FILE.csv."
+            )
+        return scan_image_folder(data, class_names, verbose=False)
+    columns = contract.get("csv", {})
+    return read_csv_files(
+        data,
+        path_column=columns.get("path_column", "path"),
+        label_column=columns.get("label_column", "label"),
+        label_delim=columns.get("label_delim") or (" " if task == "multi_label" else None),
+        class_names=None if task == "regression" else class_names,
+        task=task,
+    )

@@ -1,7 +1,9 @@
-"""The serving signatures of an exported classifier: encoded images, pixels, tf.Examples.
+"""The serving signatures of an exported model: encoded images, pixels, tf.Examples.
 
 Every signature ends in the same outputs, computed by the Keras model on `uint8` pixels
-that were decoded and resized exactly as in training (`tfinetune.data.images`).
+that were decoded and resized exactly as in training (`tfinetune.data.images`). The outputs
+follow the model's task (`tfinetune.models.task_of`): `OUTPUTS` for one label per image,
+`MULTI_LABEL_OUTPUTS` for several, `REGRESSION_OUTPUTS` for a number.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tensorflow as tf
 
 from tfinetune.data.images import decode_and_resize, resize_image
 from tfinetune.data.records import FEATURES
+from tfinetune.models.heads import task_of
 
 # Signature names and their input names. TF Serving's REST API turns {"b64": ...} into bytes;
 # input names ending in `_bytes` mark binary inputs for clients that follow that convention.
@@ -29,21 +32,41 @@ OUTPUTS = (
     "top_k_labels",
     "top_k_scores",
 )
+MULTI_LABEL_OUTPUTS = (
+    "probabilities",
+    "predicted",
+    "labels",
+    "num_labels",
+    "top_k_class_ids",
+    "top_k_labels",
+    "top_k_scores",
+)
+REGRESSION_OUTPUTS = ("value", "values")
 
 
 def serving_functions(
-    model: keras.Model, class_names: Sequence[str], resize: str = "stretch", top_k: int = 5
+    model: keras.Model,
+    class_names: Sequence[str],
+    resize: str = "stretch",
+    top_k: int = 5,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, tuple[Callable, tf.TensorSpec]]:
     """The three serving functions of `model`, each with its input signature.
 
-    Outputs of each: `probabilities` `[batch, classes]`, the top class's `class_id`, `label`
-    and `score`, and the `top_k_class_ids`, `top_k_labels` and `top_k_scores` `[batch, k]`.
+    Outputs of each, one label per image: `probabilities` `[batch, classes]`, the top
+    class's `class_id`, `label` and `score`, and the `top_k_class_ids`, `top_k_labels` and
+    `top_k_scores` `[batch, k]`. Several labels: `probabilities`, `predicted` (`[batch,
+    classes]`, 1 where a probability reaches its class's threshold), `labels` (`[batch,
+    classes]`, the predicted classes' names first in class order, then empty strings),
+    `num_labels` `[batch]` and the `top_k_*`. Regression: `value` `[batch]` (the first
+    target) and `values` `[batch, targets]`, in the target's units.
 
     Args:
-        model: a classifier taking RGB pixels in 0..255 at a fixed size.
-        class_names: the class names, in output order.
+        model: a model taking RGB pixels in 0..255 at a fixed size.
+        class_names: the class names, in output order (regression: the targets' names).
         resize: "stretch", "crop" or "pad", as the model was trained.
         top_k: how many classes the top-k outputs hold (at most the number of classes).
+        thresholds: multi-label: each class's threshold (default 0.5 each).
 
     Returns:
         `{signature name: (function, input TensorSpec)}`.
@@ -60,21 +83,7 @@ def serving_functions(
         raise RuntimeError(f"tfinetune.data.records no longer writes {IMAGE_FEATURE!r}.")
     height, width = model.input_shape[1:3]
     size = (height, width)
-    labels = tf.constant([str(c) for c in class_names])
-    k = max(1, min(int(top_k), len(class_names)))
-
-    def outputs(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
-        scores, ids = tf.math.top_k(probabilities, k=k)
-        return {
-            "probabilities": probabilities,
-            "class_id": ids[:, 0],
-            "label": tf.gather(labels, ids[:, 0]),
-            "score": scores[:, 0],
-            "top_k_class_ids": ids,
-            "top_k_labels": tf.gather(labels, ids),
-            "top_k_scores": scores,
-        }
+    outputs = _outputs_of(model, class_names, top_k, thresholds)
 
     def from_bytes(encoded: tf.Tensor) -> tf.Tensor:
         return tf.map_fn(
@@ -110,6 +119,55 @@ def serving_functions(
             serve_examples,
             tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT),
         ),
+    }
+
+
+def _outputs_of(
+    model: keras.Model, class_names: Sequence[str], top_k: int, thresholds
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The function from `uint8` pixels to the task's serving outputs."""
+    labels = tf.constant([str(c) for c in class_names])
+    k = max(1, min(int(top_k), len(class_names)))
+    task = task_of(model)
+    cut = tf.constant(
+        [0.5] * len(class_names) if thresholds is None else list(thresholds), tf.float32
+    )
+
+    def outputs(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        predictions = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
+        if task == "regression":
+            return {"value": predictions[:, 0], "values": predictions}
+        scores, ids = tf.math.top_k(predictions, k=k)
+        top = {
+            "top_k_class_ids": ids,
+            "top_k_labels": tf.gather(labels, ids),
+            "top_k_scores": scores,
+        }
+        if task == "multi_label":
+            return {"probabilities": predictions, **_label_sets(predictions, cut, labels), **top}
+        return {
+            "probabilities": predictions,
+            "class_id": ids[:, 0],
+            "label": tf.gather(labels, ids[:, 0]),
+            "score": scores[:, 0],
+            **top,
+        }
+
+    return outputs
+
+
+def _label_sets(probabilities: tf.Tensor, thresholds: tf.Tensor, names: tf.Tensor) -> dict:
+    """Multi-label decisions: which classes reach their thresholds, and their names."""
+    chosen = probabilities >= thresholds[None, :]
+    # Predicted classes first, in class order: sort by (not chosen, class index).
+    n = tf.shape(probabilities)[1]
+    order = tf.argsort(tf.cast(~chosen, tf.int32) * n + tf.range(n)[None, :], axis=1)
+    kept = tf.gather(chosen, order, batch_dims=1)
+    named = tf.where(kept, tf.gather(names, order), tf.constant(""))
+    return {
+        "predicted": tf.cast(chosen, tf.int32),
+        "labels": named,
+        "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
     }
 
 

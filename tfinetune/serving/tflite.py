@@ -167,7 +167,7 @@ class TFLiteClassifier(Classifier):
             raise FileNotFoundError(f"{str(self.path)!r} does not exist.")
         self.class_names, contract = read_contract(self.path.parent)
         self.image_size = tuple(contract["image_size"])
-        self.resize = contract.get("resize", "stretch")
+        self._read_contract(contract)
         self.quantize = contract.get("quantize")
         try:
             self._interpreter = _interpreter(str(self.path))

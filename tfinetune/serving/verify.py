@@ -1,8 +1,11 @@
 """Verify an artifact against its Keras model on real images, loading it in a fresh process.
 
-`verify_artifact` decodes every image of a labelled folder, runs the Keras model on it here
-and the artifact in a new Python process (as a server or phone would load it), and compares:
-top-1 agreement, the largest probability difference and, with labels, both accuracies.
+`verify_artifact` decodes every image of a labelled folder (or CSV file), runs the Keras model
+on it here and the artifact in a new Python process (as a server or phone would load it), and
+compares: agreement (the same top class; for multi-label models the same label set at the
+stored thresholds; for regression a number within 1 % of the predictions' spread), the largest
+output difference, and both scores: accuracy (exact-match accuracy for multi-label, R² for
+regression).
 Run as `python -m tfinetune.serving.verify ARTIFACT FILES.json OUT.npz` it is that process.
 """
 
@@ -20,11 +23,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.images import decode_and_resize, decode_image
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import read_contract
-from tfinetune.serving.inference import ExportedClassifier, find_saved_model, load_classifier
+from tfinetune.serving.inference import (
+    ExportedClassifier,
+    find_saved_model,
+    labelled_files,
+    load_classifier,
+)
 from tfinetune.serving.signatures import image_example
 
 # What an artifact must meet: (least top-1 agreement, largest probability difference,
@@ -89,12 +96,12 @@ def _routes(artifact: str, paths: list[str]) -> dict[str, np.ndarray]:
     images = classifier.signature("serve_images")
     examples = classifier.signature("serve_examples")
     full_size = [images(images=decode_image(tf.constant(e))[None]) for e in encoded]
+    key = classifier.output_key
+    serialized = tf.constant([image_example(e) for e in encoded])
     return {
         "serving_default": classifier.predict_bytes(encoded),
-        "serve_images": np.concatenate([o["probabilities"].numpy() for o in full_size]),
-        "serve_examples": examples(example_bytes=tf.constant([image_example(e) for e in encoded]))[
-            "probabilities"
-        ].numpy(),
+        "serve_images": np.concatenate([o[key].numpy() for o in full_size]),
+        "serve_examples": examples(example_bytes=serialized)[key].numpy(),
     }
 
 
@@ -144,7 +151,8 @@ def _describe(artifact: Path) -> tuple[str, list[str], dict]:
     """The artifact's kind, class names and preprocessing, read without loading a SavedModel."""
     if artifact.suffix == ".keras":
         keras_model = load_classifier(artifact)
-        contract = {"image_size": keras_model.image_size, "resize": keras_model.resize}
+        contract = {"image_size": keras_model.image_size, "resize": keras_model.resize,
+                    "task": keras_model.task, "thresholds": keras_model.thresholds}  # fmt: skip
         return "keras", keras_model.class_names, contract
     if artifact.suffix == ".tflite" or (artifact / "model.tflite").is_file():
         folder = artifact.parent if artifact.suffix == ".tflite" else artifact
@@ -169,7 +177,8 @@ def verify_artifact(
 
     Args:
         artifact: a SavedModel folder, a `.tflite` file or folder, or a `.keras` file.
-        data_dir: a folder with one sub-folder per class (classes the artifact knows).
+        data_dir: a folder with one sub-folder per class (classes the artifact knows), or
+            for any task a CSV file as the run was trained from.
         reference: the Keras model (or its `.keras` file); found from the artifact if None.
         raise_on_failure: raise `VerificationError` when a criterion is not met.
 
@@ -181,37 +190,72 @@ def verify_artifact(
     kind, class_names, contract = _describe(artifact)
     if not isinstance(reference, keras.Model):
         reference = load_keras_model(reference or find_reference_model(artifact))
-    files = scan_image_folder(data_dir, class_names, verbose=False)
+    files = labelled_files(data_dir, class_names, contract)
     if not files.paths:
         raise ValueError(f"No images to verify on in {str(data_dir)!r}.")
     size, mode = tuple(contract["image_size"]), contract.get("resize", "stretch")
     pixels = [decode_and_resize(tf.io.read_file(p), size, mode) for p in files.paths]
     expected = np.asarray(reference.predict(tf.stack(pixels), verbose=0, batch_size=32))
     routes = _run_fresh_process(artifact, list(files.paths))
-    result = _compare(str(artifact), kind, routes, expected, np.asarray(files.labels))
+    decide = _decisions(contract.get("task", "single_label"), contract.get("thresholds"))
+    result = _compare(str(artifact), kind, routes, expected, files.label_array(), decide)
     if raise_on_failure and result.problems:
         raise VerificationError(f"Verification failed.\n{result}")
     return result
 
 
+def _decisions(task: str, thresholds: list[float] | None):
+    """`(agree(outputs, expected), score(outputs, labels))` for a task, per image / overall."""
+    if task == "regression":
+
+        def agree(out, expected):
+            return np.abs(out - expected)[:, 0] <= 0.01 * (expected.std() or 1.0)
+
+        def score(out, labels):
+            spread = float(np.sum((labels - labels.mean()) ** 2)) or 1.0
+            return 1.0 - float(np.sum((labels - out[:, 0]) ** 2)) / spread
+
+        return agree, score
+    if task == "multi_label":
+        cut = np.asarray(thresholds or 0.5)
+
+        def agree(out, expected):
+            return ((out >= cut) == (expected >= cut)).all(axis=1)
+
+        def score(out, labels):
+            return float(((out >= cut) == (labels > 0)).all(axis=1).mean())
+
+        return agree, score
+    return (
+        lambda out, expected: out.argmax(1) == expected.argmax(1),
+        lambda out, labels: float((out.argmax(1) == labels).mean()),
+    )
+
+
 def _compare(
-    artifact: str, kind: str, routes: dict[str, np.ndarray], expected: np.ndarray, labels
+    artifact: str,
+    kind: str,
+    routes: dict[str, np.ndarray],
+    expected: np.ndarray,
+    labels: np.ndarray,
+    decide=None,
 ) -> Verification:
-    """Measure each route against the Keras model's probabilities and hold it to CRITERIA."""
+    """Measure each route against the Keras model's outputs and hold it to CRITERIA."""
     least_agreement, tolerance, max_drop = CRITERIA[kind]
-    keras_accuracy = float((expected.argmax(1) == labels).mean())
+    agree, score = decide or _decisions("single_label", None)
+    keras_accuracy = score(expected, labels)
     result = Verification(artifact, kind, len(labels), {}, {}, {}, keras_accuracy)
     for route, probs in routes.items():
-        result.agreement[route] = float((probs.argmax(1) == expected.argmax(1)).mean())
+        result.agreement[route] = float(agree(probs, expected).mean())
         result.max_abs_diff[route] = float(np.abs(probs - expected).max())
-        result.accuracy[route] = float((probs.argmax(1) == labels).mean())
+        result.accuracy[route] = score(probs, labels)
         if least_agreement is not None and result.agreement[route] < least_agreement:
             result.problems.append(
                 f"{route}: top-1 agreement {result.agreement[route]:.2%} < {least_agreement:.0%}"
             )
         if tolerance is not None and not result.max_abs_diff[route] <= tolerance:
             gap = result.max_abs_diff[route]
-            result.problems.append(f"{route}: probabilities differ by {gap:.1e} > {tolerance:.0e}")
+            result.problems.append(f"{route}: outputs differ by {gap:.1e} > {tolerance:.0e}")
         drop = 100 * (keras_accuracy - result.accuracy[route])
         if max_drop is not None and drop > max_drop:
             result.problems.append(f"{route}: accuracy {drop:.1f} points below the Keras model's")

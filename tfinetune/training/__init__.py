@@ -1,11 +1,12 @@
 """Step 3 of the flow: staged fine-tuning of a classifier with Keras's own `fit`.
 
 - `freezing`: layer groups, freezing and unfreezing, the BatchNorm policy.
-- `losses`: choosing the loss for the labels, label smoothing.
+- `losses`: the loss and metrics for the task and labels, label smoothing.
 - `schedules`: warm-up + cosine and one-cycle learning-rate schedules.
 - `optimizers`: discriminative learning rates as a Keras `MultiOptimizer`.
 - `stages`: `Stage`, the default two-stage recipe, and the history of every stage.
 - `fine_tuning`: `fine_tune`, which trains the stages with `model.fit`.
 - `lr_finder`: the learning-rate finder.
+- `distillation`: `Distiller`, a student trained on a teacher's softened predictions.
 - `curves`: figures of training histories and finder sweeps.
 """

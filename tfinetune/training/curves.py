@@ -30,7 +30,7 @@ def plot_history(history: FineTuneHistory, path: str | os.PathLike) -> Figure:
     >>> import tempfile
     >>> fig = plot_history(h, tempfile.mkdtemp() + "/curves.png")
     """
-    metrics = [m for m in ("loss", "accuracy") if m in history.history]
+    metrics = [m for m in ("loss", "accuracy", "auc", "mae") if m in history.history]
     fig = Figure(figsize=(5.5 * max(len(metrics), 1), 4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(len(metrics), 1)))
     epochs = np.arange(1, history.epochs + 1)

@@ -9,10 +9,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfinetune.models.heads import task_of
 from tfinetune.models.specs import BackboneSpec
+from tfinetune.training.distillation import Distiller
 from tfinetune.training.freezing import freeze_to, layer_groups
 from tfinetune.training.guards import TrainingGuard, check_training_data, explain_graph_error
-from tfinetune.training.losses import default_loss, resolve_loss
+from tfinetune.training.losses import default_loss, default_metrics, resolve_loss
 from tfinetune.training.optimizers import (
     OptimizerFactory,
     discriminative_optimizer,
@@ -50,7 +52,7 @@ def fine_tune(
     gradient_accumulation_steps: int | None = None,
     label_smoothing: float = 0.0,
     loss: str | keras.losses.Loss | None = None,
-    metrics: Sequence[str | keras.metrics.Metric] = ("accuracy",),
+    metrics: Sequence[str | keras.metrics.Metric] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     class_weight: Mapping[int, float] | None = None,
     steps_per_epoch: int | None = None,
@@ -69,13 +71,18 @@ def fine_tune(
     BatchNormalization layers stay frozen, and so in inference mode, unless `train_bn`.
     Callbacks see every epoch of every stage, numbered continuously.
 
+    The loss and metrics follow the model's head (`tfinetune.models.task_of`) unless given:
+    cross-entropy and accuracy for one label; binary cross-entropy, accuracy and AUC for
+    several; mean squared error, MAE and RMSE for regression. A `Distiller` trains its
+    student's layer groups in the same stages, on the blended loss.
+
     With `ema_momentum`, the optimizer keeps an exponential moving average of the trained
     weights (Keras's `use_ema`) and each stage ends with the model holding those averages:
     on small datasets this removes much of the step-to-step noise of the final weights.
     Per-epoch validation metrics are computed on the raw weights.
 
     Args:
-        model: a classifier made by `build_classifier`.
+        model: a model made by `build_classifier`, or a `Distiller` of two.
         train_data: a dataset of `(pixels, labels)` batches.
         val_data: an optional validation dataset of the same form.
         epochs: epochs of the unfrozen stage (0 skips it).
@@ -94,10 +101,10 @@ def fine_tune(
             None for the raw weights.
         gradient_accumulation_steps: apply the summed gradients every this many steps.
         label_smoothing: smooth the one-hot targets by this much (sparse or one-hot labels).
-        loss: the Keras loss; by default cross-entropy for the labels the data has: sparse
-            for class indices, categorical for one-hot or mixed rows (MixUp, CutMix). For
-            multi-label data pass "binary_crossentropy".
-        metrics: the Keras metrics.
+        loss: the Keras loss; by default the head's (see above): for one label, sparse
+            cross-entropy for class indices, categorical for one-hot or mixed rows (MixUp,
+            CutMix).
+        metrics: the Keras metrics (default: the head's, see above).
         callbacks: Keras callbacks, shared by every stage.
         class_weight: Keras's `class_weight` (e.g. `ImageData.class_weights()`).
         steps_per_epoch: batches per epoch, as in `model.fit` (needed for a dataset that
@@ -116,9 +123,10 @@ def fine_tune(
     >>> [name for name, _, _ in h.stages]
     ['head', 'fine-tune']
     """
+    net = model.student if isinstance(model, Distiller) else model  # whose layers train
     if stages is None:
         stages = default_stages(
-            model,
+            net,
             epochs=epochs,
             freeze_epochs=freeze_epochs,
             learning_rate=learning_rate,
@@ -128,23 +136,24 @@ def fine_tune(
             schedule=schedule,
             spec=spec,
         )
-    groups = layer_groups(model, spec)
+    groups = layer_groups(net, spec)
     check_stages(stages, [g.name for g in groups])
     make_optimizer = _optimizer_factory(
         optimizer, optimizer_options, ema_momentum, gradient_accumulation_steps
     )
-    check_training_data(model, train_data)
-    loss = resolve_loss(loss or default_loss(train_data), label_smoothing)
+    check_training_data(net, train_data)
+    task = task_of(net)
+    loss = resolve_loss(loss or default_loss(train_data, task), label_smoothing)
     schedule_steps = _steps_for_schedules(stages, train_data, steps_per_epoch)
     result = FineTuneHistory()
     for index, stage in enumerate(stages):
         n_trained = train_group_count(stage, [g.name for g in groups])
-        trained = freeze_to(model, n_trained, train_bn=train_bn, spec=spec)[-n_trained:]
+        trained = freeze_to(net, n_trained, train_bn=train_bn, spec=spec)[-n_trained:]
         steps = schedule_steps * stage.epochs
         model.compile(
             optimizer=_stage_optimizer(stage, trained, steps, make_optimizer),
             loss=loss,
-            metrics=list(metrics),
+            metrics=default_metrics(task) if metrics is None else list(metrics),
         )
         start, name = result.epochs, stage.name or f"stage {index + 1}"
         with warnings.catch_warnings():

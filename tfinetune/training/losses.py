@@ -88,17 +88,48 @@ def resolve_loss(loss: str | keras.losses.Loss, label_smoothing: float = 0.0):
     )
 
 
-def default_loss(dataset: tf.data.Dataset) -> str:
-    """Sparse cross-entropy for class-index labels, categorical for one-hot (or mixed) rows.
+def default_loss(dataset: tf.data.Dataset, task: str = "single_label") -> str:
+    """The loss for a task and its labels.
+
+    Single-label: sparse cross-entropy for class indices, categorical for one-hot (or mixed)
+    rows. Multi-label: binary cross-entropy. Regression: mean squared error.
 
     Args:
         dataset: a dataset of `(inputs, labels)` batches.
+        task: "single_label", "multi_label" or "regression" (see `tfinetune.models.task_of`).
 
     Example:
     >>> default_loss(tf.data.Dataset.from_tensors((tf.zeros([2, 4]), tf.zeros([2, 3]))))
     'categorical_crossentropy'
     """
+    if task == "multi_label":
+        return "binary_crossentropy"
+    if task == "regression":
+        return "mean_squared_error"
     labels = dataset.element_spec[1]
     if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] != 1:
         return "categorical_crossentropy"
     return "sparse_categorical_crossentropy"
+
+
+def default_metrics(task: str = "single_label") -> list[str | keras.metrics.Metric]:
+    """New metric objects that suit a task: accuracy; accuracy and AUC; MAE and RMSE.
+
+    Args:
+        task: "single_label", "multi_label" or "regression".
+
+    Example:
+    >>> [m if isinstance(m, str) else m.name for m in default_metrics("regression")]
+    ['mae', 'rmse']
+    """
+    if task == "multi_label":
+        return [
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(multi_label=True, name="auc"),
+        ]
+    if task == "regression":
+        return [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+        ]
+    return ["accuracy"]

@@ -1,0 +1,168 @@
+"""What a run trains: data from a folder or a CSV file (one label, several, or a number per
+image), the model that suits it, and, for distillation, a teacher with the data's classes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+
+from tfinetune.data.datasets import ImageData, files_datasets
+from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.pipeline import PipelineOptions
+from tfinetune.data.tables import read_csv_files
+from tfinetune.models.classifier import build_classifier
+from tfinetune.models.saving import load_keras_model
+from tfinetune.models.specs import BackboneSpec
+
+
+def is_csv(path: str | os.PathLike) -> bool:
+    """Whether a data argument names a CSV file rather than a folder.
+
+    Args:
+        path: the `--data` (or validation) argument.
+
+    Example:
+    >>> is_csv("labels.csv"), is_csv("photos/")
+    (True, False)
+    """
+    return Path(path).suffix.lower() == ".csv"
+
+
+def load_run_data(
+    data: str | os.PathLike,
+    val: str | os.PathLike | None,
+    options: PipelineOptions,
+    *,
+    val_split: float = 0.2,
+    task: str | None = None,
+    label_delim: str | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    verbose: bool = True,
+) -> ImageData:
+    """Training and validation datasets from folders of class sub-folders or CSV files.
+
+    A CSV has a header row, a path column (relative to the CSV's folder) and a label column:
+    a class name, several separated by `label_delim` (multi-label), or a number (regression).
+
+    Args:
+        data: the training folder or CSV file.
+        val: a validation folder or CSV file; otherwise `val_split` of `data` is held out.
+        options: the pipeline options.
+        val_split: the share held out when there is no `val`.
+        task: "single_label", "multi_label" or "regression" (CSV only); by default
+            multi-label when `label_delim` is given, else single-label.
+        label_delim: the separator of several labels in one cell (default for a multi-label
+            task: a space).
+        path_column: the CSV's path column.
+        label_column: the CSV's label (or target) column.
+        verbose: show progress while checking files.
+
+    Example:
+    >>> load_run_data("no/such/folder", None, PipelineOptions(32, 4))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: ...
+    """
+    if task == "multi_label" and label_delim is None:
+        label_delim = " "
+    if not is_csv(data):
+        if task not in (None, "single_label") or (val is not None and is_csv(val)):
+            raise ValueError(
+                f"A folder of class sub-folders ({str(data)!r}) gives one label per image; for "
+                f"the {task or 'given'} task, pass CSV files (--csv, --val-csv)."
+            )
+        train_files = scan_image_folder(data, verbose=verbose)
+        val_files = (
+            scan_image_folder(val, train_files.class_names, verbose=verbose) if val else None
+        )
+    else:
+        columns = {"path_column": path_column, "label_column": label_column}
+        train_files = read_csv_files(data, label_delim=label_delim, task=task, **columns)
+        val_files = None
+        if val is not None:
+            if not is_csv(val):
+                raise ValueError(
+                    f"With a training CSV, give the validation data as a CSV too: {str(val)!r}."
+                )
+            val_files = read_csv_files(
+                val,
+                label_delim=label_delim,
+                task=train_files.task,
+                class_names=None if train_files.task == "regression" else train_files.class_names,
+                **columns,
+            )
+    return files_datasets(train_files, val_files, val_split=val_split, options=options)
+
+
+def load_teacher(path: str | os.PathLike, class_names: list[str]) -> keras.Model:
+    """A teacher for distillation: a run folder's (or a `.keras` file's) model, whose classes
+    are the data's, in the same order.
+
+    Args:
+        path: a `tfinetune train` run folder or its `model.keras`.
+        class_names: the student's classes.
+
+    Example:
+    >>> load_teacher("no/such/run", ["a", "b"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: ...
+    """
+    path = Path(path)
+    model_file = path / "model.keras" if path.is_dir() else path
+    if not model_file.is_file():
+        raise FileNotFoundError(
+            f"No teacher model at {str(model_file)!r}: pass a run folder of `tfinetune train` "
+            "(with model.keras) or a .keras file."
+        )
+    labels = model_file.parent / "labels.txt"
+    teacher_classes = labels.read_text().splitlines() if labels.is_file() else None
+    if teacher_classes is not None and teacher_classes != list(class_names):
+        raise ValueError(
+            f"The teacher {str(path)!r} knows the classes {teacher_classes} but the data has "
+            f"{list(class_names)}: distil from a teacher trained on the same classes."
+        )
+    teacher = load_keras_model(model_file)
+    if teacher_classes is None and teacher.output_shape[-1] != len(class_names):
+        raise ValueError(
+            f"The teacher {str(path)!r} predicts {teacher.output_shape[-1]} classes but the "
+            f"data has {len(class_names)}: distil from a teacher trained on the same classes."
+        )
+    return teacher
+
+
+def build_run_model(
+    spec: BackboneSpec,
+    data: ImageData,
+    image_size: tuple[int, int],
+    weights: str | os.PathLike | None,
+    **head,
+) -> keras.Model:
+    """The model for a run's data: its task, its classes, and a regression target's scale.
+
+    Args:
+        spec: the backbone.
+        data: the run's datasets (`load_run_data`).
+        image_size: `(height, width)`.
+        weights: `"imagenet"`, a weights file, or None.
+        **head: `build_classifier`'s head options (`pooling`, `hidden_units`, ...).
+
+    Example:
+    >>> import numpy as np
+    >>> from tfinetune.data.datasets import array_datasets
+    >>> from tfinetune.models.backbones import get_spec
+    >>> d = array_datasets(np.zeros((8, 8, 8), "uint8"), np.linspace(2, 4, 8), ["y"],
+    ...                    val_split=0, image_size=16)
+    >>> m = build_run_model(get_spec("convnet_tiny"), d, (16, 16), None)
+    >>> m.get_layer("head_target_scaling").mean
+    3.0
+    """
+    scale = {}
+    if data.task == "regression":
+        targets = data.train_labels
+        scale = {"target_mean": float(targets.mean()), "target_std": float(targets.std()) or 1.0}
+    return build_classifier(
+        spec, len(data.class_names), weights=weights, image_size=image_size, task=data.task,
+        **scale, **head,
+    )  # fmt: skip
