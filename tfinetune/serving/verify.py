@@ -46,6 +46,14 @@ CRITERIA = {
 }
 
 
+# Per task: the agreement column's name, the score's name and its format.
+_HEADERS = {
+    "single_label": ("top-1 agreement", "accuracy", ".2%"),
+    "multi_label": ("same label set", "exact set", ".2%"),
+    "regression": ("within 1%", "R²", ".4f"),
+}
+
+
 class VerificationError(RuntimeError):
     """An artifact does not predict what its Keras model predicts."""
 
@@ -62,6 +70,7 @@ class Verification:
     accuracy: dict[str, float]
     keras_accuracy: float
     problems: list[str] = field(default_factory=list)
+    task: str = "single_label"
 
     @property
     def passed(self) -> bool:
@@ -73,16 +82,17 @@ class Verification:
         return {**asdict(self), "passed": self.passed}
 
     def __str__(self) -> str:
+        agreement, score, form = _HEADERS[self.task]
         lines = [
             f"Verified {self.artifact} ({self.kind}) on {self.images} images in a fresh process:",
-            f"  {'route':<16}{'top-1 agreement':>16}{'max |dp|':>11}{'accuracy':>10}",
+            f"  {'route':<16}{agreement:>16}{'max |diff|':>11}{score:>10}",
         ]
-        for route, agreement in self.agreement.items():
+        for route, agreed in self.agreement.items():
             lines.append(
-                f"  {route:<16}{agreement:>16.2%}{self.max_abs_diff[route]:>11.1e}"
-                f"{self.accuracy[route]:>10.2%}"
+                f"  {route:<16}{agreed:>16.2%}{self.max_abs_diff[route]:>11.1e}"
+                f"{self.accuracy[route]:>10{form}}"
             )
-        lines.append(f"  {'keras model':<16}{'':>16}{'':>11}{self.keras_accuracy:>10.2%}")
+        lines.append(f"  {'keras model':<16}{'':>16}{'':>11}{self.keras_accuracy:>10{form}}")
         lines += [f"  FAILED: {p}" for p in self.problems] or ["  passed"]
         return "\n".join(lines)
 
@@ -197,8 +207,10 @@ def verify_artifact(
     pixels = [decode_and_resize(tf.io.read_file(p), size, mode) for p in files.paths]
     expected = np.asarray(reference.predict(tf.stack(pixels), verbose=0, batch_size=32))
     routes = _run_fresh_process(artifact, list(files.paths))
-    decide = _decisions(contract.get("task", "single_label"), contract.get("thresholds"))
+    task = contract.get("task", "single_label")
+    decide = _decisions(task, contract.get("thresholds"))
     result = _compare(str(artifact), kind, routes, expected, files.label_array(), decide)
+    result.task = task
     if raise_on_failure and result.problems:
         raise VerificationError(f"Verification failed.\n{result}")
     return result
