@@ -78,6 +78,7 @@ def test_blended_loss_is_the_weighted_sum_of_label_and_teacher_losses():
     assert got == pytest.approx(0.3 * hard + 0.7 * soft, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_distill_command_writes_the_student_alone(trained_run, tmp_path):
     data, teacher_run = trained_run
     args = ["distill", "--teacher", str(teacher_run), "--data", str(data)]

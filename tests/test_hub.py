@@ -140,18 +140,19 @@ def test_hub_backbone_classifier_on_real_photos(tmp_path):
     data = image_folder_datasets(root / "train", root / "val", image_size=224, seed=1337)
     model = build_classifier(f"hub:{hub_dir}", 2)
     assert model.get_layer("normalize").mode == "unit"
-    fine_tune(model, data.train, data.val, freeze_epochs=8, epochs=0, verbose=0)
+    fine_tune(model, data.train, freeze_epochs=8, epochs=0, verbose=0)  # scored below
     accuracy = evaluate_classifier(model, data.val, data.class_names).accuracy
     print(f"hub backbone, head only: hymenoptera val accuracy {accuracy:.4f}")
     assert accuracy >= 0.93
 
-    # One epoch with the hub backbone trainable changes its variables; the result reloads.
+    # A step with the hub backbone trainable changes its variables; the result reloads.
     hub = find_backbone(model).get_layer("hub")
     assert hub.trainable_weights == []  # frozen in the head stage
     freeze_to(model, 2)
     before = [w.numpy().copy() for w in hub.trainable_weights]
     assert len(before) == 156  # the SavedModel's trainable variables
-    fine_tune(model, data.train, freeze_epochs=0, epochs=1, train_groups=2, verbose=0)
+    # Two batches are enough to show that gradients reach the SavedModel's variables.
+    fine_tune(model, data.train.take(2), freeze_epochs=0, epochs=1, train_groups=2, verbose=0)
     assert any(
         not np.array_equal(w.numpy(), b) for w, b in zip(hub.trainable_weights, before, strict=True)
     )

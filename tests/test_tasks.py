@@ -145,6 +145,7 @@ def _served_sets(version: Path, paths: list[str]) -> list[set[str]]:
     return sets
 
 
+@pytest.mark.slow
 def test_multilabel_run_learns_the_sets_and_chooses_thresholds(multilabel_run):
     _, run = multilabel_run
     assert task_of(keras.saving.load_model(run / "model.keras", compile=False)) == "multi_label"
@@ -155,6 +156,7 @@ def test_multilabel_run_learns_the_sets_and_chooses_thresholds(multilabel_run):
     assert (run / "training_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_multilabel_export_returns_the_label_sets(multilabel_run):
     val, run = multilabel_run
     version = run / "saved_model" / "1"
@@ -178,6 +180,7 @@ def test_multilabel_export_returns_the_label_sets(multilabel_run):
     assert np.mean([s == t for s, t in zip(served, truth, strict=True)]) >= 0.85
 
 
+@pytest.mark.slow
 def test_multilabel_evaluate_and_predict_use_the_stored_thresholds(
     multilabel_run, tmp_path, capsys
 ):
@@ -195,6 +198,7 @@ def test_multilabel_evaluate_and_predict_use_the_stored_thresholds(
     assert [set(a["labels"]) for a in answers] == served
 
 
+@pytest.mark.slow
 @pytest.mark.processes
 def test_multilabel_export_command_keeps_the_thresholds_and_verifies(multilabel_run, tmp_path):
     val, run = multilabel_run
@@ -211,6 +215,7 @@ def test_multilabel_export_command_keeps_the_thresholds_and_verifies(multilabel_
 # === Regression end to end ===
 
 
+@pytest.mark.slow
 def test_regression_run_predicts_the_covered_share_in_its_units(tmp_path, capsys):
     train = write_coverage(tmp_path / "train", 200, seed=3)
     val = write_coverage(tmp_path / "val", 60, seed=4)
