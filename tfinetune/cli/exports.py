@@ -9,30 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.cli.run_data import load_run_model
 from tfinetune.data.images import decode_and_resize
-from tfinetune.models.saving import load_keras_model
-from tfinetune.serving.export import export_version, read_contract
-from tfinetune.serving.inference import find_saved_model, labelled_files
+from tfinetune.serving.export import export_version
+from tfinetune.serving.inference import labelled_files
 from tfinetune.serving.tflite import CALIBRATION_IMAGES, export_tflite
 from tfinetune.serving.verify import Verification, verify_artifact
 
 FORMATS = ("saved_model", "tflite")
-
-
-def _load_run(run: Path) -> tuple[keras.Model, list[str], dict, Path]:
-    """The run's Keras model, class names, preprocessing contract and model file."""
-    model_file = run if run.suffix == ".keras" else run / "model.keras"
-    if not model_file.is_file():
-        raise FileNotFoundError(
-            f"{str(run)!r} holds no model.keras: pass a run folder of `tfinetune train` (or its "
-            "model.keras file)."
-        )
-    class_names, contract = read_contract(find_saved_model(model_file.parent))
-    return load_keras_model(model_file), class_names, contract, model_file
 
 
 def _calibration_images(folder: str, class_names: list[str], contract: dict) -> list[np.ndarray]:
@@ -78,7 +65,7 @@ def export_run(
     """
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}. Use one of {', '.join(FORMATS)}.")
-    model, class_names, contract, model_file = _load_run(Path(run))
+    model, class_names, contract, model_file = load_run_model(run)
     data = data or contract.get("validation_data") or contract.get("training_data")
     if not data or not Path(data).exists():
         raise FileNotFoundError(

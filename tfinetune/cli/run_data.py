@@ -15,6 +15,8 @@ from tfinetune.data.tables import read_csv_files
 from tfinetune.models.classifier import build_classifier
 from tfinetune.models.saving import load_keras_model
 from tfinetune.models.specs import BackboneSpec
+from tfinetune.serving.export import read_contract
+from tfinetune.serving.inference import find_saved_model
 
 
 def is_csv(path: str | os.PathLike) -> bool:
@@ -96,9 +98,30 @@ def load_run_data(
     return files_datasets(train_files, val_files, val_split=val_split, options=options)
 
 
+def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict, Path]:
+    """A run's Keras model, class names, preprocessing contract and model file.
+
+    Args:
+        run: a `tfinetune train` run folder or its `model.keras`.
+
+    Example:
+    >>> load_run_model("no/such/run")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: ...
+    """
+    run = Path(run)
+    model_file = run if run.suffix == ".keras" else run / "model.keras"
+    if not model_file.is_file():
+        raise FileNotFoundError(
+            f"{str(run)!r} holds no model.keras: pass a run folder of `tfinetune train` (or its "
+            "model.keras file)."
+        )
+    class_names, contract = read_contract(find_saved_model(model_file.parent))
+    return load_keras_model(model_file), class_names, contract, model_file
+
+
 def load_teacher(path: str | os.PathLike, class_names: list[str]) -> keras.Model:
-    """A teacher for distillation: a run folder's (or a `.keras` file's) model, whose classes
-    are the data's, in the same order.
+    """A teacher for distillation: a run's model, whose classes are the data's, in order.
 
     Args:
         path: a `tfinetune train` run folder or its `model.keras`.
@@ -109,25 +132,11 @@ def load_teacher(path: str | os.PathLike, class_names: list[str]) -> keras.Model
     Traceback (most recent call last):
     FileNotFoundError: ...
     """
-    path = Path(path)
-    model_file = path / "model.keras" if path.is_dir() else path
-    if not model_file.is_file():
-        raise FileNotFoundError(
-            f"No teacher model at {str(model_file)!r}: pass a run folder of `tfinetune train` "
-            "(with model.keras) or a .keras file."
-        )
-    labels = model_file.parent / "labels.txt"
-    teacher_classes = labels.read_text().splitlines() if labels.is_file() else None
-    if teacher_classes is not None and teacher_classes != list(class_names):
+    teacher, teacher_classes, _, _ = load_run_model(path)
+    if teacher_classes != list(class_names):
         raise ValueError(
             f"The teacher {str(path)!r} knows the classes {teacher_classes} but the data has "
             f"{list(class_names)}: distil from a teacher trained on the same classes."
-        )
-    teacher = load_keras_model(model_file)
-    if teacher_classes is None and teacher.output_shape[-1] != len(class_names):
-        raise ValueError(
-            f"The teacher {str(path)!r} predicts {teacher.output_shape[-1]} classes but the "
-            f"data has {len(class_names)}: distil from a teacher trained on the same classes."
         )
     return teacher
 
