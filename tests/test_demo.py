@@ -25,7 +25,7 @@ def test_demo_shows_transfer_beating_training_from_scratch(tmp_path):
 @pytest.mark.slow
 def test_demo_with_local_imagenet_weights(tmp_path):
     weights = asset("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
-    # Ten labels per class: the demo's claim (transfer wins) at half its default cost.
+    # Ten labels per class: the demo's claim (transfer wins) where labels are scarcest.
     summary = run_demo(tmp_path / "demo", weights=weights, labels_per_class=10, verbose=0)
     assert summary["source_accuracy"] is None
     assert summary["fine_tuned_accuracy"] >= summary["scratch_accuracy"] + 0.15
