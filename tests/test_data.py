@@ -16,6 +16,7 @@ from tfinetune import (
 )
 from tfinetune.data.files import LabelledFiles
 from tfinetune.data.images import load_image
+from tfinetune.data.tables import read_csv_files
 
 from conftest import files_pipeline
 
@@ -50,7 +51,7 @@ def messy_folder(tmp_path):
     (root / "b" / "truncated.png").write_bytes(png[: len(png) // 2])
     (root / "a" / "empty.jpg").write_bytes(b"")
     (root / "b" / "notes.jpg").write_text("this is not a picture")
-    (root / "b" / "README.txt").write_text("ignored: neither named nor made as an image")
+    (root / "b" / "README.txt").write_text("reported: every file is used or reported")
     (root / "a" / ".DS_Store").write_bytes(b"\x00\x01")
     return root
 
@@ -64,8 +65,9 @@ def test_scan_finds_good_images_and_reports_exactly_the_bad_ones(messy_folder):
         + ["gray.png", "rgba.png", "anim.gif", "no_extension"]
     )
     bad = {Path(b.path).name: b.reason for b in files.bad_files}
-    assert sorted(bad) == ["corrupt.jpg", "empty.jpg", "notes.jpg", "truncated.png"]
+    assert sorted(bad) == ["README.txt", "corrupt.jpg", "empty.jpg", "notes.jpg", "truncated.png"]
     assert bad["empty.jpg"] == "empty file (0 bytes)"
+    assert bad["README.txt"] == "not an image: the content starts with b'reported'"
     assert bad["notes.jpg"].startswith("not an image")
     assert "Invalid JPEG data" in bad["corrupt.jpg"]
     assert "Invalid PNG data" in bad["truncated.png"]
@@ -73,7 +75,7 @@ def test_scan_finds_good_images_and_reports_exactly_the_bad_ones(messy_folder):
 
 def test_training_on_a_messy_folder_runs_to_the_end(messy_folder):
     data = image_folder_datasets(messy_folder, image_size=32, batch_size=4, val_split=0.25)
-    assert len(data.bad_files) == 4
+    assert len(data.bad_files) == 5
     model = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
     history = fine_tune(model, data.train, data.val, stages=[Stage(2, 2, 1e-3)], verbose=0)
     assert history.epochs == 2 and np.isfinite(history.history["loss"]).all()
@@ -128,6 +130,58 @@ def test_missing_and_empty_folders_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="has no class sub-folders"):
         scan_image_folder(tmp_path / "empty")
     (tmp_path / "noimages" / "cats").mkdir(parents=True)
-    (tmp_path / "noimages" / "cats" / "notes.txt").write_text("hi")
-    with pytest.raises(ValueError, match=r"Class folder .*cats' has no image files"):
+    (tmp_path / "noimages" / "cats" / ".DS_Store").write_text("junk")
+    with pytest.raises(ValueError, match=r"Class folder .*cats' has no files \(only hidden"):
         scan_image_folder(tmp_path / "noimages")
+    (tmp_path / "noimages" / "cats" / "notes.txt").write_text("hi")
+    with pytest.raises(ValueError, match=r"notes.txt: not an image: the content starts with b'hi'"):
+        scan_image_folder(tmp_path / "noimages")
+
+
+def _encoded(fmt, seed=0, size=16, **options):
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _tensorflow_decodes_webp() -> bool:
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(_encoded("WEBP", lossless=True))
+        return True
+    except tf.errors.InvalidArgumentError:
+        return False
+
+
+def test_webp_is_used_tiff_reported_and_junk_ignored_in_folders_and_csvs(tmp_path):
+    root = tmp_path / "data"
+    for seed, label in enumerate(("cat", "dog")):
+        (root / label).mkdir(parents=True)
+        (root / label / "a.png").write_bytes(_encoded("PNG", seed=seed))
+    (root / "cat" / "b.webp").write_bytes(_encoded("WEBP", seed=3, lossless=True))
+    (root / "cat" / "scan.tif").write_bytes(_encoded("TIFF", seed=4))
+    (root / "dog" / "Thumbs.db").write_bytes(b"\x00" * 64)
+    (root / "dog" / ".DS_Store").write_bytes(b"\x00" * 64)
+    (root / "dog" / "__MACOSX").mkdir()
+    (root / "dog" / "__MACOSX" / "a.png").write_bytes(b"resource fork")
+    files = scan_image_folder(root)
+    reasons = {Path(b.path).name: b.reason for b in files.bad_files}
+    assert reasons["scan.tif"].startswith("a TIFF image: TensorFlow does not decode TIFF")
+    assert sorted(Path(p).name for p in files.ignored) == [".DS_Store", "Thumbs.db", "__MACOSX"]
+    webp = str(root / "cat" / "b.webp")
+    if _tensorflow_decodes_webp():
+        assert webp in files.paths and "b.webp" not in reasons
+    else:  # the floor's TensorFlow: reported, with what to do
+        assert "cannot decode: upgrade TensorFlow or convert it" in reasons["b.webp"]
+    used_or_reported = len(files.paths) + len(files.bad_files) + len(files.ignored)
+    assert used_or_reported == 7  # every file and folder placed, none dropped silently
+
+    table = root / "rows.csv"  # paths relative to its folder
+    rows = ["path,label", "cat/a.png,cat", "cat/scan.tif,cat", "dog/a.png,dog", "cat/b.webp,cat"]
+    table.write_text("\n".join(rows) + "\n")
+    from_csv = read_csv_files(table)
+    reasons = {Path(b.path).name: b.reason for b in from_csv.bad_files}
+    assert reasons["scan.tif"].startswith("a TIFF image")
+    assert (webp in from_csv.paths) == _tensorflow_decodes_webp()

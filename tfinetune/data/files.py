@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.data.images import decode_image
+from tfinetune.data.images import decode_image, undecodable_reason
 from tfinetune.data.splits import stratified_split
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -38,13 +38,15 @@ class LabelledFiles:
         labels: one class index per path, or for multi-label data a tuple of indices, or
             for regression a float.
         class_names: the names the labels index (for regression: the target's name).
-        bad_files: files that looked like images but could not be read.
+        bad_files: files that were skipped, with the reason.
+        ignored: known junk that was passed over (hidden files, `Thumbs.db`, ...).
     """
 
     paths: list[str]
     labels: list[int] | list[tuple[int, ...]] | list[float]
     class_names: list[str]
     bad_files: list[BadFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,10 +84,11 @@ class LabelledFiles:
         keep = [i for i, path in enumerate(self.paths) if path not in drop]
         kept = self.subset(keep)
         kept.bad_files = [*self.bad_files, *bad]
+        kept.ignored = list(self.ignored)
         return kept
 
     def subset(self, indices: Sequence[int]) -> LabelledFiles:
-        """The files at `indices`, with the same classes (and no bad files)."""
+        """The files at `indices`, with the same classes (and no bad or ignored files)."""
         return LabelledFiles(
             [self.paths[i] for i in indices], [self.labels[i] for i in indices], self.class_names
         )
@@ -137,6 +140,11 @@ def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]
             reason = "cannot be decoded"
         except (tf.errors.OpError, ValueError) as err:
             reason = f"cannot be decoded: {_tf_error_text(err)}"
+        try:
+            with open(path, "rb") as f:
+                reason = undecodable_reason(f.read(16)) or reason
+        except OSError:
+            pass
         bad.append(BadFile(str(path), reason))
     return bad
 

@@ -13,24 +13,22 @@ from tfinetune.data.files import (
     find_bad_files,
     find_cross_class_duplicates,
 )
-from tfinetune.data.images import IMAGE_EXTENSIONS, sniff_format
+from tfinetune.data.images import is_junk, sniff_format, undecodable_reason
 
 
-def _classify_file(path: Path) -> tuple[bool, str | None]:
-    """Whether a file is an image candidate, and a reason when it should be reported as bad."""
-    is_image_name = path.suffix.lower() in IMAGE_EXTENSIONS
+def _classify_file(path: Path) -> str | None:
+    """None for an image candidate, else the reason to report the file as skipped."""
     try:
         with open(path, "rb") as f:
             header = f.read(16)
     except OSError as err:
-        return False, f"cannot be read: {err.strerror}"
+        return f"cannot be read: {err.strerror}"
     if not header:
-        return False, "empty file (0 bytes)" if is_image_name else None
-    if sniff_format(header) is None:
-        if is_image_name:
-            return False, f"not an image: the content starts with {header[:8]!r}"
-        return False, None  # Not named as an image and not one: not ours to report.
-    return True, None
+        return "empty file (0 bytes)"
+    found = sniff_format(header)
+    if found is None:
+        return f"not an image: the content starts with {header[:8]!r}"
+    return undecodable_reason(header) if found == "tiff" else None
 
 
 def scan_image_folder(
@@ -41,8 +39,9 @@ def scan_image_folder(
 ) -> LabelledFiles:
     """List a folder with one sub-folder per class; skip and report unreadable files.
 
-    Files are found in nested folders too, and recognised by their content. Files named as
-    images that are empty, not images, or fail to decode are reported in `bad_files`.
+    Files are found in nested folders too, and recognised by their content. Every other
+    file is reported in `bad_files` with the reason (empty, not an image, a TIFF, fails to
+    decode), except known junk (hidden files, `Thumbs.db`, `__MACOSX`), listed in `ignored`.
 
     Args:
         directory: the folder holding one sub-folder per class.
@@ -83,7 +82,7 @@ def _check_root(directory: str | os.PathLike) -> Path:
 
 
 def _class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_junk(p.name))
     if not found:
         raise ValueError(
             f"Data folder {str(root)!r} has no class sub-folders. Expected "
@@ -101,30 +100,29 @@ def _class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
 
 
 def _list_class_files(root: Path, class_names: Sequence[str]) -> LabelledFiles:
-    """Every image candidate under each class folder (nested too), and the files to report."""
-    paths, labels, bad = [], [], []
+    """Every image candidate under each class folder (nested too), the files to report, and
+    the junk passed over."""
+    paths, labels, bad, ignored = [], [], [], []
     for label, name in enumerate(class_names):
         class_dir = root / name
-        count = 0
+        found = len(paths) + len(bad)
         for dirpath, dirnames, filenames in os.walk(class_dir) if class_dir.is_dir() else []:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                path = Path(dirpath) / filename
-                ok, reason = _classify_file(path)
-                if ok:
+            ignored += [os.path.join(dirpath, n) for n in sorted(dirnames + filenames)
+                        if is_junk(n)]  # fmt: skip
+            dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
+            for path in [Path(dirpath) / n for n in sorted(filenames) if not is_junk(n)]:
+                reason = _classify_file(path)
+                if reason is None:
                     paths.append(str(path))
                     labels.append(label)
-                    count += 1
-                elif reason:
+                else:
                     bad.append(BadFile(str(path), reason))
-        if count == 0 and class_dir.is_dir():
+        if len(paths) + len(bad) == found and class_dir.is_dir():
             raise ValueError(
-                f"Class folder {str(class_dir)!r} has no image files (JPEG, PNG, GIF or BMP). "
-                "Add images to it or remove the folder."
+                f"Class folder {str(class_dir)!r} has no files (only hidden or system files, "
+                "if any). Add images to it (JPEG, PNG, GIF, BMP or WebP) or remove the folder."
             )
-    return LabelledFiles(paths, labels, list(class_names), bad)
+    return LabelledFiles(paths, labels, list(class_names), bad, ignored)
 
 
 def _check_every_class_kept_images(files: LabelledFiles, present: Sequence[str], root) -> None:

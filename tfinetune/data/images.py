@@ -13,18 +13,35 @@ import tensorflow as tf
 from tfinetune.data.headers import guard_pixels
 from tfinetune.sizes import to_size
 
-# Leading bytes of the formats that `tf.io.decode_image` reads.
+# Leading bytes of the formats that `tf.io.decode_image` reads (WebP: where TensorFlow
+# was built with it), and of TIFF, which it does not read but which is reported by name.
 _SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "jpeg": (b"\xff\xd8\xff",),
     "png": (b"\x89PNG\r\n\x1a\n",),
     "gif": (b"GIF87a", b"GIF89a"),
     "bmp": (b"BM",),
+    "tiff": (b"II*\x00", b"MM\x00*"),
 }
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+# Files that operating systems and archivers leave in folders: ignored, and counted.
+JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+
+
+def is_junk(name: str) -> bool:
+    """Whether a file or folder name is known junk (hidden, `Thumbs.db`, `__MACOSX`, ...).
+
+    Args:
+        name: the file or folder name.
+
+    Example:
+    >>> [is_junk(n) for n in (".DS_Store", "Thumbs.db", "cat.jpg")]
+    [True, True, False]
+    """
+    return name.startswith(".") or name.lower() in JUNK_NAMES
 
 
 def sniff_format(header: bytes) -> str | None:
-    """Name the image format from a file's first bytes, or None when it is not one we read.
+    """Name the image format from a file's first bytes, or None when it is not one we know.
 
     Args:
         header: the first 16 bytes (or more) of a file.
@@ -33,14 +50,40 @@ def sniff_format(header: bytes) -> str | None:
     >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n....")
     'png'
     """
+    if header[:4] == b"RIFF" and header[8:12] == b"WEBP":
+        return "webp"
     for name, prefixes in _SIGNATURES.items():
         if header.startswith(prefixes):
             return name
     return None
 
 
+def undecodable_reason(header: bytes) -> str | None:
+    """Why a file of a known image format failed to decode, when the format says it all.
+
+    Args:
+        header: the file's first bytes.
+
+    Example:
+    >>> undecodable_reason(b"II*\\x00....")[:24]
+    'a TIFF image: TensorFlow'
+    """
+    found = sniff_format(header)
+    if found == "tiff":
+        return (
+            "a TIFF image: TensorFlow does not decode TIFF; convert it to PNG or JPEG "
+            "(for example with Pillow: Image.open(path).save(new_path))"
+        )
+    if found == "webp":
+        return (
+            f"a WebP image that TensorFlow {tf.__version__} cannot decode: upgrade TensorFlow "
+            "or convert it to PNG or JPEG"
+        )
+    return None
+
+
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """Decode JPEG, PNG, GIF (first frame) or BMP bytes to a `uint8` RGB tensor `[h, w, 3]`.
+    """Decode JPEG, PNG, GIF (first frame), BMP or WebP bytes to `uint8` RGB `[h, w, 3]`.
 
     Grayscale images are repeated over three channels and an alpha channel is dropped. An
     image of more pixels than `tfinetune.data.headers.max_pixels()` is refused.
