@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.cli.config import Experiment
+from tfinetune.cli.overrides import apply_flags
 from tfinetune.cli.runs import train_run
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.models.saving import load_keras_model
@@ -73,11 +75,10 @@ def main() -> None:
         for variant in ("hard labels", "distilled"):
             run_dir = work / f"{variant.replace(' ', '_')}_{seed}"
             cpu, wall = time.process_time(), time.perf_counter()
-            train_run(
-                args.train, run_dir, val_dir=args.val, backbone=args.backbone,
-                weights=args.weights, seed=seed,
-                teacher=args.teacher if variant == "distilled" else None, verbose=0,
-            )  # fmt: skip
+            flags = {"data": args.train, "val_data": args.val, "backbone": args.backbone,
+                     "weights": args.weights, "seed": seed,
+                     "teacher": args.teacher if variant == "distilled" else None}  # fmt: skip
+            train_run(apply_flags(Experiment(), flags), run_dir, verbose=0)
             row = {
                 "seed": seed,
                 "variant": variant,

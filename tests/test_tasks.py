@@ -12,6 +12,8 @@ import pytest
 import tensorflow as tf
 
 from tfinetune.cli import main
+from tfinetune.cli.config import Experiment
+from tfinetune.cli.overrides import apply_flags
 from tfinetune.cli.runs import train_run
 from tfinetune.data.tables import read_csv_files
 from tfinetune.models.classifier import build_classifier
@@ -19,7 +21,7 @@ from tfinetune.models.heads import task_of
 from tfinetune.training.losses import default_loss, default_metrics
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
-TINY = {"backbone": "convnet_tiny", "weights": None, "image_size": 32, "batch_size": 16}
+TINY = {"backbone": "convnet_tiny", "weights": "none", "image_size": 32, "batch_size": 16}
 # From scratch, so every group and its BatchNormalization trains at one rate.
 FAST = {"freeze_epochs": 1, "epochs": 14, "train_groups": 6, "train_bn": True, "lr_mult": 1.0}
 
@@ -219,8 +221,9 @@ def test_multilabel_export_command_keeps_the_thresholds_and_verifies(multilabel_
 def test_regression_run_predicts_the_covered_share_in_its_units(tmp_path, capsys):
     train = write_coverage(tmp_path / "train", 200, seed=3)
     val = write_coverage(tmp_path / "val", 60, seed=4)
-    run = train_run(train, tmp_path / "run", val_dir=val, label_column="coverage",
-                    task="regression", verbose=0, **TINY, **FAST)  # fmt: skip
+    flags = {"data": train, "val_data": val, "label_column": "coverage", "task": "regression"}
+    run = train_run(apply_flags(Experiment(), {**flags, **TINY, **FAST}), tmp_path / "run",
+                    verbose=0)  # fmt: skip
     spread = float(run.report.targets.std())
     assert run.report.mae < 0.35 * spread, (run.report.mae, spread)
     metrics = json.loads((run.out_dir / "metrics.json").read_text())
@@ -266,6 +269,7 @@ def test_bad_csv_rows_are_named(tmp_path):
 def test_regression_refuses_label_mixing_augmentation(tmp_path):
     train = write_coverage(tmp_path / "train", 12, seed=6)
     with pytest.raises(ValueError, match=r"mixes labels .* regression"):
-        train_run(train, tmp_path / "run", label_column="coverage", task="regression",
-                  augment=["flip", "mixup"], verbose=0, **TINY)  # fmt: skip
+        flags = {"data": train, "label_column": "coverage", "task": "regression"}
+        flags |= {"augment": ["flip", "mixup"], **TINY}
+        train_run(apply_flags(Experiment(), flags), tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()

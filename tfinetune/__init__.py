@@ -73,6 +73,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.serving.tflite": ("TFLiteClassifier", "export_tflite"),
     "tfinetune.serving.verify": ("VerificationError", "verify_artifact"),
     # === whole runs (what the command line drives) ===
+    "tfinetune.cli.config": ("Experiment", "load_config"),
+    "tfinetune.cli.overrides": ("apply_flags",),
     "tfinetune.cli.runs": ("evaluate_run", "train_run"),
     "tfinetune.cli.lr_find": ("lr_find_run",),
     "tfinetune.cli.exports": ("export_run",),

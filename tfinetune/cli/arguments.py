@@ -30,7 +30,7 @@ _positive_int, _whole_number = _at_least(1), _at_least(0)
 
 
 def _weights(value: str) -> str | None:
-    return None if value.lower() == "none" else value
+    return "none" if value.lower() == "none" else value
 
 
 def parse_augment(value: str) -> str | list[str] | None:
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands)
+    init = commands.add_parser("init", help="write an example experiment file, with comments")
+    init.add_argument("path", help="the .toml file to write")
     _add_lr_find(commands)
     _add_convert(commands)
     _add_evaluate_and_predict(commands)
@@ -66,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--backbone", default="mobilenet_v2", help="catalogue name")
+def _add_model_options(command: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """--backbone, --weights, --image-size (without defaults for `train`: its experiment's)."""
+    default = {"default": "mobilenet_v2"} if defaults else {}
+    command.add_argument("--backbone", **default, help="catalogue name")
+    default = {"default": "imagenet"} if defaults else {}
     command.add_argument(
-        "--weights", default="imagenet", type=_weights, help="imagenet, a weights file, or none"
+        "--weights", **default, type=_weights, help="imagenet, a weights file, or none"
     )
     command.add_argument(
         "--image-size", type=_positive_int, help="input size (default: the backbone's)"
@@ -92,7 +97,8 @@ def _hidden_units(value: str) -> list[int]:
 
 
 def _add_data_and_head(command: argparse.ArgumentParser) -> None:
-    sources = command.add_mutually_exclusive_group(required=True)
+    """The data and head flags of `train` and `distill` (their defaults: the experiment's)."""
+    sources = command.add_mutually_exclusive_group()
     sources.add_argument("--data", help="training folder: DIR/<class>/<images>")
     sources.add_argument(
         "--csv", dest="data", help="training CSV: a path column and a label (or number) column"
@@ -109,37 +115,39 @@ def _add_data_and_head(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--label-delim", help="separator of several labels in one CSV cell (multi-label)"
     )
-    command.add_argument("--path-column", default="path", help="the CSV's image path column")
-    command.add_argument("--label-column", default="label", help="the CSV's label column")
-    _add_model_options(command)
-    command.add_argument("--pooling", default="avg", choices=("avg", "max", "avgmax"))
+    command.add_argument("--path-column", help="the CSV's image path column (path)")
+    command.add_argument("--label-column", help="the CSV's label column (label)")
+    _add_model_options(command, defaults=False)
+    command.add_argument("--pooling", choices=("avg", "max", "avgmax"))
     command.add_argument(
-        "--hidden-units", type=_hidden_units, default=[], help="hidden head layers, e.g. 256,128"
+        "--hidden-units", type=_hidden_units, help="hidden head layers, e.g. 256,128"
     )
-    command.add_argument("--head-dropout", type=float, default=0.2)
+    command.add_argument("--head-dropout", type=float, help="(0.2)")
     command.add_argument(
         "--head-batchnorm", action="store_true", help="BatchNormalization after hidden layers"
     )
 
 
 def _add_train(commands) -> None:
+    # Flags left out are absent (SUPPRESS), so the experiment file's values stand.
     train = commands.add_parser(
-        "train", help="fine-tune on a folder of class sub-folders or a CSV file"
+        "train",
+        help="fine-tune on a folder of class sub-folders or a CSV file",
+        argument_default=argparse.SUPPRESS,
     )
     _add_data_and_head(train)
     _add_training_options(train)
     distill = commands.add_parser(
-        "distill", help="train a (small) model from a trained run's predictions and the labels"
+        "distill",
+        help="train a (small) model from a trained run's predictions and the labels",
+        argument_default=argparse.SUPPRESS,
     )
     distill.add_argument("--teacher", required=True, help="a run folder of `tfinetune train`")
     distill.add_argument(
-        "--temperature", type=float, default=2.0, help="softens the teacher's and student's outputs"
+        "--temperature", type=float, help="softens the teacher's and student's outputs (2)"
     )
     distill.add_argument(
-        "--alpha",
-        type=float,
-        default=0.5,
-        help="the labels' share of the loss (teacher: 1 - alpha)",
+        "--alpha", type=float, help="the labels' share of the loss (teacher: 1 - alpha) (0.5)"
     )
     _add_data_and_head(distill)
     _add_training_options(distill)
@@ -147,53 +155,52 @@ def _add_train(commands) -> None:
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
-        "--epochs", type=_whole_number, default=6, help="epochs with the top blocks unfrozen"
+        "--config", help="an experiment file (TOML; `tfinetune init` writes one); flags override"
     )
     train.add_argument(
-        "--freeze-epochs", type=_whole_number, default=4, help="epochs of the head alone"
+        "--set",
+        dest="assignments",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one experiment value, e.g. --set stages.2.epochs=3 (repeatable)",
     )
+    train.add_argument(
+        "--epochs", type=_whole_number, help="epochs with the top blocks unfrozen (6)"
+    )
+    train.add_argument("--freeze-epochs", type=_whole_number, help="epochs of the head alone (4)")
     train.add_argument(
         "--train-groups",
         type=int,
-        default=5,
-        help="layer groups trained in the second stage, counting the head (5: head + 4 blocks)",
+        help="layer groups trained in the last stage, counting the head (5: head + 4 blocks)",
     )
     train.add_argument(
-        "--learning-rate", "--lr", type=float, default=1e-3, help="the head stage's learning rate"
+        "--learning-rate", "--lr", type=float, help="the head stage's learning rate (1e-3)"
     )
     train.add_argument(
-        "--lr-mult",
-        type=float,
-        default=10.0,
-        help="the unfrozen stage's spread of rates: head rate / lowest group's rate",
+        "--lr-mult", type=float, help="the last stage's spread: head rate / lowest group's (10)"
     )
     train.add_argument(
         "--fine-tune-learning-rate",
         type=float,
-        help="the head's rate in the second stage (default: learning rate / 2)",
+        help="the head's rate in the last stage (default: learning rate / 2)",
     )
-    train.add_argument(
-        "--schedule", default="constant", choices=("constant", "warmup_cosine", "one_cycle")
-    )
+    train.add_argument("--schedule", choices=("constant", "warmup_cosine", "one_cycle"))
     train.add_argument(
         "--train-bn", action="store_true", help="train BatchNormalization in unfrozen groups"
     )
-    train.add_argument("--label-smoothing", type=float, default=0.1)
-    train.add_argument(
-        "--ema", type=float, default=0.9, help="weight-average momentum; 0 trains without it"
-    )
-    train.add_argument("--batch-size", type=_positive_int, default=32)
-    train.add_argument("--val-split", type=float, default=0.2)
+    train.add_argument("--label-smoothing", type=float, help="(0.1)")
+    train.add_argument("--ema", type=float, help="weight-average momentum; 0 trains without it")
+    train.add_argument("--batch-size", type=_positive_int, help="(32)")
+    train.add_argument("--val-split", type=float, help="(0.2)")
     train.add_argument(
         "--augment",
-        default="light",
         help="none, light, medium, heavy, or layer names with commas (flip,rotation,cutmix)",
     )
-    train.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
+    train.add_argument("--resize", choices=("stretch", "crop", "pad"))
     train.add_argument(
         "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
     )
-    train.add_argument("--seed", type=int, default=1337)
+    train.add_argument("--seed", type=int, help="(1337)")
     train.add_argument(
         "--nondeterministic",
         action="store_true",
@@ -201,6 +208,7 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bars, the result only")
 
 
 def _add_lr_find(commands) -> None:

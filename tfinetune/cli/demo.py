@@ -21,6 +21,8 @@ import keras
 import tensorflow as tf
 
 from tfinetune.atomic import MARKER, check_output_folder, written_kind
+from tfinetune.cli.config import Experiment
+from tfinetune.cli.overrides import apply_flags
 from tfinetune.cli.runs import train_run
 from tfinetune.data.datasets import image_folder_datasets
 from tfinetune.data.synthetic import write_shapes_folder
@@ -152,11 +154,13 @@ def run_demo(
         f"[2/4] Fine-tuning on the target task {list(TARGET_SHAPES)} with {labels_per_class} "
         "labels per class"
     )
-    run = train_run(
-        target_train, out / "run", val_dir=target_val, backbone=backbone, weights=weights,
-        image_size=size, epochs=epochs, freeze_epochs=freeze_epochs, train_groups=3,
-        learning_rate=3e-3, batch_size=16, seed=seed, overwrite=True, verbose=fit_verbose,
-    )  # fmt: skip
+    experiment = apply_flags(Experiment(), {
+        "data": target_train, "val_data": target_val, "backbone": backbone,
+        "weights": str(weights), "image_size": size, "epochs": epochs,
+        "freeze_epochs": freeze_epochs, "train_groups": 3, "learning_rate": 3e-3,
+        "batch_size": 16, "seed": seed,
+    })  # fmt: skip
+    run = train_run(experiment, out / "run", overwrite=True, verbose=fit_verbose)
 
     # === The baseline: same architecture and budget, from scratch ===
     say("[3/4] Training the same architecture from scratch on the same images and epochs")

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tfinetune.cli.arguments import VERBOSE_ENV, build_parser, parse_augment
 
@@ -27,59 +28,54 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
                IsADirectoryError, FloatingPointError)  # fmt: skip
 
 
-def _headline(report) -> str:
-    """The one number of a validation report, for the last line of a run."""
-    if report is None:
-        return ""
-    if hasattr(report, "accuracy"):
-        return f"validation accuracy {report.accuracy:.1%}, "
-    if hasattr(report, "mae"):
-        return f"validation MAE {report.mae:.4g}, "
-    return f"validation macro F1 {report.to_dict()['macro_avg']['f1']:.3f}, "
+def experiment_from_args(args: argparse.Namespace):
+    """The experiment a `train` or `distill` command describes: its file, then its flags,
+    then its `--set` values."""
+    from tfinetune.cli.config import Experiment, load_config, parse_assignment
+    from tfinetune.cli.overrides import FLAGS, apply_flags
+
+    experiment = load_config(args.config) if getattr(args, "config", None) else Experiment()
+    given = {flag: getattr(args, flag) for flag in FLAGS if hasattr(args, flag)}
+    if "augment" in given:
+        given["augment"] = parse_augment(given["augment"]) or "none"
+    experiment = apply_flags(experiment, given)
+    assignments = dict(parse_assignment(a) for a in getattr(args, "assignments", None) or [])
+    experiment = experiment.with_values(assignments)
+    if not experiment.data.train:
+        raise ValueError(
+            "No training data: pass --data DIR (or --csv FILE), or an experiment file with "
+            "data.train (--config FILE)."
+        )
+    return experiment
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tfinetune.cli.runs import train_run
+    from tfinetune.cli.runs import headline, train_run
 
-    teacher = {}
-    if args.command == "distill":
-        teacher = {"teacher": args.teacher, "temperature": args.temperature, "alpha": args.alpha}
+    experiment = experiment_from_args(args)
+    quiet = getattr(args, "quiet", False)
     result = train_run(
-        args.data,
-        args.out,
-        val_dir=args.val_data,
-        task=args.task,
-        label_delim=args.label_delim,
-        path_column=args.path_column,
-        label_column=args.label_column,
-        backbone=args.backbone,
-        weights=args.weights,
-        image_size=args.image_size,
-        pooling=args.pooling,
-        hidden_units=args.hidden_units,
-        head_dropout=args.head_dropout,
-        head_batch_norm=args.head_batchnorm,
-        **teacher,
-        epochs=args.epochs,
-        freeze_epochs=args.freeze_epochs,
-        train_groups=args.train_groups,
-        learning_rate=args.learning_rate,
-        lr_mult=args.lr_mult,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        schedule=args.schedule,
-        train_bn=args.train_bn,
-        label_smoothing=args.label_smoothing,
-        ema_momentum=args.ema or None,
-        batch_size=args.batch_size,
-        val_split=args.val_split,
-        augment=parse_augment(args.augment),
-        resize=args.resize,
-        balance_classes=args.balance_classes,
-        seed=args.seed,
-        deterministic_ops=not args.nondeterministic,
-        overwrite=args.overwrite,
+        experiment, args.out, overwrite=getattr(args, "overwrite", False), verbose=0 if quiet else 1
     )
-    print(f"Done in {result.seconds:.0f} s: {_headline(result.report)}run folder {result.out_dir}")
+    line = headline(result.report)
+    print(
+        f"Done in {result.seconds:.0f} s: {line + ', ' if line else ''}run folder {result.out_dir}"
+    )
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from tfinetune.atomic import write_text
+    from tfinetune.cli.config import Experiment, to_toml
+
+    path = Path(args.path)
+    if path.exists():
+        raise FileExistsError(f"{str(path)!r} exists; choose a new file name.")
+    example = Experiment()
+    example.data.train = "photos/train"
+    write_text(path, "# A tfinetune experiment: tfinetune train --config " + path.name
+               + " --out runs/first\n\n" + to_toml(example))  # fmt: skip
+    print(f"Wrote {path}: edit data.train, then `tfinetune train --config {path} --out RUN`.")
     return 0
 
 
@@ -90,7 +86,7 @@ def _lr_find(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         backbone=args.backbone,
-        weights=args.weights,
+        weights=None if args.weights == "none" else args.weights,
         image_size=args.image_size,
         train_groups=args.train_groups,
         num_steps=args.steps,
@@ -275,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "train": _train,
         "distill": _train,
+        "init": _init,
         "lr-find": _lr_find,
         "convert": _convert,
         "evaluate": _evaluate,

@@ -1,8 +1,9 @@
 """Whole runs over the public functions: train data into a run folder, evaluate an export.
 
-A run folder holds `labels.txt`, `metrics.json`, `history.json`, `training_curves.png`,
-the evaluation's figures, `model.keras` and `saved_model/1/`, the SavedModel for TF
-Serving (and, for multi-label runs, `thresholds.json`).
+A run folder holds its record (`config.toml`, `environment.json`, `manifest.csv`,
+`README.md`; see `run_folder`), `labels.txt`, `metrics.json`, `history.json`,
+`training_curves.png`, the evaluation's figures, `model.keras` and `saved_model/1/`, the
+SavedModel for TF Serving (and, for multi-label runs, `thresholds.json`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfinetune.atomic import check_output_folder, folder_lock, staged_folder
+from tfinetune.atomic import check_output_folder, folder_lock, staged_folder, write_text
+from tfinetune.cli.config import Experiment, load_config, resolve_paths
 from tfinetune.cli.run_data import build_run_model, is_csv, load_run_data, load_teacher
+from tfinetune.cli.run_folder import write_manifest, write_readme, write_record
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile
 from tfinetune.data.pipeline import PipelineOptions
@@ -36,7 +39,8 @@ from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
 from tfinetune.training.distillation import Distiller
 from tfinetune.training.fine_tuning import fine_tune
-from tfinetune.training.stages import FineTuneHistory
+from tfinetune.training.freezing import layer_groups
+from tfinetune.training.stages import FineTuneHistory, Stage
 
 
 @dataclass
@@ -53,168 +57,174 @@ class RunResult:
 
 
 def train_run(
-    data_dir: str | os.PathLike,
+    experiment: Experiment | str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    val_dir: str | os.PathLike | None = None,
-    task: str | None = None,
-    label_delim: str | None = None,
-    path_column: str = "path",
-    label_column: str = "label",
-    backbone: str | BackboneSpec = "mobilenet_v2",
-    weights: str | os.PathLike | None = "imagenet",
-    image_size: int | None = None,
-    pooling: str = "avg",
-    hidden_units: Sequence[int] = (),
-    head_dropout: float = 0.2,
-    head_batch_norm: bool = False,
-    teacher: str | os.PathLike | None = None,
-    temperature: float = 2.0,
-    alpha: float = 0.5,
-    epochs: int = 6,
-    freeze_epochs: int = 4,
-    train_groups: int = 5,
-    learning_rate: float = 1e-3,
-    lr_mult: float = 10.0,
-    fine_tune_learning_rate: float | None = None,
-    schedule: str = "constant",
-    train_bn: bool = False,
-    label_smoothing: float = 0.1,
-    ema_momentum: float | None = 0.9,
-    batch_size: int = 32,
-    val_split: float = 0.2,
-    augment: str | Sequence[str] | None = "light",
-    resize: str = "stretch",
-    balance_classes: bool = False,
-    seed: int = 1337,
-    deterministic_ops: bool = True,
     overwrite: bool = False,
     verbose: int = 1,
 ) -> RunResult:
-    """Train on a folder or a CSV file and leave a complete run folder.
+    """Run an experiment: train on a folder or a CSV file and leave a complete run folder.
 
-    Fine-tunes in two stages (head, then the top `train_groups` groups), evaluates on the
-    validation data, and writes metrics, plots, the Keras model and a checked SavedModel.
-    The task follows the data: a folder of class sub-folders gives one label per image; a
-    CSV gives one label, several (`label_delim`, or `task="multi_label"`), or a number
-    (`task="regression"`). A multi-label run chooses each class's threshold on the
-    validation data and stores the thresholds with the export. With `teacher`, the model
-    is distilled from a trained run's model (see `tfinetune.Distiller`).
+    Fine-tunes in the experiment's stages (by default the head, then the top 5 groups),
+    evaluates on the validation data, and writes metrics, plots, the Keras model, a checked
+    SavedModel, and the run's record (`config.toml`, `environment.json`, `manifest.csv`,
+    `README.md`). The task follows the data: a folder of class sub-folders gives one label
+    per image; a CSV gives one label, several (`data.label_delim`, or `data.task =
+    "multi_label"`), or a number (`"regression"`). A multi-label run chooses each class's
+    threshold on the validation data and stores the thresholds with the export. With
+    `distill.teacher`, the model is distilled from a trained run (see `tfinetune.Distiller`).
 
     Args:
-        data_dir: the training folder (one sub-folder per class) or CSV file.
+        experiment: an `Experiment` (see `tfinetune.cli.config`) or an experiment file.
         out_dir: the run folder to write (new or empty unless `overwrite`).
-        val_dir: a validation folder or CSV; otherwise `val_split` of the data is held out.
-        task: "single_label", "multi_label" or "regression" (see above).
-        label_delim: a CSV's separator of several labels in one cell.
-        path_column: a CSV's image path column.
-        label_column: a CSV's label (or target) column.
-        backbone: a catalogue name or a `BackboneSpec`.
-        weights: `"imagenet"`, a weights file, or None.
-        image_size: the input size; defaults to the backbone's.
-        pooling: the head's pooling: "avg", "max" or "avgmax".
-        hidden_units: sizes of hidden layers in the head.
-        head_dropout: the dropout rate before each dense layer of the head.
-        head_batch_norm: BatchNormalization after each hidden layer.
-        teacher: a run folder (or `.keras` file) to distil from, with the data's classes.
-        temperature: distillation: the softening temperature.
-        alpha: distillation: the weight of the labels' loss (the teacher's is `1 - alpha`).
-        epochs: epochs of the unfrozen stage.
-        freeze_epochs: epochs of the head stage.
-        train_groups: layer groups, from the top and counting the head, trained in the
-            second stage.
-        learning_rate: the head stage's learning rate.
-        lr_mult: the spread of the second stage's rates: its lowest group learns `lr_mult`
-            times more slowly than the head (see `fine_tune`).
-        fine_tune_learning_rate: the head's rate in the second stage (`learning_rate / 2`).
-        schedule: "constant", "warmup_cosine" or "one_cycle", in each stage.
-        train_bn: train the BatchNormalization layers of unfrozen groups (for a backbone
-            trained from scratch, or far from its pretraining data).
-        label_smoothing: smooth the targets by this much (single-label only).
-        ema_momentum: average the trained weights (see `fine_tune`); None for raw weights.
-        batch_size: images per batch.
-        val_split: the share held out for validation when there is no `val_dir`.
-        augment: the training augmentation: a policy name or a list of layer names.
-        resize: "stretch", "crop" or "pad", in training and in the exported model.
-        balance_classes: weight the loss so that every class counts equally.
-        seed: seeds the split, the initial weights, shuffling and augmentation.
-        deterministic_ops: make TensorFlow ops deterministic, so the same seed on the same
-            machine gives the same numbers. It is process-wide
-            (`tf.config.experimental.enable_op_determinism`); it costs little on a CPU but can
-            slow some GPU kernels.
-        overwrite: allow a non-empty `out_dir`.
+        overwrite: replace an earlier run in `out_dir`, as a whole, when this one is done.
         verbose: 0 silent, 1 progress bars and a summary.
 
     Example:
+    >>> from tfinetune.cli.overrides import apply_flags
     >>> from tfinetune.data.synthetic import write_shapes_folder
     >>> import tempfile
     >>> root = tempfile.mkdtemp()
     >>> data = write_shapes_folder(root + "/data", ["ring", "cross"], 6, size=32)
-    >>> r = train_run(data, root + "/run", backbone="convnet_tiny", weights=None,
-    ...               image_size=32, epochs=1, freeze_epochs=1, verbose=0)
+    >>> e = apply_flags(Experiment(), {"data": data, "backbone": "convnet_tiny",
+    ...     "weights": "none", "image_size": 32, "epochs": 1, "freeze_epochs": 1})
+    >>> r = train_run(e, root + "/run", verbose=0)
     >>> (r.out_dir / "saved_model" / "1" / "saved_model.pb").is_file()
     True
     """
     started = time.perf_counter()
-    spec = get_spec(backbone)
-    size = to_size(spec.default_size if image_size is None else image_size)
+    if not isinstance(experiment, Experiment):
+        experiment = load_config(experiment)
+    experiment = resolve_paths(experiment, Path.cwd())
+    if not experiment.data.train:
+        raise ValueError("The experiment names no training data: set data.train (or --data).")
+    spec = get_spec(experiment.model.backbone)
+    weights = _weights_of(experiment.model.weights)
     check_weights_argument(weights)  # before the data scan: a bad file fails at once
     check_output_folder(out_dir, overwrite, "run")
-    options = PipelineOptions(size, batch_size, augment=augment, resize=resize, seed=seed)
-    keras.utils.set_random_seed(seed)
-    if deterministic_ops:
+    keras.utils.set_random_seed(experiment.seed)
+    if experiment.performance.deterministic_ops:
         tf.config.experimental.enable_op_determinism()
     with folder_lock(out_dir), staged_folder(out_dir, "run", overwrite) as out:
-        # === Data ===
-        data = load_run_data(
-            data_dir, val_dir, options, val_split=val_split, task=task,
-            label_delim=label_delim, path_column=path_column, label_column=label_column,
-            verbose=bool(verbose),
-        )  # fmt: skip
-        if verbose:
-            _print_bad_files(data.bad_files)
-        (out / "labels.txt").write_text("\n".join(data.class_names) + "\n")
-
-        # === Model and training ===
-        model = build_run_model(
-            spec, data, size, weights, pooling=pooling, hidden_units=hidden_units,
-            dropout=head_dropout, batch_norm=head_batch_norm,
-        )  # fmt: skip
-        teacher_model = load_teacher(teacher, data.class_names) if teacher else None
-        trained = Distiller(model, teacher_model, temperature, alpha) if teacher else model
-        history = fine_tune(
-            trained, data.train, data.val, epochs=epochs, freeze_epochs=freeze_epochs,
-            train_groups=train_groups, learning_rate=learning_rate, lr_mult=lr_mult,
-            fine_tune_learning_rate=fine_tune_learning_rate, schedule=schedule, train_bn=train_bn,
-            label_smoothing=label_smoothing if data.task == "single_label" else 0.0,
-            ema_momentum=ema_momentum,
-            class_weight=data.class_weights() if balance_classes else None,
-            # One line per epoch in logs; live progress bars in a terminal.
-            verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
-        )  # fmt: skip
-        (out / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
+        write_record(out, experiment)
+        data, model = _data_and_model(experiment, spec, weights, verbose)
+        write_manifest(out, data)
+        write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
+        history = _train(experiment, data, model, verbose)
+        write_text(out / "history.json", json.dumps(history.to_dict(), indent=2))
         plot_history(history, out / "training_curves.png")
-
-        # === Evaluation and export ===
         report = None
         if data.val is not None:
             report = _evaluate_validation(model, data, out, time.perf_counter() - started)
             if verbose:
                 print(report)
-        thresholds = getattr(report, "thresholds", None)  # a multi-label run's, chosen on val
-        model.save(out / "model.keras")
-        # TF Serving's layout: version 1 of the run's model (`tfinetune export` adds more).
-        sources = {"training_data": data_dir, "validation_data": val_dir, "teacher": teacher}
-        csv_columns = {"path_column": path_column, "label_column": label_column,
-                       "label_delim": label_delim} if is_csv(data_dir) else None  # fmt: skip
-        export_version(
-            model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=resize,
-            thresholds=thresholds, metadata=_export_facts(spec, sources, csv_columns),
-        )  # fmt: skip
-    seconds = time.perf_counter() - started
+        _save_and_export(experiment, spec, data, model, report, out)
+        seconds = time.perf_counter() - started
+        facts = {"headline": headline(report), "seconds": seconds}
+        write_readme(out, Path(out_dir).resolve(), experiment, data, facts)
     return RunResult(
         Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
     )
+
+
+def _weights_of(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def _data_and_model(
+    experiment: Experiment, spec: BackboneSpec, weights: str | None, verbose: int
+) -> tuple[ImageData, keras.Model]:
+    """The run's datasets (bad files reported) and the model for them."""
+    d, m = experiment.data, experiment.model
+    size = to_size(d.image_size or spec.default_size)
+    augment = None if d.augment == "none" else d.augment
+    options = PipelineOptions(
+        size, d.batch_size, augment=augment, resize=d.resize, seed=experiment.seed
+    )
+    data = load_run_data(
+        d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
+        label_delim=d.label_delim or None, path_column=d.path_column,
+        label_column=d.label_column, verbose=bool(verbose),
+    )  # fmt: skip
+    if verbose:
+        _print_bad_files(data.bad_files)
+    model = build_run_model(
+        spec, data, size, weights, pooling=m.pooling, hidden_units=m.hidden_units,
+        dropout=m.dropout, batch_norm=m.batch_norm,
+    )  # fmt: skip
+    return data, model
+
+
+def _train(
+    experiment: Experiment, data: ImageData, model: keras.Model, verbose: int
+) -> FineTuneHistory:
+    """Fine-tune the model (or distil it) in the experiment's stages."""
+    t, distill = experiment.training, experiment.distill
+    trained = model
+    if distill.teacher:
+        teacher = load_teacher(distill.teacher, data.class_names)
+        trained = Distiller(model, teacher, distill.temperature, distill.alpha)
+    return fine_tune(
+        trained, data.train, data.val, stages=stages_of(experiment, model),
+        train_bn=t.train_bn,
+        label_smoothing=t.label_smoothing if data.task == "single_label" else 0.0,
+        ema_momentum=t.ema_momentum or None,
+        class_weight=data.class_weights() if experiment.data.balance_classes else None,
+        # One line per epoch in logs; live progress bars in a terminal.
+        verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
+    )  # fmt: skip
+
+
+def stages_of(experiment: Experiment, model: keras.Model) -> list[Stage]:
+    """The experiment's stages with epochs, as `fine_tune` takes them.
+
+    A number of groups larger than the model has means all of them.
+
+    Args:
+        experiment: the experiment.
+        model: the model to train.
+    """
+    n_groups = len(layer_groups(model))
+    stages = []
+    for s in experiment.stages:
+        groups = s.train_groups
+        if isinstance(groups, int) and groups > n_groups:
+            groups = n_groups
+        if s.epochs:
+            stages.append(Stage(s.epochs, groups, s.learning_rate, s.name, s.lr_mult,
+                                schedule=s.schedule))  # fmt: skip
+    return stages
+
+
+def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
+    """`model.keras` and version 1 of the SavedModel for TF Serving (`tfinetune export` adds
+    more), with a multi-label run's thresholds."""
+    model.save(out / "model.keras")
+    d = experiment.data
+    sources = {"training_data": d.train, "validation_data": d.val or None,
+               "teacher": experiment.distill.teacher or None}  # fmt: skip
+    csv_columns = {"path_column": d.path_column, "label_column": d.label_column,
+                   "label_delim": d.label_delim or None} if is_csv(d.train) else None  # fmt: skip
+    export_version(
+        model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=d.resize,
+        thresholds=getattr(report, "thresholds", None),  # a multi-label run's, chosen on val
+        metadata=_export_facts(spec, sources, csv_columns),
+    )  # fmt: skip
+
+
+def headline(report) -> str:
+    """The one number of a validation report, for the last line of a run ("" without one).
+
+    Args:
+        report: a validation report, or None.
+    """
+    if report is None:
+        return ""
+    if hasattr(report, "accuracy"):
+        return f"validation accuracy {report.accuracy:.1%}"
+    if hasattr(report, "mae"):
+        return f"validation MAE {report.mae:.4g}"
+    return f"validation macro F1 {report.to_dict()['macro_avg']['f1']:.3f}"
 
 
 def _export_facts(spec: BackboneSpec, sources: dict, csv_columns: dict | None) -> dict:

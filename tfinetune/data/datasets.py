@@ -40,6 +40,7 @@ class ImageData:
         test: an optional test dataset.
         test_files: the test files, when the source is files.
         bad_files: files that were skipped, with the reason.
+        ignored: known junk passed over (hidden files, `Thumbs.db`, ...).
         train_labels: the training labels (class indices or regression targets), when known.
         multi_label: whether labels are multi-hot rows.
         task: "single_label", "multi_label" or "regression" (labels are float targets).
@@ -53,6 +54,7 @@ class ImageData:
     test: tf.data.Dataset | None = None
     test_files: LabelledFiles | None = None
     bad_files: list[BadFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     train_labels: np.ndarray | None = None
     multi_label: bool = False
     task: str = "single_label"
@@ -178,6 +180,7 @@ def files_datasets(
         val_files=parts["val"],
         test_files=parts["test"],
         bad_files=bad,
+        ignored=[i for f in (train_files, val_files, test_files) if f for i in f.ignored],
         train_labels=None if train_files.multi_label else parts["train"].label_array(),
         multi_label=train_files.multi_label,
         task=train_files.task,

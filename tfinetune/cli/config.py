@@ -1,0 +1,363 @@
+"""Experiment files: one typed object (`Experiment`) for a whole run, read from and written to TOML.
+
+`tfinetune init` writes `Experiment()` with a comment on every key; `tfinetune train --config
+FILE` reads one back; `--set stages.2.epochs=3` and the plain flags override single values; a
+run folder keeps the resolved experiment as `config.toml`. Unknown keys and wrong types are
+errors that name the key and the type expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An experiment file or override with an unknown key or a value of the wrong type."""
+
+
+def _key(default: Any, help: str) -> Any:  # a field with its help, for `tfinetune init`
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they reach the model."""
+
+    train: str = _key("", "training folder (DIR/<class>/<images>) or CSV file")
+    val: str = _key("", "validation folder or CSV; empty: hold out val_split of train")
+    val_split: float = _key(0.2, "share held out for validation when there is no val")
+    task: str = _key("", "single_label, multi_label or regression; empty: from the data")
+    path_column: str = _key("path", "a CSV's image path column")
+    label_column: str = _key("label", "a CSV's label (or target) column")
+    label_delim: str = _key("", "separator of several labels in one CSV cell (multi-label)")
+    image_size: int = _key(0, "input size in pixels; 0: the backbone's")
+    batch_size: int = _key(32, "images per batch")
+    augment: str | list[str] = _key("light", "none, light, medium, heavy, or layer names")
+    resize: str = _key("stretch", "stretch, crop or pad")
+    balance_classes: bool = _key(False, "weight the loss so that every class counts equally")
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and the new head."""
+
+    backbone: str = _key("mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>")
+    weights: str = _key("imagenet", "imagenet, a weights file, or none")
+    pooling: str = _key("avg", "the head's pooling: avg, max or avgmax")
+    hidden_units: list[int] = _key([], "sizes of hidden head layers, e.g. [256, 128]")
+    dropout: float = _key(0.2, "dropout before each dense layer of the head")
+    batch_norm: bool = _key(False, "BatchNormalization after each hidden layer")
+
+
+@dataclass
+class StageConfig:
+    """One stage of fine-tuning (see `tfinetune.Stage`)."""
+
+    name: str = _key("stage", "a label for the progress, history and plots")
+    epochs: int = _key(1, "epochs of this stage (0 skips it)")
+    train_groups: int | str = _key(1, "layer groups trained, from the top (1: the head)")
+    learning_rate: float = _key(1e-3, "the head's (top group's) learning rate")
+    lr_mult: float = _key(1.0, "head rate / lowest trained group's rate")
+    schedule: str = _key("constant", "constant, warmup_cosine or one_cycle")
+
+
+def _default_stages() -> list[StageConfig]:
+    return [
+        StageConfig("head", 4, 1, 1e-3),
+        StageConfig("fine-tune", 6, 5, 5e-4, lr_mult=10.0),
+    ]
+
+
+@dataclass
+class TrainingConfig:
+    """What every stage shares."""
+
+    train_bn: bool = _key(False, "train BatchNormalization in unfrozen groups")
+    label_smoothing: float = _key(0.1, "smooth one-label targets by this much")
+    ema_momentum: float = _key(0.9, "weight-average momentum; 0 trains without it")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from a trained run (empty teacher: none)."""
+
+    teacher: str = _key("", "a run folder or .keras file to distil from")
+    temperature: float = _key(2.0, "softens the teacher's and the student's outputs")
+    alpha: float = _key(0.5, "the labels' share of the loss (the teacher's: 1 - alpha)")
+
+
+@dataclass
+class PerformanceConfig:
+    """How the work runs on the machine."""
+
+    deterministic_ops: bool = _key(True, "deterministic TensorFlow ops: same seed, same numbers")
+
+
+@dataclass
+class Experiment:
+    """A whole run: data, model, stages, training, distillation, performance.
+
+    Args:
+        seed: seeds Python, NumPy, TensorFlow and Keras, the split and the data order.
+        data: the data section.
+        model: the model section.
+        training: options every stage shares.
+        stages: the stages, in order (`stages.1` is the first in `--set`).
+        distill: distillation from a teacher.
+        performance: performance options.
+
+    Example:
+    >>> Experiment().with_values({"stages.2.epochs": 3}).stages[1].epochs
+    3
+    """
+
+    seed: int = _key(1337, "seeds the split, the weights, the data order and augmentation")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    stages: list[StageConfig] = field(default_factory=_default_stages)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+
+    def to_dict(self) -> dict:
+        """The experiment as plain values (what TOML holds)."""
+        return dataclasses.asdict(self)
+
+    def with_values(self, values: dict[str, Any]) -> Experiment:
+        """A copy with dotted keys set (`"model.pooling"`, `"stages.2.epochs"`; stages from 1).
+
+        Args:
+            values: dotted key -> value.
+        """
+        tree = self.to_dict()
+        for dotted, value in values.items():
+            _set_dotted(tree, dotted, value)
+        return from_dict(tree)
+
+
+def from_dict(values: dict, where: str = "") -> Experiment:
+    """An `Experiment` from plain values, checking every key and type.
+
+    Args:
+        values: nested sections as TOML gives them; missing keys take their defaults.
+        where: the file the values came from, for error messages.
+
+    Example:
+    >>> from_dict({"model": {"pooling": 3}})
+    Traceback (most recent call last):
+    tfinetune.cli.config.ConfigError: model.pooling must be a string, not 3 (int).
+    """
+    return _build(Experiment, values, "", f" in {where}" if where else "")
+
+
+def load_config(path: str | os.PathLike) -> Experiment:
+    """Read an experiment file (TOML); relative paths in it start from its folder.
+
+    Args:
+        path: the `.toml` file.
+
+    Example:
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "e.toml"
+    >>> _ = p.write_text('seed = 7\\n[data]\\ntrain = "flowers"\\n')
+    >>> c = load_config(p); (c.seed, Path(c.data.train).name)
+    (7, 'flowers')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Experiment file not found: {str(path)!r}. `tfinetune init FILE` writes an example."
+        )
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{str(path)!r} is not valid TOML: {err}.") from None
+    experiment = from_dict(values, str(path))
+    return resolve_paths(experiment, path.parent)
+
+
+def resolve_paths(experiment: Experiment, base: str | os.PathLike) -> Experiment:
+    """The experiment with its relative file paths made absolute from `base`.
+
+    Args:
+        experiment: the experiment.
+        base: the folder relative paths start from.
+    """
+
+    def full(value: str) -> str:
+        return str((Path(base) / value).resolve()) if value else value
+
+    weights = experiment.model.weights
+    return dataclasses.replace(
+        experiment,
+        data=dataclasses.replace(
+            experiment.data, train=full(experiment.data.train), val=full(experiment.data.val)
+        ),
+        model=dataclasses.replace(
+            experiment.model,
+            weights=weights if weights.lower() in ("imagenet", "none") else full(weights),
+        ),
+        distill=dataclasses.replace(experiment.distill, teacher=full(experiment.distill.teacher)),
+    )
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from `--set`: the value read as TOML (`3`, `true`, `[1, 2]`), else a string.
+
+    Args:
+        text: the assignment.
+
+    Example:
+    >>> parse_assignment("stages.2.epochs=3"), parse_assignment("model.pooling=max")
+    (('stages.2.epochs', 3), ('model.pooling', 'max'))
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set takes KEY=VALUE, such as stages.2.epochs=3. Received: {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def to_toml(experiment: Experiment, comments: bool = True) -> str:
+    """The experiment as a TOML file, each key with its help as a comment.
+
+    Args:
+        experiment: the experiment.
+        comments: write the help of each key above it.
+
+    Example:
+    >>> tomllib.loads(to_toml(Experiment()))["stages"][1]["name"]
+    'fine-tune'
+    """
+    lines: list[str] = []
+    _write_table(lines, experiment, "", comments)
+    for name, value in experiment.to_dict().items():
+        section = getattr(experiment, name)
+        if isinstance(value, dict):
+            lines += ["", f"# {type(section).__doc__}" if comments else "", f"[{name}]"]
+            _write_table(lines, section, "", comments)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for number, stage in enumerate(section, 1):
+                lines += ["", f"[[{name}]]  # {name}.{number}"]
+                _write_table(lines, stage, "", comments and number == 1)
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _write_table(lines: list[str], obj: Any, prefix: str, comments: bool) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) or (
+            isinstance(value, list) and value and dataclasses.is_dataclass(value[0])
+        ):
+            continue
+        if comments and f.metadata.get("help"):
+            lines.append(f"# {f.metadata['help']}")
+        lines.append(f"{f.name} = {_toml_value(value)}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
+
+
+# === Checking values against the dataclasses ===
+
+
+def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'The file'} must be a table{where}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Unknown key {prefix + key!r}{where}.{hint} The keys here are: {', '.join(names)}."
+            )
+    kwargs = {k: _check(v, hints[k], f"{prefix}{k}", where) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        item = typing.get_args(hint)[0]
+        plural = {str: "strings", int: "whole numbers", float: "numbers", bool: "booleans"}
+        return f"a list of {plural.get(item, 'tables')}"
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    return names.get(hint, f"a table ({getattr(hint, '__name__', hint)})")
+
+
+def _check(value: Any, hint: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(hint):
+            try:
+                return _check(value, option, key, where)
+            except ConfigError:
+                continue
+    elif origin is list:
+        if isinstance(value, list):
+            item = typing.get_args(hint)[0]
+            return [_check(v, item, f"{key}.{i}", where) for i, v in enumerate(value, 1)]
+    elif dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.", where)
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif (hint is int and isinstance(value, int) and not isinstance(value, bool)) or (
+        hint in (str, bool) and type(value) is hint
+    ):
+        return value
+    raise ConfigError(
+        f"{key} must be {_type_name(hint)}, not {value!r} ({type(value).__name__}){where}."
+    )
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts and lists (list positions count from 1)."""
+    parts = dotted.split(".")
+    node: Any = tree
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or not 1 <= int(part) <= len(node):
+                raise ConfigError(
+                    f"{here}: {'.'.join(parts[:depth])} has {len(node)} entries, numbered from "
+                    f"1; {part!r} is not one of them."
+                )
+            index = int(part) - 1
+            if last:
+                node[index] = value
+            node = node[index]
+        elif isinstance(node, dict):
+            if part not in node:
+                close = difflib.get_close_matches(part, list(node), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"Unknown key {here!r}.{hint} Known: {', '.join(node)}.")
+            if last:
+                node[part] = value
+            node = node[part]
+        else:
+            raise ConfigError(f"{here}: {'.'.join(parts[:depth])} holds a single value.")

@@ -1,0 +1,156 @@
+"""The record a run folder keeps: its experiment, the machine, the data manifest, a README.
+
+- `config.toml`: the resolved experiment (`tfinetune train --config` runs it again);
+- `environment.json`: package versions, Python, the devices, the command line;
+- `manifest.csv`: every file used, per split, with its label; every file skipped, with
+  the reason; the junk passed over;
+- `README.md`: for a person: what was trained, on what, the results, and the commands to
+  evaluate, predict, export, serve and resume it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import sys
+from pathlib import Path
+
+from tfinetune.atomic import write_text
+from tfinetune.cli.config import Experiment, to_toml
+from tfinetune.data.datasets import ImageData
+from tfinetune.data.files import LabelledFiles
+
+CONFIG_FILE, ENVIRONMENT_FILE, MANIFEST_FILE = "config.toml", "environment.json", "manifest.csv"
+
+
+def environment() -> dict:
+    """Package versions, Python, the platform, the devices and the command line.
+
+    Example:
+    >>> sorted(environment())[:3]
+    ['command', 'devices', 'keras']
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfinetune import __version__
+
+    return {
+        "tfinetune": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "devices": [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()],
+        "command": sys.argv,
+    }
+
+
+def write_record(out: Path, experiment: Experiment) -> None:
+    """Write `config.toml` and `environment.json` into a run folder.
+
+    Args:
+        out: the run folder.
+        experiment: the resolved experiment.
+    """
+    write_text(out / CONFIG_FILE, to_toml(experiment))
+    write_text(out / ENVIRONMENT_FILE, json.dumps(environment(), indent=2) + "\n")
+
+
+def _label_text(files: LabelledFiles, label) -> str:
+    if files.task == "regression":
+        return repr(float(label))
+    if files.task == "multi_label":
+        return " ".join(files.class_names[i] for i in label)
+    return files.class_names[label]
+
+
+def manifest_rows(data: ImageData) -> list[dict]:
+    """One row per file: `split`, `path`, `label`, `status` (used, skipped, ignored), `reason`.
+
+    Args:
+        data: the run's datasets.
+    """
+    rows = []
+    for split in ("train", "val", "test"):
+        files = getattr(data, f"{split}_files")
+        for path, label in zip(files.paths, files.labels, strict=True) if files else ():
+            rows.append({"split": split, "path": path, "label": _label_text(files, label),
+                         "status": "used", "reason": ""})  # fmt: skip
+    for bad in data.bad_files:
+        rows.append({"split": "", "path": bad.path, "label": "", "status": "skipped",
+                     "reason": bad.reason})  # fmt: skip
+    for path in data.ignored:
+        rows.append({"split": "", "path": path, "label": "", "status": "ignored",
+                     "reason": "known junk (hidden or system file)"})  # fmt: skip
+    return rows
+
+
+def write_manifest(out: Path, data: ImageData) -> Path:
+    """Write `manifest.csv` (see `manifest_rows`) into a run folder.
+
+    Args:
+        out: the run folder.
+        data: the run's datasets.
+    """
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["split", "path", "label", "status", "reason"])
+    writer.writeheader()
+    writer.writerows(manifest_rows(data))
+    return write_text(out / MANIFEST_FILE, text.getvalue())
+
+
+def read_manifest(run: str | Path) -> list[dict]:
+    """The rows of a run's `manifest.csv`.
+
+    Args:
+        run: the run folder.
+    """
+    with open(Path(run) / MANIFEST_FILE, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_readme(out: Path, final: Path, experiment: Experiment, data: ImageData, facts: dict):
+    """Write `README.md`: what was trained, on what, the results, and what to run next.
+
+    Args:
+        out: the folder being written.
+        final: the run folder's final path (for the commands).
+        experiment: the resolved experiment.
+        data: the run's datasets.
+        facts: `headline` (the result line) and `seconds`.
+    """
+    counts = {s: len(f) for s in ("train", "val", "test") if (f := getattr(data, f"{s}_files"))}
+    stages = ", ".join(f"{s.name} ({s.epochs} epochs)" for s in experiment.stages if s.epochs)
+    run, example = str(final), data.val_files.paths[0] if data.val_files else "IMAGE"
+    val = f" and validated on `{experiment.data.val}`" if experiment.data.val else ""
+    text = f"""# Run `{final.name}`
+
+A {data.task.replace("_", "-")} model on **{experiment.model.backbone}**
+(weights: {experiment.model.weights}), trained with tfinetune on
+`{experiment.data.train}`{val}.
+
+- Classes ({len(data.class_names)}): {", ".join(data.class_names[:20])}
+- Files used: {", ".join(f"{n} {s}" for s, n in counts.items())}; skipped:
+  {len(data.bad_files)}; ignored: {len(data.ignored)} (see `manifest.csv`)
+- Stages: {stages}; seed {experiment.seed}
+- **Result: {facts["headline"] or "no validation data"}** in {facts["seconds"]:.0f} s
+
+The experiment is `config.toml`; the machine and package versions, `environment.json`.
+
+## Next
+
+```bash
+tfinetune evaluate {run} --data MORE_IMAGES --out {run}-eval   # or --csv FILE
+tfinetune predict {run} {example}
+tfinetune export {run} --format tflite --out {run}-tflite
+tfinetune train --config {run}/config.toml --out {run}-again  # the same experiment again
+docker run -p 8501:8501 -v "{run}/saved_model:/models/{final.name}" \\
+  -e MODEL_NAME={final.name} tensorflow/serving                  # TF Serving, REST on :8501
+```
+"""
+    write_text(out / "README.md", text)
