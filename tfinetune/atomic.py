@@ -173,16 +173,98 @@ def staged_folder(folder: str | os.PathLike, kind: str, overwrite: bool = False)
     stage = _temporary_beside(out)
     stage.mkdir()
     try:
-        (stage / MARKER).write_text(json.dumps({"written_by": "tfinetune", "kind": kind}) + "\n")
+        _mark(stage, kind)
         yield stage
-        old = _temporary_beside(out, ".old")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(stage, out)
-        _remove(old)
+        _move_into_place(stage, out)
     finally:
         if stage.exists():
             _remove(stage)
+
+
+def _mark(folder: Path, kind: str) -> None:
+    (folder / MARKER).write_text(json.dumps({"written_by": "tfinetune", "kind": kind}) + "\n")
+
+
+def _move_into_place(stage: Path, out: Path) -> None:
+    """Rename a finished folder to its name, replacing an earlier one as a whole."""
+    old = _temporary_beside(out, ".old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(stage, out)
+    _remove(old)
+
+
+def partial_folder(folder: str | os.PathLike) -> Path:
+    """Where an unfinished output waits to be resumed: `NAME.partial` beside `NAME`.
+
+    Args:
+        folder: the output's final folder.
+
+    Example:
+    >>> partial_folder("runs/flowers").name
+    'flowers.partial'
+    """
+    out = Path(folder)
+    return out.parent / f"{out.name}.partial"
+
+
+@contextlib.contextmanager
+def resumable_folder(
+    folder: str | os.PathLike,
+    kind: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    keep: str = "checkpoints",
+) -> Iterator[Path]:
+    """Like `staged_folder`, but under `NAME.partial`, kept when it holds `keep` to resume.
+
+    The folder is built as `NAME.partial` beside `NAME` and renamed to `NAME` when complete.
+    On an error, an interrupt or a kill, it stays if it holds `keep` (a checkpoint folder),
+    so that `resume=True` continues in it; otherwise it is removed. An earlier `NAME` stays
+    as it was until the new one is complete.
+
+    Args:
+        folder: the final folder.
+        kind: what writes it, recorded in the marker file.
+        overwrite: replace an earlier `NAME`, and start over an unfinished `NAME.partial`.
+        resume: continue in the existing `NAME.partial`.
+        keep: the entry whose presence makes an unfinished folder worth keeping.
+
+    Example:
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "run"
+    >>> with resumable_folder(target, "example") as stage:
+    ...     stage.name
+    'run.partial'
+    >>> target.is_dir()
+    True
+    """
+    out, partial = Path(folder), partial_folder(folder)
+    if resume:
+        if written_kind(partial) != kind:
+            done = f"; {str(out)!r} is a finished {kind}" if written_kind(out) == kind else ""
+            raise FileNotFoundError(
+                f"Nothing to resume at {str(out)!r}: no unfinished {kind} "
+                f"({partial.name}) beside it{done}."
+            )
+    else:
+        check_output_folder(out, overwrite, kind)
+        if partial.exists():
+            if not overwrite or written_kind(partial) != kind:
+                raise FileExistsError(
+                    f"An unfinished {kind} waits in {str(partial)!r}: resume it (--resume "
+                    f"{out}), or pass --overwrite to start again."
+                )
+            _remove(partial)
+        partial.mkdir(parents=True)
+        _mark(partial, kind)
+    try:
+        yield partial
+        _move_into_place(partial, out)
+    except BaseException:
+        if not (partial / keep).exists():
+            _remove(partial)
+        raise
 
 
 def _process_alive(pid: int) -> bool:

@@ -155,16 +155,6 @@ def _add_train(commands) -> None:
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
-        "--config", help="an experiment file (TOML; `tfinetune init` writes one); flags override"
-    )
-    train.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override one experiment value, e.g. --set stages.2.epochs=3 (repeatable)",
-    )
-    train.add_argument(
         "--epochs", type=_whole_number, help="epochs with the top blocks unfrozen (6)"
     )
     train.add_argument("--freeze-epochs", type=_whole_number, help="epochs of the head alone (4)")
@@ -206,8 +196,33 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow nondeterministic TensorFlow ops (faster on some GPUs; runs not repeatable)",
     )
-    train.add_argument("--out", required=True, help="run folder to write")
+    _add_run_options(train)
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """The experiment file, the run folder, resuming and quiet."""
+    train.add_argument(
+        "--config", help="an experiment file (TOML; `tfinetune init` writes one); flags override"
+    )
+    train.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one experiment value, e.g. --set stages.2.epochs=3 (repeatable)",
+    )
+    train.add_argument("--out", help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue an interrupted run (RUN.partial) from its last completed epoch",
+    )
+    train.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: accept a changed experiment (flags, --set, --config) or data",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars, the result only")
 
 

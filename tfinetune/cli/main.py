@@ -28,13 +28,14 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
                IsADirectoryError, FloatingPointError)  # fmt: skip
 
 
-def experiment_from_args(args: argparse.Namespace):
-    """The experiment a `train` or `distill` command describes: its file, then its flags,
-    then its `--set` values."""
+def experiment_from_args(args: argparse.Namespace, base=None):
+    """The experiment a `train` or `distill` command describes: its file (or `base`, else the
+    defaults), then its flags, then its `--set` values."""
     from tfinetune.cli.config import Experiment, load_config, parse_assignment
     from tfinetune.cli.overrides import FLAGS, apply_flags
 
-    experiment = load_config(args.config) if getattr(args, "config", None) else Experiment()
+    config = getattr(args, "config", None)
+    experiment = load_config(config) if config else base or Experiment()
     given = {flag: getattr(args, flag) for flag in FLAGS if hasattr(args, flag)}
     if "augment" in given:
         given["augment"] = parse_augment(given["augment"]) or "none"
@@ -50,13 +51,29 @@ def experiment_from_args(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from tfinetune.atomic import partial_folder, written_kind
+    from tfinetune.cli.config import load_config
     from tfinetune.cli.runs import headline, train_run
 
-    experiment = experiment_from_args(args)
-    quiet = getattr(args, "quiet", False)
-    result = train_run(
-        experiment, args.out, overwrite=getattr(args, "overwrite", False), verbose=0 if quiet else 1
-    )
+    options = {"overwrite": getattr(args, "overwrite", False),
+               "verbose": 0 if getattr(args, "quiet", False) else 1}  # fmt: skip
+    if getattr(args, "resume", None):
+        run, partial = Path(args.resume), partial_folder(args.resume)
+        if written_kind(partial) != "run":
+            if written_kind(run) == "run":
+                print(f"{run} is a finished run: nothing to resume, nothing retrained.")
+                return 0
+            raise FileNotFoundError(
+                f"{str(run)!r} is not a run to resume: there is no unfinished run "
+                f"({partial.name}) beside it. Give the folder `tfinetune train --out` named."
+            )
+        experiment = experiment_from_args(args, base=load_config(partial / "config.toml"))
+        options |= {"resume": True, "allow_changes": getattr(args, "allow_changes", False)}
+    elif getattr(args, "out", None):
+        run, experiment = Path(args.out), experiment_from_args(args)
+    else:
+        raise ValueError("Give --out RUN, the run folder to write (or --resume RUN).")
+    result = train_run(experiment, run, **options)
     line = headline(result.report)
     print(
         f"Done in {result.seconds:.0f} s: {line + ', ' if line else ''}run folder {result.out_dir}"
@@ -256,6 +273,17 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         os.close(saved)
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupt left: nothing half-written, and for a run, how to resume it."""
+    run = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command in ("train", "distill") and run:
+        from tfinetune.atomic import partial_folder
+
+        if (partial_folder(run) / "checkpoints").is_dir():
+            return f"resume from the last completed epoch with: tfinetune train --resume {run}"
+    return "nothing was left half-written."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -287,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_as_interrupt():
             return handlers[args.command](args)
     except KeyboardInterrupt:
-        print("tfinetune: interrupted; nothing was left half-written.", file=sys.stderr)
+        print(f"tfinetune: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except USER_ERRORS as err:
         print(f"tfinetune: error: {err}", file=sys.stderr)

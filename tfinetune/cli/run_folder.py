@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 from tfinetune.atomic import write_text
-from tfinetune.cli.config import Experiment, to_toml
+from tfinetune.cli.config import Experiment, load_config, to_toml
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import LabelledFiles
 
 CONFIG_FILE, ENVIRONMENT_FILE, MANIFEST_FILE = "config.toml", "environment.json", "manifest.csv"
+CHECKPOINTS = "checkpoints"
 
 
 def environment() -> dict:
@@ -112,6 +113,58 @@ def read_manifest(run: str | Path) -> list[dict]:
     """
     with open(Path(run) / MANIFEST_FILE, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def check_same_experiment(run: Path, experiment: Experiment) -> None:
+    """Refuse to resume a run under an experiment that differs from the one it started with.
+
+    Args:
+        run: the unfinished run folder.
+        experiment: the experiment to resume with.
+    """
+    if not (run / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{str(run)!r} holds no {CONFIG_FILE}: it is not a run to resume.")
+    before, now = _flat(load_config(run / CONFIG_FILE).to_dict()), _flat(experiment.to_dict())
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise ValueError(
+            f"The experiment changed since the run started ({shown}); resuming would mix two "
+            "experiments. Resume without changes, pass --allow-changes, or start a new run."
+        )
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, list) and tree and isinstance(tree[0], dict):
+        return {
+            k: v for i, sub in enumerate(tree, 1) for k, v in _flat(sub, f"{prefix}{i}.").items()
+        }
+    return {prefix.rstrip("."): tree}
+
+
+def check_same_files(run: Path, data: ImageData) -> None:
+    """Refuse to resume a run whose data files (used, per split, with labels) changed.
+
+    Args:
+        run: the unfinished run folder, with its `manifest.csv`.
+        data: the data as read now.
+    """
+    if not (run / MANIFEST_FILE).is_file():
+        return  # stopped before the data was read: nothing to compare
+
+    def used(rows):
+        return {(r["split"], r["path"], r["label"]) for r in rows if r["status"] == "used"}
+
+    before, now = used(read_manifest(run)), used(manifest_rows(data))
+    if before != now:
+        example = sorted(before ^ now)[0]
+        raise ValueError(
+            f"The data changed since the run started ({len(before ^ now)} file(s) differ, for "
+            f"example {example[1]!r}); resuming would train on other files. Pass "
+            "--allow-changes to resume anyway, or start a new run."
+        )
 
 
 def write_readme(out: Path, final: Path, experiment: Experiment, data: ImageData, facts: dict):

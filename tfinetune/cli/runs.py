@@ -19,10 +19,23 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfinetune.atomic import check_output_folder, folder_lock, staged_folder, write_text
+from tfinetune.atomic import (
+    check_output_folder,
+    folder_lock,
+    resumable_folder,
+    staged_folder,
+    write_text,
+)
 from tfinetune.cli.config import Experiment, load_config, resolve_paths
 from tfinetune.cli.run_data import build_run_model, is_csv, load_run_data, load_teacher
-from tfinetune.cli.run_folder import write_manifest, write_readme, write_record
+from tfinetune.cli.run_folder import (
+    CHECKPOINTS,
+    check_same_experiment,
+    check_same_files,
+    write_manifest,
+    write_readme,
+    write_record,
+)
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile
 from tfinetune.data.pipeline import PipelineOptions
@@ -61,6 +74,8 @@ def train_run(
     out_dir: str | os.PathLike,
     *,
     overwrite: bool = False,
+    resume: bool = False,
+    allow_changes: bool = False,
     verbose: int = 1,
 ) -> RunResult:
     """Run an experiment: train on a folder or a CSV file and leave a complete run folder.
@@ -68,7 +83,10 @@ def train_run(
     Fine-tunes in the experiment's stages (by default the head, then the top 5 groups),
     evaluates on the validation data, and writes metrics, plots, the Keras model, a checked
     SavedModel, and the run's record (`config.toml`, `environment.json`, `manifest.csv`,
-    `README.md`). The task follows the data: a folder of class sub-folders gives one label
+    `README.md`). The run is built in `NAME.partial` beside `out_dir`, with a checkpoint
+    after every epoch (`checkpoints/`), and renamed to `out_dir` when complete; after an
+    interruption or a kill, `resume=True` continues it from its last completed epoch. The
+    task follows the data: a folder of class sub-folders gives one label
     per image; a CSV gives one label, several (`data.label_delim`, or `data.task =
     "multi_label"`), or a number (`"regression"`). A multi-label run chooses each class's
     threshold on the validation data and stores the thresholds with the export. With
@@ -77,7 +95,10 @@ def train_run(
     Args:
         experiment: an `Experiment` (see `tfinetune.cli.config`) or an experiment file.
         out_dir: the run folder to write (new or empty unless `overwrite`).
-        overwrite: replace an earlier run in `out_dir`, as a whole, when this one is done.
+        overwrite: replace an earlier run in `out_dir`, as a whole, when this one is done
+            (and start over an unfinished one).
+        resume: continue the unfinished run of `out_dir` (`NAME.partial`).
+        allow_changes: resume although the experiment or the data's files changed.
         verbose: 0 silent, 1 progress bars and a summary.
 
     Example:
@@ -101,16 +122,21 @@ def train_run(
     spec = get_spec(experiment.model.backbone)
     weights = _weights_of(experiment.model.weights)
     check_weights_argument(weights)  # before the data scan: a bad file fails at once
-    check_output_folder(out_dir, overwrite, "run")
+    if not resume:
+        check_output_folder(out_dir, overwrite, "run")
     keras.utils.set_random_seed(experiment.seed)
     if experiment.performance.deterministic_ops:
         tf.config.experimental.enable_op_determinism()
-    with folder_lock(out_dir), staged_folder(out_dir, "run", overwrite) as out:
+    with folder_lock(out_dir), resumable_folder(out_dir, "run", overwrite, resume) as out:
+        if resume and not allow_changes:
+            check_same_experiment(out, experiment)
         write_record(out, experiment)
         data, model = _data_and_model(experiment, spec, weights, verbose)
+        if resume and not allow_changes:
+            check_same_files(out, data)
         write_manifest(out, data)
         write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
-        history = _train(experiment, data, model, verbose)
+        history = _train(experiment, data, model, verbose, out / CHECKPOINTS, resume)
         write_text(out / "history.json", json.dumps(history.to_dict(), indent=2))
         plot_history(history, out / "training_curves.png")
         report = None
@@ -156,9 +182,10 @@ def _data_and_model(
 
 
 def _train(
-    experiment: Experiment, data: ImageData, model: keras.Model, verbose: int
-) -> FineTuneHistory:
-    """Fine-tune the model (or distil it) in the experiment's stages."""
+    experiment: Experiment, data: ImageData, model: keras.Model, verbose: int,
+    checkpoints: Path, resume: bool,
+) -> FineTuneHistory:  # fmt: skip
+    """Fine-tune the model (or distil it) in the experiment's stages, with checkpoints."""
     t, distill = experiment.training, experiment.distill
     trained = model
     if distill.teacher:
@@ -170,6 +197,7 @@ def _train(
         label_smoothing=t.label_smoothing if data.task == "single_label" else 0.0,
         ema_momentum=t.ema_momentum or None,
         class_weight=data.class_weights() if experiment.data.balance_classes else None,
+        checkpoint_dir=checkpoints, resume=resume,
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip

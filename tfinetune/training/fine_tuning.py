@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -11,6 +13,13 @@ import tensorflow as tf
 
 from tfinetune.models.heads import task_of
 from tfinetune.models.specs import BackboneSpec
+from tfinetune.training.checkpoints import (
+    EpochCheckpoint,
+    Progress,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from tfinetune.training.distillation import Distiller
 from tfinetune.training.freezing import freeze_to, layer_groups
 from tfinetune.training.guards import TrainingGuard, check_training_data, explain_graph_error
@@ -19,9 +28,11 @@ from tfinetune.training.optimizers import (
     OptimizerFactory,
     discriminative_optimizer,
     group_learning_rates,
+    learning_rates_of,
     make_optimizer_factory,
     scaled_rates,
 )
+from tfinetune.training.progress import StageProgress, stage_table
 from tfinetune.training.schedules import make_schedule
 from tfinetune.training.stages import (
     FineTuneHistory,
@@ -57,6 +68,8 @@ def fine_tune(
     class_weight: Mapping[int, float] | None = None,
     steps_per_epoch: int | None = None,
     spec: BackboneSpec | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
     verbose: int | str = "auto",
 ) -> FineTuneHistory:
     """Fine-tune a classifier in stages, recompiling between them.
@@ -111,7 +124,14 @@ def fine_tune(
             repeats forever); also sizes the schedules, which otherwise count one pass.
         spec: the backbone's spec, for a loaded classifier whose backbone is not in the
             catalogue (see `layer_groups`).
-        verbose: passed to `model.fit`.
+        checkpoint_dir: a folder for `checkpoint.npz`, written atomically after every epoch
+            (weights, optimizer state, stage and history), to resume from.
+        resume: continue from `checkpoint_dir`'s checkpoint, if there is one: completed
+            stages are skipped, and the stage in progress continues from its last completed
+            epoch with its optimizer state (schedule position and weight averages included).
+            Give the same model, data and stages as the interrupted call.
+        verbose: passed to `model.fit`; when not 0, each epoch is labelled with its stage
+            ("stage 2/2 fine-tune, epoch 3/6") and each stage ends with a short table.
 
     Example:
     >>> import numpy as np
@@ -143,41 +163,94 @@ def fine_tune(
     )
     check_training_data(net, train_data)
     task = task_of(net)
-    loss = resolve_loss(loss or default_loss(train_data, task), label_smoothing)
-    schedule_steps = _steps_for_schedules(stages, train_data, steps_per_epoch)
-    result = FineTuneHistory()
+    run = _StageRun(
+        model, net, train_data, val_data, groups=[g.name for g in groups],
+        loss=resolve_loss(loss or default_loss(train_data, task), label_smoothing),
+        metrics=default_metrics(task) if metrics is None else list(metrics),
+        make_optimizer=make_optimizer,
+        schedule_steps=_steps_for_schedules(stages, train_data, steps_per_epoch),
+        fit_options={"steps_per_epoch": steps_per_epoch, "verbose": verbose,
+                     "class_weight": dict(class_weight) if class_weight else None},
+        callbacks=list(callbacks), train_bn=train_bn, spec=spec, checkpoints=checkpoint_dir,
+    )  # fmt: skip
+    saved = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
+    progress, arrays = saved if saved else (Progress(), {})
+    result = FineTuneHistory.from_dict(progress.history)
     for index, stage in enumerate(stages):
-        n_trained = train_group_count(stage, [g.name for g in groups])
-        trained = freeze_to(net, n_trained, train_bn=train_bn, spec=spec)[-n_trained:]
-        steps = schedule_steps * stage.epochs
-        model.compile(
-            optimizer=_stage_optimizer(stage, trained, steps, make_optimizer),
-            loss=loss,
-            metrics=default_metrics(task) if metrics is None else list(metrics),
+        if index < progress.stage:
+            continue  # done before the resume
+        resumed = progress if saved and index == progress.stage else None
+        run.stage(index, stage, len(stages), result, resumed, arrays)
+        if model.stop_training:
+            break
+    return result
+
+
+@dataclass
+class _StageRun:
+    """What every stage of one `fine_tune` call shares, and how one stage runs."""
+
+    model: keras.Model
+    net: keras.Model
+    train_data: tf.data.Dataset
+    val_data: tf.data.Dataset | None
+    groups: list[str]
+    loss: Any
+    metrics: list
+    make_optimizer: OptimizerFactory
+    schedule_steps: int
+    fit_options: dict
+    callbacks: list
+    train_bn: bool
+    spec: BackboneSpec | None
+    checkpoints: str | os.PathLike | None
+
+    def stage(
+        self, index: int, stage: Stage, count: int, result: FineTuneHistory,
+        resumed: Progress | None, arrays: dict,
+    ) -> None:  # fmt: skip
+        """Train one stage (from where a checkpoint left it) and add it to `result`."""
+        model = self.model
+        n_trained = train_group_count(stage, self.groups)
+        trained = freeze_to(self.net, n_trained, train_bn=self.train_bn, spec=self.spec)
+        optimizer = _stage_optimizer(
+            stage, trained[-n_trained:], self.schedule_steps * stage.epochs, self.make_optimizer
         )
+        model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         start, name = result.epochs, stage.name or f"stage {index + 1}"
+        done = resumed.epochs_done if resumed else 0
+        if resumed:  # mid-stage: the optimizer's state too; at a boundary, the weights
+            restore(model, optimizer if done else None, arrays)
+        # The guard first (no checkpoint of a diverged epoch), then the checkpoint, so that
+        # an interrupt in a user's callback comes after the epoch is saved.
+        callbacks: list = [TrainingGuard(name)]
+        if self.checkpoints:
+            earlier = resumed.stage_logs if resumed else {}
+            done_before = result.to_dict()
+            callbacks.append(EpochCheckpoint(self.checkpoints, index, done_before, earlier, start))
+        if self.fit_options["verbose"]:
+            callbacks.append(StageProgress(index, count, name, start))
+        callbacks += self.callbacks
         with warnings.catch_warnings():
             # tfinetune's datasets skip unreadable files, so their length is unknown until
             # the first epoch ends; Keras warns about that, harmlessly, once per stage.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             try:
                 history = model.fit(
-                    train_data,
-                    validation_data=val_data,
-                    initial_epoch=start,
-                    epochs=start + stage.epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    callbacks=[TrainingGuard(name), *callbacks],
-                    class_weight=dict(class_weight) if class_weight else None,
+                    self.train_data, validation_data=self.val_data, initial_epoch=start + done,
+                    epochs=start + stage.epochs, callbacks=callbacks,
                     shuffle=False,  # datasets shuffle themselves; Keras ignores it for them
-                    verbose=verbose,
-                )
+                    **self.fit_options,
+                )  # fmt: skip
             except tf.errors.InvalidArgumentError as err:
                 raise ValueError(explain_graph_error(err)) from None
-        result.add(name, history)
-        if model.stop_training:
-            break
-    return result
+        facts = {"iterations": int(optimizer.iterations.numpy()),
+                 "learning_rates": dict(learning_rates_of(optimizer))}  # fmt: skip
+        result.add(name, history, resumed.stage_logs if resumed else None, facts)
+        if self.fit_options["verbose"]:
+            print(stage_table(result, name), flush=True)
+        if self.checkpoints:  # a stage boundary: the final (averaged) weights, no optimizer
+            save_checkpoint(self.checkpoints, model, None, Progress(index + 1, 0, result.to_dict()))
 
 
 def _steps_for_schedules(

@@ -50,30 +50,69 @@ class FineTuneHistory:
     Args:
         history: metric name -> one value per epoch, across all stages.
         stages: `(name, first_epoch, end_epoch)` per stage; epochs are 0-based, end exclusive.
+        optimizer: per stage, where its optimizer ended: `iterations` (steps taken) and
+            `learning_rates` (each group's rate at the end).
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
     stages: list[tuple[str, int, int]] = field(default_factory=list)
+    optimizer: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FineTuneHistory:
+        """The history `to_dict` wrote.
+
+        Args:
+            values: a `to_dict()` result (an empty dict gives an empty history).
+        """
+        stages = values.get("stages", [])
+        return cls(
+            {k: list(v) for k, v in values.get("history", {}).items()},
+            [(s["name"], s["start"], s["end"]) for s in stages],
+            [s.get("optimizer", {}) for s in stages],
+        )
 
     @property
     def epochs(self) -> int:
         """The number of epochs trained in all stages."""
         return self.stages[-1][2] if self.stages else 0
 
-    def add(self, name: str, keras_history: keras.callbacks.History) -> None:
-        """Append one stage's Keras history."""
+    def add(
+        self,
+        name: str,
+        keras_history: keras.callbacks.History,
+        earlier: dict[str, list[float]] | None = None,
+        optimizer: dict | None = None,
+    ) -> None:
+        """Append one stage's Keras history.
+
+        Args:
+            name: the stage's name.
+            keras_history: what `model.fit` returned.
+            earlier: the stage's logs from before a resume, which come first.
+            optimizer: where the stage's optimizer ended (see `optimizer` above).
+        """
         start = self.epochs
-        ran = len(next(iter(keras_history.history.values()), []))
-        for key in set(self.history) | set(keras_history.history):
+        logs = {k: list(v) for k, v in (earlier or {}).items()}
+        before = len(next(iter(logs.values()), []))
+        for key, values in keras_history.history.items():
+            logs.setdefault(key, [float("nan")] * before).extend(values)
+        ran = max((len(v) for v in logs.values()), default=0)
+        for key in set(self.history) | set(logs):
             values = self.history.setdefault(key, [float("nan")] * start)
-            values.extend(float(v) for v in keras_history.history.get(key, [float("nan")] * ran))
+            values.extend(float(v) for v in logs.get(key, [float("nan")] * ran))
         self.stages.append((name, start, start + ran))
+        self.optimizer.append(dict(optimizer or {}))
 
     def to_dict(self) -> dict:
         """A JSON-ready form."""
+        optimizer = self.optimizer + [{}] * (len(self.stages) - len(self.optimizer))
         return {
             "history": self.history,
-            "stages": [{"name": n, "start": s, "end": e} for n, s, e in self.stages],
+            "stages": [
+                {"name": n, "start": s, "end": e, **({"optimizer": o} if o else {})}
+                for (n, s, e), o in zip(self.stages, optimizer, strict=True)
+            ],
         }
 
 
