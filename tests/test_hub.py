@@ -117,6 +117,9 @@ def test_not_a_saved_model_and_no_call_signature_are_clear_errors(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "nocall"))
     with pytest.raises(ValueError, match="has no callable `__call__`"):
         HubLayer(str(tmp_path / "nocall"))
+    tiny = _save_tiny(tmp_path / "tiny")  # traced for 8x8 images only
+    with pytest.raises(ValueError, match=r"takes 8x8 images only .* Pass image_size=8"):
+        build_classifier(f"hub:{tiny}", 2, image_size=16)
 
 
 def test_hub_features_equal_keras_mobilenet_v2_with_the_same_weights():

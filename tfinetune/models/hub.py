@@ -76,6 +76,22 @@ def load_hub_object(handle: str | os.PathLike):
     return loaded
 
 
+def fixed_input_sizes(loaded) -> set[tuple[int, int]]:
+    """The `(height, width)` sizes a SavedModel's `__call__` was traced for (empty: any size).
+
+    Args:
+        loaded: what `load_hub_object` returned.
+    """
+    sizes = set()
+    for function in loaded.__call__.concrete_functions:
+        args, _ = function.structured_input_signature
+        shape = getattr(args[0], "shape", None) if args else None
+        if shape is None or shape.rank != 4 or None in shape[1:3]:
+            return set()
+        sizes.add((int(shape[1]), int(shape[2])))
+    return sizes
+
+
 def _accepts_training(loaded) -> bool:
     for function in loaded.__call__.concrete_functions:
         args, kwargs = function.structured_input_signature
@@ -166,7 +182,16 @@ def hub_spec(handle: str, default_size: int = 224, input_range=(0.0, 1.0)) -> Ba
                 f"Received: weights={weights!r}"
             )
         inputs = keras.Input(input_shape)
-        return keras.Model(inputs, HubLayer(handle, input_range=key, name="hub")(inputs))
+        layer = HubLayer(handle, input_range=key, name="hub")
+        sizes = fixed_input_sizes(layer._loaded)
+        if sizes and tuple(input_shape[:2]) not in sizes:
+            height, width = sorted(sizes)[0]
+            raise ValueError(
+                f"The hub model {handle!r} takes {height}x{width} images only (its signature "
+                f"is fixed); received {input_shape[0]}x{input_shape[1]}. Pass "
+                f"image_size={height}."
+            )
+        return keras.Model(inputs, layer(inputs))
 
     return BackboneSpec(
         name="hub",

@@ -1,0 +1,73 @@
+"""The notebooks in notebooks/, executed top to bottom with the local assets and tiny settings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import asset
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture(scope="module")
+def tiny_photos(tmp_path_factory):
+    """8 training and 3 validation photos per class of flower_photos_small."""
+    source = asset("datasets", "flower_photos_small")
+    root = tmp_path_factory.mktemp("photos")
+    for split, count in (("train", 8), ("val", 3)):
+        for folder in sorted((source / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for photo in sorted(folder.iterdir())[:count]:
+                shutil.copy(photo, root / split / folder.name / photo.name)
+    return root
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch, **settings: str):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    for key, value in settings.items():
+        monkeypatch.setenv(f"TFINETUNE_NB_{key.upper()}", str(value))
+    monkeypatch.setenv("TFINETUNE_NB_WORK", str(tmp_path / "work"))
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # stripped
+    NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return notebook
+
+
+def _outputs(notebook, kind: str) -> list:
+    return [o for c in notebook.cells for o in c.get("outputs", []) if kind in o.get("data", {})]
+
+
+TINY = {"image_size": 96, "freeze_epochs": 1, "epochs": 1}
+
+
+@pytest.mark.notebooks
+def test_quickstart_notebook_trains_shows_plots_and_predicts(tiny_photos, tmp_path, monkeypatch):
+    weights = asset("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    notebook = _execute(
+        "01_quickstart", tmp_path, monkeypatch, data=tiny_photos, weights=weights, **TINY
+    )
+    run = tmp_path / "work" / "quickstart"
+    assert (run / "saved_model" / "1" / "saved_model.pb").is_file()
+    assert len(_outputs(notebook, "image/png")) >= 2  # the plots, inline
+
+
+@pytest.mark.notebooks
+def test_hub_notebook_fine_tunes_a_hub_backbone(tiny_photos, tmp_path, monkeypatch):
+    hub = asset("hub", "mobilenet_v2_100_224_feature_vector")
+    notebook = _execute("02_tf_hub_backbones", tmp_path, monkeypatch, data=tiny_photos, hub=hub,
+                        **TINY)  # fmt: skip
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "accuracy" in printed.lower()
+
+
+@pytest.mark.notebooks
+def test_export_notebook_serves_a_rest_body_and_a_tflite_file(tiny_photos, tmp_path, monkeypatch):
+    weights = asset("weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    _execute("03_export_and_serve", tmp_path, monkeypatch, data=tiny_photos, weights=weights,
+             **TINY)  # fmt: skip
+    assert (tmp_path / "work" / "serve-tflite" / "model.tflite").is_file()
