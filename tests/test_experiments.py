@@ -58,12 +58,16 @@ def test_a_config_file_runs_and_flags_and_set_override_it(data, tmp_path, capsys
     )  # data.train relative to the file's folder, which is not the working directory
     (tmp_path / data.name).symlink_to(data)
     args = ["train", "--config", str(config), "--image-size", "16", "--out", str(tmp_path / "run")]
-    assert main([*args, "--set", "stages.2.epochs=1", "--set", "model.pooling='avgmax'"]) == 0
+    sets = ["stages.2.epochs=1", "model.pooling='avgmax'", "evaluation.tta=true", "export.top_k=1"]
+    assert main([*args, *(f"--set={s}" for s in sets)]) == 0
     run = tmp_path / "run"
     saved = load_config(run / "config.toml")
     assert saved.seed == 5 and saved.data.batch_size == 4 and saved.data.image_size == 16
     assert saved.model.pooling == "avgmax" and [s.epochs for s in saved.stages] == [1, 1]
     assert Path(saved.data.train).is_absolute()
+    assert json.loads((run / "metrics.json").read_text())["tta"] is True
+    contract = run / "saved_model" / "1" / "assets.extra" / "preprocessing.json"
+    assert json.loads(contract.read_text())["top_k"] == 1
     history = json.loads((run / "history.json").read_text())
     assert [(s["name"], s["end"]) for s in history["stages"]] == [("head", 1), ("all", 2)]
     environment = json.loads((run / "environment.json").read_text())

@@ -105,8 +105,22 @@ class PerformanceConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How the validation data is scored at the end of the run."""
+
+    tta: bool = _key(False, "average each image's prediction with its mirror's")
+
+
+@dataclass
+class ExportConfig:
+    """The SavedModel the run leaves (saved_model/1/)."""
+
+    top_k: int = _key(5, "classes in the serving signatures' top_k_* outputs")
+
+
+@dataclass
 class Experiment:
-    """A whole run: data, model, stages, training, distillation, performance.
+    """A whole run: data, model, stages, training, distillation, performance, evaluation, export.
 
     Args:
         seed: seeds Python, NumPy, TensorFlow and Keras, the split and the data order.
@@ -116,6 +130,8 @@ class Experiment:
         stages: the stages, in order (`stages.1` is the first in `--set`).
         distill: distillation from a teacher.
         performance: performance options.
+        evaluation: how the validation data is scored.
+        export: the SavedModel the run leaves.
 
     Example:
     >>> Experiment().with_values({"stages.2.epochs": 3}).stages[1].epochs
@@ -129,6 +145,8 @@ class Experiment:
     stages: list[StageConfig] = field(default_factory=_default_stages)
     distill: DistillConfig = field(default_factory=DistillConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict:
         """The experiment as plain values (what TOML holds)."""

@@ -141,7 +141,9 @@ def train_run(
         plot_history(history, out / "training_curves.png")
         report = None
         if data.val is not None:
-            report = _evaluate_validation(model, data, out, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            tta = experiment.evaluation.tta
+            report = _evaluate_validation(model, data, out, seconds, tta)
             if verbose:
                 print(report)
         _save_and_export(experiment, spec, data, model, report, out)
@@ -236,6 +238,7 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
     export_version(
         model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=d.resize,
         thresholds=getattr(report, "thresholds", None),  # a multi-label run's, chosen on val
+        top_k=experiment.export.top_k,
         metadata=_export_facts(spec, sources, csv_columns),
     )  # fmt: skip
 
@@ -272,20 +275,20 @@ def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
 
 
 def _evaluate_validation(
-    model: keras.Model, data: ImageData, out: Path, seconds: float
+    model: keras.Model, data: ImageData, out: Path, seconds: float, tta: bool = False
 ) -> ClassificationReport | MultiLabelReport | RegressionReport:
     """Report on the validation data and write the evaluation files into the run folder.
 
     A multi-label report's thresholds are each class's best F1 on this data: the thresholds
     the run then serves with, also written to `thresholds.json`.
     """
-    labels, probs = predict_dataset(model, data.val)
+    labels, probs = predict_dataset(model, data.val, tta=tta)
     report = report_for(data.task, labels, probs, data.class_names)
     if data.task == "multi_label":
         (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
     # A file that became unreadable after the scan would shift the order: no paths then.
     paths = data.val_files.paths if len(labels) == len(data.val_files) else None
-    write_evaluation(out, report, paths, data.bad_files, seconds=seconds)
+    write_evaluation(out, report, paths, data.bad_files, seconds=seconds, tta=tta)
     return report
 
 
