@@ -54,6 +54,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     ),
     "tfinetune.training.schedules": ("one_cycle", "warmup_cosine"),
     "tfinetune.training.stages": ("FineTuneHistory", "Stage"),
+    "tfinetune.training.performance": ("Performance", "precision_scope", "resolve_performance"),
+    "tfinetune.training.distribution": ("resolve_strategy",),
     "tfinetune.training.fine_tuning": ("fine_tune",),
     "tfinetune.training.lr_finder": ("LRFinderResult", "lr_find"),
     "tfinetune.training.distillation": ("Distiller", "distillation_loss"),

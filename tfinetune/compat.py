@@ -14,6 +14,13 @@ message that names it, rather than somewhere deep inside a training run.
 2. `BatchSeedGenerator` (augmentation): a `keras.random.SeedGenerator` without its state
    variable (a `tf.data` map may not create variables), which folds a per-batch seed tensor.
    It overrides `next`, the method `keras.random` calls, and skips the parent's `__init__`.
+3. `multi_worker_fit` (training): Keras 3's `fit` fails under a multi-worker
+   `MultiWorkerMirroredStrategy` (keras-team/keras#20585): it all-reduces the first data
+   batch, a nested structure, to build the model symbolically, and reduces each step's scalar
+   logs with `axis=0`. While `fit` runs, the model's private `_distribute_strategy` is
+   cleared (Keras then takes the strategy in scope, which `fine_tune` enters, and builds
+   when it traces) and the private `reduce_per_replica` of Keras's TensorFlow trainer
+   reduces scalars without an axis. Nothing changes for other strategies.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import keras
 import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as _tf_trainer
 
 # The Keras versions these internals were checked on (the tests run on both ends).
 KERAS_RANGE = ((3, 15), (4, 0))
@@ -53,6 +61,7 @@ def check_keras(version: str = keras.__version__) -> None:
     sites = (
         (keras.layers.RandomFlip, "_get_seed_generator"),
         (keras.layers.Layer, "_flatten_layers"),
+        (_tf_trainer, "reduce_per_replica"),
     )
     missing = [f"{owner.__name__}.{name}" for owner, name in sites if not hasattr(owner, name)]
     if missing:
@@ -117,3 +126,52 @@ def seeded_layers(layers: Sequence[keras.layers.Layer], seed: tf.Tensor) -> Iter
     finally:
         for sub in patched:
             sub.__dict__.pop("_get_seed_generator", None)
+
+
+# === 3: fit under a multi-worker strategy ===
+
+
+def _in_multi_worker_mode(strategy: tf.distribute.Strategy) -> bool:
+    extended = strategy.extended
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        extended._in_multi_worker_mode()
+    )
+
+
+@contextlib.contextmanager
+def multi_worker_fit(model: keras.Model, strategy: tf.distribute.Strategy) -> Iterator[None]:
+    """Let `model.fit` run under a multi-worker strategy (see the module's docstring, 3).
+
+    Args:
+        model: the model about to train, built in `strategy`'s scope.
+        strategy: the strategy in scope.
+
+    Example:
+    >>> m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> with multi_worker_fit(m, tf.distribute.get_strategy()):  # not multi-worker: no change
+    ...     pass
+    """
+    if not _in_multi_worker_mode(strategy):
+        yield
+        return
+    original = _tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean"):
+
+            def mean(value):
+                if isinstance(value, tf.distribute.DistributedValues):
+                    return strategy.reduce("MEAN", value, axis=None)
+                return value
+
+            return tf.nest.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    saved = model._distribute_strategy
+    model._distribute_strategy = None
+    _tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        _tf_trainer.reduce_per_replica = original
+        model._distribute_strategy = saved

@@ -196,6 +196,19 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow nondeterministic TensorFlow ops (faster on some GPUs; runs not repeatable)",
     )
+    train.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+        help="compute precision while training (auto: per device, see tfinetune doctor)",
+    )
+    train.add_argument(
+        "--jit-compile", choices=("auto", "true", "false"), help="XLA for the training step"
+    )
+    train.add_argument(
+        "--strategy",
+        choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
+        help="tf.distribute strategy (auto: every local GPU, or a TPU); --batch-size per replica",
+    )
     _add_run_options(train)
 
 
@@ -325,6 +338,11 @@ def _add_export_and_verify(commands) -> None:
 def _add_backbones_and_demo(commands) -> None:
     backbones = commands.add_parser("backbones", help="list the backbone catalogue")
     backbones.add_argument("names", nargs="*", help="only these backbones (default: all)")
+
+    doctor = commands.add_parser(
+        "doctor", help="versions, devices, the policy `auto` chooses here, offline weights"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the facts as JSON")
 
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")

@@ -102,6 +102,11 @@ class PerformanceConfig:
     """How the work runs on the machine."""
 
     deterministic_ops: bool = _key(True, "deterministic TensorFlow ops: same seed, same numbers")
+    precision: str = _key("auto", "auto, float32, mixed_float16 or mixed_bfloat16")
+    jit_compile: str | bool = _key("auto", "XLA for the training step: auto, true or false")
+    strategy: str = _key(
+        "auto", "auto, default, mirrored, multi_worker or tpu; batch_size is per replica"
+    )
 
 
 @dataclass

@@ -211,6 +211,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if verification.passed else EXIT_FAILED
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from tfinetune.cli.doctor import diagnose, format_diagnosis
+
+    facts = diagnose()
+    print(json.dumps(facts, indent=2) if args.json else format_diagnosis(facts))
+    return 0
+
+
 def _backbones(args: argparse.Namespace) -> int:
     import keras
 
@@ -307,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _export,
         "verify": _verify,
         "backbones": _backbones,
+        "doctor": _doctor,
         "demo": _demo,
     }
     if args.debug:

@@ -38,6 +38,9 @@ FLAG_KEYS = {
     "label_smoothing": "training.label_smoothing",
     "ema": "training.ema_momentum",
     "seed": "seed",
+    "precision": "performance.precision",
+    "jit_compile": "performance.jit_compile",
+    "strategy": "performance.strategy",
 }
 # The fastai-style stage flags: the first stage is the head stage, the last the unfrozen one.
 FIRST_STAGE = {"freeze_epochs": "epochs", "learning_rate": "learning_rate"}
@@ -96,4 +99,6 @@ def _config_value(flag: str, value: Any) -> Any:
         return value.split(",")
     if flag in ("data", "val_data", "teacher"):
         return str(value)
+    if flag == "jit_compile" and str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
     return value

@@ -167,6 +167,14 @@ def check_same_files(run: Path, data: ImageData) -> None:
         )
 
 
+def _performance_line(p: dict) -> str:
+    if not p:
+        return "the default policy"
+    xla = "on" if p.get("jit_compile") else "off"
+    where = f"{p.get('replicas', 1)} replica(s), global batch {p.get('global_batch', '?')}"
+    return f"precision {p.get('precision')}, XLA {xla}, {p.get('strategy', '')} {where}"
+
+
 def write_readme(out: Path, final: Path, experiment: Experiment, data: ImageData, facts: dict):
     """Write `README.md`: what was trained, on what, the results, and what to run next.
 
@@ -175,7 +183,7 @@ def write_readme(out: Path, final: Path, experiment: Experiment, data: ImageData
         final: the run folder's final path (for the commands).
         experiment: the resolved experiment.
         data: the run's datasets.
-        facts: `headline` (the result line) and `seconds`.
+        facts: `headline` (the result line), `seconds` and `performance` (how it trained).
     """
     counts = {s: len(f) for s in ("train", "val", "test") if (f := getattr(data, f"{s}_files"))}
     stages = ", ".join(f"{s.name} ({s.epochs} epochs)" for s in experiment.stages if s.epochs)
@@ -191,6 +199,7 @@ A {data.task.replace("_", "-")} model on **{experiment.model.backbone}**
 - Files used: {", ".join(f"{n} {s}" for s, n in counts.items())}; skipped:
   {len(data.bad_files)}; ignored: {len(data.ignored)} (see `manifest.csv`)
 - Stages: {stages}; seed {experiment.seed}
+- Trained with {_performance_line(facts.get("performance", {}))}
 - **Result: {facts["headline"] or "no validation data"}** in {facts["seconds"]:.0f} s
 
 The experiment is `config.toml`; the machine and package versions, `environment.json`.

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -51,8 +51,10 @@ from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_cl
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
 from tfinetune.training.distillation import Distiller
+from tfinetune.training.distribution import describe_strategy, replicas, resolve_strategy
 from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.freezing import layer_groups
+from tfinetune.training.performance import resolve_performance
 from tfinetune.training.stages import FineTuneHistory, Stage
 
 
@@ -117,6 +119,10 @@ def train_run(
     if not isinstance(experiment, Experiment):
         experiment = load_config(experiment)
     experiment = resolve_paths(experiment, Path.cwd())
+    p = experiment.performance
+    # A multi-worker strategy must exist before other TensorFlow work; a bad name fails here.
+    strategy = resolve_strategy(p.strategy)
+    resolve_performance(p.precision, p.jit_compile)
     if not experiment.data.train:
         raise ValueError("The experiment names no training data: set data.train (or --data).")
     spec = get_spec(experiment.model.backbone)
@@ -131,12 +137,12 @@ def train_run(
         if resume and not allow_changes:
             check_same_experiment(out, experiment)
         write_record(out, experiment)
-        data, model = _data_and_model(experiment, spec, weights, verbose)
+        data, model = _data_and_model(experiment, spec, weights, verbose, strategy)
         if resume and not allow_changes:
             check_same_files(out, data)
         write_manifest(out, data)
         write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
-        history = _train(experiment, data, model, verbose, out / CHECKPOINTS, resume)
+        history = _train(experiment, data, model, verbose, out / CHECKPOINTS, resume, strategy)
         write_text(out / "history.json", json.dumps(history.to_dict(), indent=2))
         plot_history(history, out / "training_curves.png")
         report = None
@@ -148,7 +154,8 @@ def train_run(
                 print(report)
         _save_and_export(experiment, spec, data, model, report, out)
         seconds = time.perf_counter() - started
-        facts = {"headline": headline(report), "seconds": seconds}
+        facts = {"headline": headline(report), "seconds": seconds,
+                 "performance": history.performance}  # fmt: skip
         write_readme(out, Path(out_dir).resolve(), experiment, data, facts)
     return RunResult(
         Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
@@ -160,15 +167,15 @@ def _weights_of(value: str) -> str | None:
 
 
 def _data_and_model(
-    experiment: Experiment, spec: BackboneSpec, weights: str | None, verbose: int
+    experiment: Experiment, spec: BackboneSpec, weights: str | None, verbose: int, strategy
 ) -> tuple[ImageData, keras.Model]:
-    """The run's datasets (bad files reported) and the model for them."""
+    """The run's datasets (bad files reported; global batches) and the model for them, made
+    in the strategy's scope."""
     d, m = experiment.data, experiment.model
     size = to_size(d.image_size or spec.default_size)
     augment = None if d.augment == "none" else d.augment
-    options = PipelineOptions(
-        size, d.batch_size, augment=augment, resize=d.resize, seed=experiment.seed
-    )
+    batch = d.batch_size * replicas(strategy)
+    options = PipelineOptions(size, batch, augment=augment, resize=d.resize, seed=experiment.seed)
     data = load_run_data(
         d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
         label_delim=d.label_delim or None, path_column=d.path_column,
@@ -176,33 +183,49 @@ def _data_and_model(
     )  # fmt: skip
     if verbose:
         _print_bad_files(data.bad_files)
-    model = build_run_model(
-        spec, data, size, weights, pooling=m.pooling, hidden_units=m.hidden_units,
-        dropout=m.dropout, batch_norm=m.batch_norm,
-    )  # fmt: skip
+    with strategy.scope():
+        model = build_run_model(
+            spec, data, size, weights, pooling=m.pooling, hidden_units=m.hidden_units,
+            dropout=m.dropout, batch_norm=m.batch_norm,
+        )  # fmt: skip
     return data, model
 
 
 def _train(
     experiment: Experiment, data: ImageData, model: keras.Model, verbose: int,
-    checkpoints: Path, resume: bool,
+    checkpoints: Path, resume: bool, strategy,
 ) -> FineTuneHistory:  # fmt: skip
-    """Fine-tune the model (or distil it) in the experiment's stages, with checkpoints."""
-    t, distill = experiment.training, experiment.distill
+    """Fine-tune the model (or distil it) in the experiment's stages, with checkpoints;
+    with several replicas, every learning rate times their number (the batch grew so)."""
+    t, distill, p = experiment.training, experiment.distill, experiment.performance
     trained = model
     if distill.teacher:
-        teacher = load_teacher(distill.teacher, data.class_names)
-        trained = Distiller(model, teacher, distill.temperature, distill.alpha)
-    return fine_tune(
-        trained, data.train, data.val, stages=stages_of(experiment, model),
+        with strategy.scope():
+            teacher = load_teacher(distill.teacher, data.class_names)
+            trained = Distiller(model, teacher, distill.temperature, distill.alpha)
+    scale = replicas(strategy)
+    stages = [replace(s, learning_rate=s.learning_rate * scale) if scale > 1 else s
+              for s in stages_of(experiment, model)]  # fmt: skip
+    history = fine_tune(
+        trained, data.train, data.val, stages=stages,
         train_bn=t.train_bn,
         label_smoothing=t.label_smoothing if data.task == "single_label" else 0.0,
         ema_momentum=t.ema_momentum or None,
         class_weight=data.class_weights() if experiment.data.balance_classes else None,
         checkpoint_dir=checkpoints, resume=resume,
+        precision=p.precision, jit_compile=_jit_compile(p), strategy=strategy,
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
+    history.performance.update(describe_strategy(strategy, experiment.data.batch_size))
+    return history
+
+
+def _jit_compile(p) -> bool | str:
+    """Keras compiles without XLA while op determinism is on, so `auto` does not ask then."""
+    if p.deterministic_ops and p.jit_compile == "auto":
+        return False
+    return p.jit_compile
 
 
 def stages_of(experiment: Experiment, model: keras.Model) -> list[Stage]:

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfinetune.compat import multi_worker_fit
 from tfinetune.models.heads import task_of
 from tfinetune.models.specs import BackboneSpec
 from tfinetune.training.checkpoints import (
@@ -21,6 +22,7 @@ from tfinetune.training.checkpoints import (
     save_checkpoint,
 )
 from tfinetune.training.distillation import Distiller
+from tfinetune.training.distribution import check_in_scope, replicas, resolve_strategy
 from tfinetune.training.freezing import freeze_to, layer_groups
 from tfinetune.training.guards import TrainingGuard, check_training_data, explain_graph_error
 from tfinetune.training.losses import default_loss, default_metrics, resolve_loss
@@ -31,6 +33,12 @@ from tfinetune.training.optimizers import (
     learning_rates_of,
     make_optimizer_factory,
     scaled_rates,
+)
+from tfinetune.training.performance import (
+    Performance,
+    loss_scaled,
+    precision_scope,
+    resolve_performance,
 )
 from tfinetune.training.progress import StageProgress, stage_table
 from tfinetune.training.schedules import make_schedule
@@ -70,6 +78,9 @@ def fine_tune(
     spec: BackboneSpec | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    precision: str = "auto",
+    jit_compile: bool | str = "auto",
+    strategy: str | tf.distribute.Strategy | None = None,
     verbose: int | str = "auto",
 ) -> FineTuneHistory:
     """Fine-tune a classifier in stages, recompiling between them.
@@ -130,6 +141,13 @@ def fine_tune(
             stages are skipped, and the stage in progress continues from its last completed
             epoch with its optimizer state (schedule position and weight averages included).
             Give the same model, data and stages as the interrupted call.
+        precision: "auto", "float32", "mixed_float16" or "mixed_bfloat16": the layers
+            compute in it while `fine_tune` runs (variables and the head's output stay
+            float32; float16 gets loss scaling); see `tfinetune.training.performance`.
+        jit_compile: "auto", True or False: compile the training step with XLA.
+        strategy: a `tf.distribute` strategy or its name (see `resolve_strategy`); by
+            default the one the model was built under. The model must be built in its
+            scope; each batch of `train_data` is split over the replicas.
         verbose: passed to `model.fit`; when not 0, each epoch is labelled with its stage
             ("stage 2/2 fine-tune, epoch 3/6") and each stage ends with a short table.
 
@@ -162,6 +180,11 @@ def fine_tune(
         optimizer, optimizer_options, ema_momentum, gradient_accumulation_steps
     )
     check_training_data(net, train_data)
+    performance = resolve_performance(precision, jit_compile)
+    strategy = model.distribute_strategy if strategy is None else resolve_strategy(strategy)
+    check_in_scope(model, strategy)
+    if verbose:
+        print(f"Training with {performance.describe()}.", flush=True)
     task = task_of(net)
     run = _StageRun(
         model, net, train_data, val_data, groups=[g.name for g in groups],
@@ -172,17 +195,20 @@ def fine_tune(
         fit_options={"steps_per_epoch": steps_per_epoch, "verbose": verbose,
                      "class_weight": dict(class_weight) if class_weight else None},
         callbacks=list(callbacks), train_bn=train_bn, spec=spec, checkpoints=checkpoint_dir,
+        performance=performance,
     )  # fmt: skip
     saved = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     progress, arrays = saved if saved else (Progress(), {})
     result = FineTuneHistory.from_dict(progress.history)
-    for index, stage in enumerate(stages):
-        if index < progress.stage:
-            continue  # done before the resume
-        resumed = progress if saved and index == progress.stage else None
-        run.stage(index, stage, len(stages), result, resumed, arrays)
-        if model.stop_training:
-            break
+    result.performance = {**performance.to_dict(), "replicas": replicas(strategy)}
+    with strategy.scope(), precision_scope(net, performance.precision):
+        for index, stage in enumerate(stages):
+            if index < progress.stage:
+                continue  # done before the resume
+            resumed = progress if saved and index == progress.stage else None
+            run.stage(index, stage, len(stages), result, resumed, arrays)
+            if model.stop_training:
+                break
     return result
 
 
@@ -204,6 +230,7 @@ class _StageRun:
     train_bn: bool
     spec: BackboneSpec | None
     checkpoints: str | os.PathLike | None
+    performance: Performance
 
     def stage(
         self, index: int, stage: Stage, count: int, result: FineTuneHistory,
@@ -216,7 +243,12 @@ class _StageRun:
         optimizer = _stage_optimizer(
             stage, trained[-n_trained:], self.schedule_steps * stage.epochs, self.make_optimizer
         )
-        model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
+        optimizer = loss_scaled(optimizer, self.performance)
+        model.compile(
+            optimizer=optimizer, loss=self.loss, metrics=self.metrics,
+            jit_compile=self.performance.jit_compile,
+        )  # fmt: skip
+        _record_xla(model, self.performance, result)
         start, name = result.epochs, stage.name or f"stage {index + 1}"
         done = resumed.epochs_done if resumed else 0
         if resumed:  # mid-stage: the optimizer's state too; at a boundary, the weights
@@ -236,12 +268,14 @@ class _StageRun:
             # the first epoch ends; Keras warns about that, harmlessly, once per stage.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             try:
-                history = model.fit(
-                    self.train_data, validation_data=self.val_data, initial_epoch=start + done,
-                    epochs=start + stage.epochs, callbacks=callbacks,
-                    shuffle=False,  # datasets shuffle themselves; Keras ignores it for them
-                    **self.fit_options,
-                )  # fmt: skip
+                with multi_worker_fit(model, tf.distribute.get_strategy()):
+                    history = model.fit(
+                        self.train_data, validation_data=self.val_data,
+                        initial_epoch=start + done, epochs=start + stage.epochs,
+                        callbacks=callbacks,
+                        shuffle=False,  # datasets shuffle themselves; Keras ignores it for them
+                        **self.fit_options,
+                    )  # fmt: skip
             except tf.errors.InvalidArgumentError as err:
                 raise ValueError(explain_graph_error(err)) from None
         facts = {"iterations": int(optimizer.iterations.numpy()),
@@ -251,6 +285,19 @@ class _StageRun:
             print(stage_table(result, name), flush=True)
         if self.checkpoints:  # a stage boundary: the final (averaged) weights, no optimizer
             save_checkpoint(self.checkpoints, model, None, Progress(index + 1, 0, result.to_dict()))
+
+
+def _record_xla(model: keras.Model, performance: Performance, result: FineTuneHistory) -> None:
+    """Record whether Keras compiled with XLA; say so when it declined a request for it."""
+    used = bool(model.jit_compile)
+    if performance.jit_compile and not used and result.performance.get("jit_compile", True):
+        warnings.warn(
+            "XLA was asked for, but Keras compiled the training step without it: TensorFlow "
+            "op determinism is on (a run's performance.deterministic_ops; --nondeterministic "
+            "turns it off), or a layer does not support XLA.",
+            stacklevel=3,
+        )
+    result.performance["jit_compile"] = used
 
 
 def _steps_for_schedules(

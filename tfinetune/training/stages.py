@@ -52,11 +52,13 @@ class FineTuneHistory:
         stages: `(name, first_epoch, end_epoch)` per stage; epochs are 0-based, end exclusive.
         optimizer: per stage, where its optimizer ended: `iterations` (steps taken) and
             `learning_rates` (each group's rate at the end).
+        performance: the precision, XLA and distribution the run trained with.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
     stages: list[tuple[str, int, int]] = field(default_factory=list)
     optimizer: list[dict] = field(default_factory=list)
+    performance: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, values: dict) -> FineTuneHistory:
@@ -70,6 +72,7 @@ class FineTuneHistory:
             {k: list(v) for k, v in values.get("history", {}).items()},
             [(s["name"], s["start"], s["end"]) for s in stages],
             [s.get("optimizer", {}) for s in stages],
+            dict(values.get("performance", {})),
         )
 
     @property
@@ -113,6 +116,7 @@ class FineTuneHistory:
                 {"name": n, "start": s, "end": e, **({"optimizer": o} if o else {})}
                 for (n, s, e), o in zip(self.stages, optimizer, strict=True)
             ],
+            **({"performance": self.performance} if self.performance else {}),
         }
 
 

@@ -1,0 +1,168 @@
+"""Training under `tf.distribute`: two logical CPUs, two worker processes, the CLI's strategy."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfinetune.cli.main import main
+from tfinetune.models.classifier import build_classifier
+from tfinetune.training.distribution import check_in_scope, resolve_strategy
+from tfinetune.training.fine_tuning import fine_tune
+
+# The same tiny training in every process: a seeded model, 32 images in global batches of 8,
+# a head epoch and an unfrozen epoch at three rates (a MultiOptimizer), plain SGD.
+TRAINING = textwrap.dedent(
+    """
+    import json, sys
+    import keras, numpy as np, tensorflow as tf
+    from tfinetune import build_classifier, fine_tune
+
+    def train(strategy):
+        keras.utils.set_random_seed(3)
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, 32)
+        x = (rng.uniform(0, 120, (32, 16, 16, 3)) + 120 * y[:, None, None, None]).astype("f4")
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        with strategy.scope():
+            model = build_classifier("convnet_tiny", 2, weights=None, image_size=16, dropout=0.0)
+        start = [w.numpy().copy() for w in model.weights]
+        history = fine_tune(
+            model, data, freeze_epochs=1, epochs=1, train_groups=3, lr_mult=10,
+            learning_rate=0.05, optimizer="sgd", ema_momentum=None, strategy=strategy,
+            precision="float32", verbose=0,
+        )
+        return start, [w.numpy() for w in model.weights], history
+    """
+)
+
+
+def _python(code: str, *args: str, env=None, timeout=300) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )  # fmt: skip
+
+
+def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"a training process did not finish within {timeout} s")
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.mark.processes
+def test_mirrored_two_cpus_matches_one_device():
+    code = (
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, "
+        "[tf.config.LogicalDeviceConfiguration()] * 2)\n" + TRAINING + textwrap.dedent(
+            """
+            s0, one, _ = train(tf.distribute.get_strategy())
+            two_cpus = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+            s1, two, history = train(two_cpus)
+            print(json.dumps({
+                "same_start": max(float(np.abs(a - b).max()) for a, b in zip(s0, s1)),
+                "moved": max(float(np.abs(a - b).max()) for a, b in zip(s0, one)),
+                "difference": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
+                "replicas": history.performance["replicas"],
+            }))
+            """
+        )
+    )  # fmt: skip
+    facts = json.loads(_finish(_python(code)).strip().splitlines()[-1])
+    assert facts["replicas"] == 2 and facts["same_start"] == 0.0
+    assert facts["moved"] > 1e-3  # the weights trained
+    assert facts["difference"] < 1e-5, facts
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.processes
+def test_multi_worker_across_two_processes(tmp_path: Path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    code = (
+        "from tfinetune.training.distribution import resolve_strategy\n"
+        "strategy = resolve_strategy('multi_worker')\n" + TRAINING + textwrap.dedent(
+            """
+            start, end, history = train(strategy)
+            print(json.dumps({
+                "replicas": history.performance["replicas"],
+                "loss": history.history["loss"],
+                "weights": [float(w.sum()) for w in end],
+            }))
+            """
+        )
+    )  # fmt: skip
+    workers = [
+        _python(code, env={"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                     "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]  # fmt: skip
+    results = [json.loads(_finish(w, timeout=240).strip().splitlines()[-1]) for w in workers]
+    assert [r["replicas"] for r in results] == [2, 2]
+    assert results[0]["weights"] == results[1]["weights"]  # one model, kept in sync
+    loss = results[0]["loss"]
+    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0], loss
+
+
+def test_model_built_outside_the_strategy_is_refused():
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=16)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with pytest.raises(ValueError, match="built outside the scope of the MirroredStrategy"):
+        check_in_scope(model, mirrored)
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 16, 16, 3)), [0, 1, 0, 1])).batch(2)
+    with pytest.raises(ValueError, match=r"inside `with strategy.scope\(\):`"):
+        fine_tune(model, data, strategy=mirrored, verbose=0)
+
+
+def test_strategy_names():
+    with pytest.raises(ValueError, match="Unknown strategy 'gpus'"):
+        resolve_strategy("gpus")
+    if "TF_CONFIG" not in os.environ:
+        with pytest.raises(ValueError, match="TF_CONFIG"):
+            resolve_strategy("multi_worker")
+    assert resolve_strategy("default") is tf.distribute.get_strategy()
+    assert type(resolve_strategy("mirrored")).__name__ == "MirroredStrategy"
+
+
+def test_cli_mirrored_run(tiny_folder: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    code = main([
+        "train", "--data", str(tiny_folder), "--backbone", "convnet_tiny", "--weights", "none",
+        "--image-size", "32", "--epochs", "1", "--freeze-epochs", "1", "--quiet",
+        "--strategy", "mirrored", "--batch-size", "4", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    performance = json.loads((out / "history.json").read_text())["performance"]
+    replicas = performance["replicas"]
+    assert performance["strategy"] == "MirroredStrategy"
+    assert (
+        performance["global_batch"]
+        == 4 * replicas
+        == 4 * len(tf.config.list_logical_devices("GPU") or [0])
+    )
+    assert (out / "saved_model" / "1" / "saved_model.pb").is_file()
