@@ -41,14 +41,15 @@ ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "datasets"
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _rate(ds: tf.data.Dataset, epochs: int) -> list[float]:
-    """Images per second of each full pass over `ds`."""
+def _rate(ds: tf.data.Dataset, epochs: int, cpu: list[float]) -> list[float]:
+    """Images per second of each full pass over `ds`; CPU ms per image appended to `cpu`."""
     rates = []
     for _ in range(epochs):
-        start, count = time.perf_counter(), 0
+        start, start_cpu, count = time.perf_counter(), time.process_time(), 0
         for x, _ in ds:
             count += int(x.shape[0])
         rates.append(count / (time.perf_counter() - start))
+        cpu.append(1000 * (time.process_time() - start_cpu) / count)
     return rates
 
 
@@ -121,14 +122,22 @@ def bench(name: str, root: Path, size: int, batch: int, epochs: int, repeats: in
     result = {"images": len(paths), "image_size": size, "batch_size": batch, "rows": {}}
     # This machine's speed jumps between two levels (other tenants), so each pipeline is
     # built and run `repeats` times, round robin, and the best rate of each epoch is kept.
+    # CPU time (all threads) per image is kept too: it moves much less than wall time.
     runs: dict[str, list[list[float]]] = {label: [] for label in rows}
+    cpu: dict[str, list[list[float]]] = {label: [] for label in rows}
     for _ in range(repeats):
         for label, make in rows.items():
-            runs[label].append(_rate(make(), epochs))
+            cpu[label].append([])
+            runs[label].append(_rate(make(), epochs, cpu[label][-1]))
+    result["cpu_ms_per_image"] = {}
+    print(f"  {'images/s, then CPU ms/image, per epoch':<44}")
     for label, repeated in runs.items():
         rates = [max(epoch) for epoch in zip(*repeated, strict=True)]
+        cpu_ms = [min(epoch) for epoch in zip(*cpu[label], strict=True)]
         result["rows"][label] = rates
-        print(f"  {label:<44}" + "".join(f"{r:9.0f}" for r in rates), flush=True)
+        result["cpu_ms_per_image"][label] = cpu_ms
+        print(f"  {label:<44}" + "".join(f"{r:9.0f}" for r in rates)
+              + "".join(f"{c:8.2f}" for c in cpu_ms), flush=True)  # fmt: skip
     result["all_runs"] = runs
     r = result["rows"]
     ours, keras_aug = (
@@ -152,6 +161,17 @@ def bench(name: str, root: Path, size: int, batch: int, epochs: int, repeats: in
         "tfinetune no aug / decode limit, epoch 1": plain[0] / limit[0],
         "tfinetune no aug / decode limit, epochs 2+ (median)": steady(plain) / steady(limit),
     }
+    c = result["cpu_ms_per_image"]
+    ours_cpu, keras_cpu = (
+        c["tfinetune, default (light) augmentation"],
+        c["keras loader + same augmentation"],
+    )
+    result["ratios"]["CPU per image: keras+aug / tfinetune default aug, epoch 1"] = (
+        keras_cpu[0] / ours_cpu[0]
+    )
+    result["ratios"]["CPU per image: keras+aug / tfinetune default aug, epochs 2+ (median)"] = (
+        steady(keras_cpu) / steady(ours_cpu)
+    )
     for key, value in result["ratios"].items():
         print(f"  {key:<58}{value:6.2f}x")
     return result

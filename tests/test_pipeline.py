@@ -146,14 +146,14 @@ def test_large_jpegs_decode_at_reduced_scale_to_nearly_the_full_decodes_pixels()
     assert np.abs(fast - full).mean() < 1.0 and np.abs(fast - full).max() <= 12
 
 
-def test_rotation_and_zoom_fused_into_one_resampling_match_applying_them_in_turn():
+def test_flip_rotation_and_zoom_fused_into_one_resampling_match_applying_them_in_turn():
     y, x = np.mgrid[0:64, 0:64].astype("float32")
     smooth = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1)
     images = tf.constant(np.stack([smooth, smooth[::-1], smooth[:, ::-1], smooth[::-1, ::-1]]))
     aug = build_augmentation("light", seed=0)
     labels = tf.zeros([4], tf.int32)
     seed = tf.constant([3, 9])
-    assert [len(run) for run in aug._runs()] == [1, 2]  # flip, then rotation + zoom fused
+    assert [len(run) for run in aug._runs()] == [3]  # flip, rotation and zoom: one resampling
     fused, _ = aug(images, labels, seed=seed)
     aug.fuse = False
     in_turn, _ = aug(images, labels, seed=seed)
@@ -161,3 +161,55 @@ def test_rotation_and_zoom_fused_into_one_resampling_match_applying_them_in_turn
     inner = (slice(None), slice(12, 52), slice(12, 52))  # away from the reflected border
     diff = np.abs(fused.numpy()[inner] - in_turn.numpy()[inner])
     assert diff.mean() < 0.5 and diff.max() < 8
+
+
+def _counted(counter: tf.Variable, missing: int):
+    """A decode function that counts its calls and fails for one element."""
+
+    def decode(i):
+        check = tf.debugging.assert_none_equal(i, tf.constant(missing, tf.int64))
+        with tf.control_dependencies([check, counter.assign_add(1)]):  # like a decode error
+            return tf.fill([2, 2, 3], tf.cast(i % 251, tf.uint8)), tf.identity(i)
+
+    return decode
+
+
+def test_memory_cache_first_pass_streams_and_later_passes_reshuffle_from_memory():
+    from tfinetune.data.memory_cache import shuffled_memory_cache
+
+    n, counter = 2000, tf.Variable(0, dtype=tf.int64)
+    source = tf.data.Dataset.range(n).shuffle(n, seed=3).map(lambda i: (i, i))
+    ds = shuffled_memory_cache(source, n, _counted(counter, missing=7), seed=1)
+    first_element = next(iter(ds))
+    assert int(counter.numpy()) < n // 2  # no wait for the whole set before the first image
+    passes = [[int(y) for _, y in ds] for _ in range(3)]
+    assert int(counter.numpy()) < 2 * n  # the source ran through once (plus the first probe)
+    made = int(counter.numpy())
+    for _ in ds:
+        pass
+    assert int(counter.numpy()) == made  # later passes never touch the source
+    expected = sorted(set(range(n)) - {7})  # a dropped element stays dropped
+    assert [sorted(p) for p in passes] == [expected] * 3
+    assert passes[1] != passes[2] and passes[1] != passes[0]  # a new order every pass
+    assert int(first_element[1]) != 7
+    # Pixels and labels stay together.
+    for x, y in ds.take(20):
+        assert int(x[0, 0, 0]) == int(y) % 251
+
+
+def test_training_pipeline_is_seeded_and_keeps_pairs_through_the_memory_cache():
+    images = np.arange(40, dtype="uint8")[:, None, None, None] * np.ones((1, 6, 6, 3), "uint8")
+
+    def epochs(seed):
+        src = tf.data.Dataset.from_tensor_slices((images, np.arange(40)))
+        ds = build_pipeline(src, count=40, training=True, image_size=6, batch_size=8,
+                            augment=None, seed=seed)  # fmt: skip
+        return [np.concatenate([y.numpy() for _, y in ds]) for _ in range(3)], ds
+
+    orders, ds = epochs(5)
+    again, _ = epochs(5)
+    assert all((a == b).all() for a, b in zip(orders, again, strict=True))  # seeded
+    assert all(sorted(o) == list(range(40)) for o in orders)
+    assert not (orders[1] == orders[2]).all()
+    for x, y in ds:
+        assert (x.numpy()[:, 0, 0, 0] == y.numpy()).all()

@@ -86,9 +86,18 @@ def mixes_labels(policy: Augment) -> bool:
 _GEOMETRIC = (keras.layers.RandomRotation, keras.layers.RandomZoom)
 
 
+def _is_horizontal_flip(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, keras.layers.RandomFlip) and layer.mode == "horizontal"
+
+
 def _matrix(layer: keras.layers.Layer, transformation: dict, height, width) -> tf.Tensor:
     """The `[batch, 3, 3]` output-to-input pixel transform of one geometric layer's draw."""
-    if isinstance(layer, keras.layers.RandomRotation):
+    if _is_horizontal_flip(layer):  # x -> (width - 1) - x, for the flipped images
+        sign = 1.0 - 2.0 * tf.cast(tf.reshape(transformation["flips"], [-1, 1]), tf.float32)
+        shift = (1.0 - sign) / 2.0 * (tf.cast(width, tf.float32) - 1.0)
+        zeros, ones = tf.zeros_like(sign), tf.ones_like(sign)
+        flat = tf.concat([sign, zeros, shift, zeros, ones, zeros, zeros, zeros], axis=1)
+    elif isinstance(layer, keras.layers.RandomRotation):
         flat = transformation["rotation_matrix"]
     else:
         flat = _zoom_matrix(
@@ -113,18 +122,19 @@ def _zoom_matrix(width_zoom, height_zoom, height, width) -> tf.Tensor:
 
 
 def _fuse(layers: Sequence[keras.layers.Layer], images: tf.Tensor) -> tf.Tensor:
-    """Apply consecutive rotation and zoom layers as one affine resampling.
+    """Apply consecutive horizontal flip, rotation and zoom layers as one affine resampling.
 
     Each layer draws its random transform as usual; the transforms are multiplied and the
-    batch is resampled once, instead of once per layer: the same augmentation, about half
-    the work, and one interpolation blur instead of two.
+    batch is resampled once, instead of once per layer: the same augmentation, a fraction
+    of the work, and one interpolation blur instead of two. (A flip moves whole pixels, so
+    it resamples exactly.)
     """
     shape = tf.shape(images)
     total = tf.eye(3, batch_shape=[shape[0]])
     for layer in layers:
         transformation = layer.get_random_transformation({"images": images}, training=True)
         total = total @ _matrix(layer, transformation, shape[1], shape[2])
-    first = layers[0]
+    first = next(layer for layer in layers if isinstance(layer, _GEOMETRIC))
     return keras.ops.image.affine_transform(
         images,
         tf.reshape(total, [-1, 9])[:, :8],
@@ -134,26 +144,29 @@ def _fuse(layers: Sequence[keras.layers.Layer], images: tf.Tensor) -> tf.Tensor:
     )
 
 
-def _fusable(a: keras.layers.Layer, b: keras.layers.Layer) -> bool:
-    same = ("interpolation", "fill_mode", "fill_value", "data_format")
-    return (
-        all(isinstance(x, _GEOMETRIC) for x in (a, b))
-        and all(getattr(a, k) == getattr(b, k) for k in same)
-        and a.data_format == "channels_last"
-    )
+def _fusable(run: Sequence[keras.layers.Layer], b: keras.layers.Layer) -> bool:
+    """Whether layer `b` can join `run` in one resampling (with one interpolation and fill)."""
+    layers = [*run, b]
+    if not all(isinstance(x, _GEOMETRIC) or _is_horizontal_flip(x) for x in layers):
+        return False
+    if any(x.data_format != "channels_last" for x in layers):
+        return False
+    same = ("interpolation", "fill_mode", "fill_value")
+    geometric = [x for x in layers if isinstance(x, _GEOMETRIC)]
+    return all(getattr(x, k) == getattr(geometric[0], k) for x in geometric for k in same)
 
 
 class Augmenter:
     """Keras preprocessing layers applied to `(images, labels)` batches with a per-batch seed.
 
-    Consecutive RandomRotation and RandomZoom layers (same fill and interpolation) are
-    applied as one resampling with their composed transform (`fuse=False` applies them one
-    by one, as a `keras.Sequential` would).
+    Consecutive horizontal RandomFlip, RandomRotation and RandomZoom layers (same fill and
+    interpolation) are applied as one resampling with their composed transform (`fuse=False`
+    applies them one by one, as a `keras.Sequential` would).
 
     Args:
         layers: Keras image preprocessing layers, applied in order.
         random_crop: the area range of the decode-time random resized crop, or None.
-        fuse: compose consecutive rotation and zoom layers into one resampling.
+        fuse: compose consecutive flip, rotation and zoom layers into one resampling.
 
     Example:
     >>> aug = build_augmentation("light")
@@ -186,7 +199,7 @@ class Augmenter:
         data = {"images": tf.cast(images, tf.float32), "labels": labels}
         with seeded_layers(self.layers, seed) if seed is not None else contextlib.nullcontext():
             for run in self._runs():
-                if len(run) > 1:
+                if any(isinstance(layer, _GEOMETRIC) for layer in run) and len(run) > 1:
                     data["images"] = _fuse(run, data["images"])
                 else:
                     data = run[0](data, training=True)
@@ -196,7 +209,7 @@ class Augmenter:
         """The layers in order, consecutive fusable geometric layers grouped together."""
         runs: list[list[keras.layers.Layer]] = []
         for layer in self.layers:
-            if self.fuse and runs and _fusable(runs[-1][-1], layer):
+            if self.fuse and runs and _fusable(runs[-1], layer):
                 runs[-1].append(layer)
             else:
                 runs.append([layer])

@@ -102,13 +102,21 @@ def build_image_data(
 
 
 def file_source(
-    files: LabelledFiles, deterministic: bool = True
+    files: LabelledFiles,
+    deterministic: bool = True,
+    *,
+    shuffled: bool = False,
+    seed: int | None = None,
 ) -> tuple[tf.data.Dataset, int, int]:
     """`(encoded bytes, label)` elements read in parallel, their count and total bytes.
 
     Args:
         files: the labelled files.
         deterministic: keep the file order.
+        shuffled: for training: shuffle the paths anew every pass, before reading them,
+            and give `(file index, (encoded bytes, label))` elements (`build_pipeline`
+            then needs no shuffle buffer of its own before decoding).
+        seed: seeds the shuffle.
 
     Example:
     >>> file_source(LabelledFiles([], [], ["a"]))[1:]
@@ -116,11 +124,20 @@ def file_source(
     """
     paths = tf.constant(list(files.paths), dtype=tf.string)
     source = tf.data.Dataset.from_tensor_slices((paths, files.label_array()))
-    source = source.map(
-        lambda path, label: (tf.io.read_file(path), label),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic,
-    )
+    if shuffled and len(files):
+        indexed = tf.data.Dataset.zip(tf.data.Dataset.range(len(files)), source)
+        source = indexed.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        source = source.map(
+            lambda i, item: (i, (tf.io.read_file(item[0]), item[1])),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+    else:
+        source = source.map(
+            lambda path, label: (tf.io.read_file(path), label),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
     return source, len(files), sum(os.path.getsize(p) for p in files.paths)
 
 
@@ -173,7 +190,11 @@ def files_datasets(
     if not len(parts["train"]):
         raise ValueError("No training images: the training file list is empty.")
     return build_image_data(
-        {name: file_source(f, opts.deterministic) for name, f in parts.items() if f},
+        {
+            name: file_source(f, opts.deterministic, shuffled=name == "train", seed=opts.seed)
+            for name, f in parts.items()
+            if f
+        },
         train_files.class_names,
         opts,
         train_files=parts["train"],

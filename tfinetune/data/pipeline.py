@@ -1,8 +1,9 @@
 """The `tf.data` pipeline every source goes through: decode, resize, cache, shuffle, batch,
 augment, prefetch.
 
-Sources hand over `(encoded image bytes, label)` or `(uint8 pixels, label)` elements. Decoding
-runs in parallel; a file that fails to decode is dropped rather than stopping an epoch.
+Sources hand over `(encoded image bytes, label)` or `(uint8 pixels, label)` elements, or for
+training `(index, (bytes, label))` elements they shuffled themselves. Decoding runs in
+parallel; a file that fails to decode is dropped rather than stopping an epoch.
 Decoded, resized images are cached (memory when they fit, or a disk file) so that later
 epochs skip decoding. With a decode-time random resized crop the crop must change every
 epoch, so then only the encoded bytes are cached. Augmentation runs on batches with one
@@ -25,6 +26,7 @@ from tfinetune.data.images import (
     decode_random_crop,
     resize_image,
 )
+from tfinetune.data.memory_cache import shuffled_memory_cache
 from tfinetune.sizes import to_size
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -105,7 +107,9 @@ def build_pipeline(
 
     Args:
         source: elements `(encoded bytes, label)` (a scalar string) or `(uint8 [h, w, 3]
-            or [h, w] pixels, label)`; labels are class indices or multi-hot vectors.
+            or [h, w] pixels, label)`; labels are class indices or multi-hot vectors. For
+            training, also `(index, (encoded bytes, label))` elements that come shuffled
+            (`file_source(..., shuffled=True)`).
         count: the number of elements (for the shuffle buffer and the memory estimate).
         options: the pipeline options (see `PipelineOptions`).
         training: shuffle every epoch and augment.
@@ -128,7 +132,10 @@ def build_pipeline(
     one_hot = one_hot or (augmenter is not None and augmenter.mixes_labels)
     if one_hot and not num_classes:
         raise ValueError("One-hot labels (which MixUp and CutMix need) need num_classes.")
-    is_encoded = source.element_spec[0].dtype == tf.string
+    # An indexed source, `(index, (image, label))`, comes shuffled (see `file_source`).
+    indexed = isinstance(source.element_spec[1], tuple)
+    image_spec = source.element_spec[1][0] if indexed else source.element_spec[0]
+    is_encoded = image_spec.dtype == tf.string
     if crop is not None and not is_encoded:
         raise ValueError(
             "A random resized crop happens while decoding, so it needs encoded images; this "
@@ -139,9 +146,10 @@ def build_pipeline(
     decoded_bytes = count * height * width * 3
     cached_bytes = (encoded_bytes or MEMORY_CACHE_LIMIT + 1) if crop else decoded_bytes
     cache = _Cache(opts, cached_bytes, shuffle=count if training else 0)
-    if training and not cache.stores:
-        # Nothing is cached: shuffle the cheap elements (paths, bytes) before decoding.
-        source = source.shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
+    if training and not indexed and (not cache.stores or cache.replays(crop)):
+        # Shuffle the cheap elements (bytes) before decoding: nothing is cached, or the
+        # memory cache stores the first pass as it goes (see `memory_cache`).
+        source = source.enumerate().shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
     ds = _decode(source, opts, cache, crop, is_encoded).batch(opts.batch_size)
     if one_hot:
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
@@ -165,11 +173,17 @@ class _Cache:
     cached_bytes: int
     shuffle: int  # the shuffle buffer (0: no shuffle)
 
+    def replays(self, crop) -> bool:
+        """Whether decoded training images go to a `shuffled_memory_cache`."""
+        return bool(self.shuffle) and crop is None and self.in_memory
+
+    @property
+    def in_memory(self) -> bool:
+        return self.options.cache is True and self.cached_bytes <= MEMORY_CACHE_LIMIT
+
     @property
     def stores(self) -> bool:
-        cache = self.options.cache
-        in_memory = cache is True and self.cached_bytes <= MEMORY_CACHE_LIMIT
-        return in_memory or isinstance(cache, (str, os.PathLike))
+        return self.in_memory or isinstance(self.options.cache, (str, os.PathLike))
 
     def __call__(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         if not self.stores:
@@ -184,6 +198,14 @@ class _Cache:
 def _decode(source, opts: PipelineOptions, cache: _Cache, crop, is_encoded) -> tf.data.Dataset:
     """Decode (a random crop, or the whole image resized), cached where it pays."""
     size, order = opts.image_size, opts.deterministic
+    if isinstance(source.element_spec[1], tuple):  # (index, (image, label)), shuffled
+        if cache.replays(crop):
+            return shuffled_memory_cache(
+                source, cache.shuffle,
+                lambda item: (_to_pixels(item[0], size, opts.resize, is_encoded), item[1]),
+                opts.seed, order,
+            )  # fmt: skip
+        source = source.map(lambda i, item: item)
     if crop is not None:  # the crop changes every epoch: cache the encoded bytes
         ds = tf.data.Dataset.zip(cache(source), _seeds(opts.seed, 1))
         return ds.map(
