@@ -31,8 +31,9 @@ from tfinetune.models.heads import OUTPUT_LAYER, SCALING_LAYER
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Why `auto` keeps float32 and no XLA on a CPU (measured, see benchmarks/README.md).
 CPU_EVIDENCE = (
-    "on a CPU, float32 without XLA measured fastest: mixed_bfloat16 took 1.6x the CPU "
-    "time per image (AVX512_BF16 and AMX present) and XLA about 10x"
+    "on a CPU, float32 without XLA measured fastest (benchmarks/train_step.py): "
+    "mixed_bfloat16 took 1.4x the CPU time per image, with AVX512_BF16 and AMX present, "
+    "and XLA 10x"
 )
 # Layers that keep float32: the head's output (and its rescaling for regression).
 FLOAT32_LAYERS = (OUTPUT_LAYER, SCALING_LAYER)
