@@ -112,7 +112,7 @@ def test_a_full_disk_or_a_refused_write_is_one_line_and_leaves_no_run(data, tmp_
 
 @pytest.mark.processes
 def test_ctrl_c_and_sigterm_end_with_130_one_line_and_a_run_to_resume(data, tmp_path):
-    slow = ["--epochs", "200"]  # still training when the signal comes
+    slow = ["--epochs", "100000"]  # still training when the signal comes
     for number, sig in enumerate((signal.SIGINT, signal.SIGTERM)):
         out = tmp_path / f"run{number}"
         process = subprocess.Popen(
