@@ -201,3 +201,24 @@ def test_efficientnet_trains_under_float16():
     assert probabilities.dtype == np.float32 and np.allclose(
         probabilities.sum(axis=1), 1, atol=1e-5
     )
+
+
+def test_a_stop_request_interrupts_at_the_next_batch():
+    # What the CLI's signal handler also does, for an interrupt lost in a destructor.
+    from tfinetune.training.guards import STOP_REQUESTED, request_stop
+
+    class Request(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                request_stop()
+
+    model = build_classifier("convnet_tiny", weights=None, image_size=16, num_classes=2)
+    seen = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fine_tune(model, _bright_or_dark(), freeze_epochs=1, epochs=0, verbose=0,
+                      callbacks=[Request(), keras.callbacks.LambdaCallback(
+                          on_train_batch_end=lambda b, logs: seen.append(b))])  # fmt: skip
+    finally:
+        STOP_REQUESTED.clear()
+    assert seen == [0]  # batch 1's end never reached the later callbacks

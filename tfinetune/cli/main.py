@@ -357,20 +357,28 @@ def _describe_os_error(err: OSError) -> str:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """Handle SIGTERM (a scheduler stopping the job) like Ctrl-C: clean up, exit 130."""
+    """Handle SIGTERM (a scheduler stopping the job) like Ctrl-C: clean up, exit 130.
+
+    Both also ask the training guard to stop: an interrupt that Python delivers inside a
+    destructor is lost, and the guard raises it again at the next batch.
+    """
 
     def interrupt(signum, frame):
+        guards = sys.modules.get("tfinetune.training.guards")
+        if guards is not None:
+            guards.request_stop()
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

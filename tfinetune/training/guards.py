@@ -6,14 +6,32 @@
   otherwise end with the weight average swapped in although no step ran) or when the loss
   stops being finite.
 - `explain_graph_error`: the one useful line of a TensorFlow "Graph execution error".
+- `request_stop`: a signal handler's way to stop training for sure. Python delivers
+  KeyboardInterrupt wherever the main thread is, and one that lands in a destructor (a
+  `tf.data` iterator's, at an epoch's end) is printed as "ignored" and lost; the guard
+  raises it again at the next batch.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import keras
 import tensorflow as tf
+
+STOP_REQUESTED = threading.Event()
+
+
+def request_stop() -> None:
+    """Make the `TrainingGuard` of the training in progress raise KeyboardInterrupt.
+
+    Example:
+    >>> request_stop(); STOP_REQUESTED.is_set()
+    True
+    >>> STOP_REQUESTED.clear()
+    """
+    STOP_REQUESTED.set()
 
 
 def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
@@ -72,6 +90,8 @@ class TrainingGuard(keras.callbacks.Callback):
         self.batches, self.epoch = 0, epoch
 
     def on_train_batch_end(self, batch, logs=None) -> None:
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
         self.batches += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
@@ -83,6 +103,8 @@ class TrainingGuard(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None) -> None:
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
         if self.batches == 0:
             raise ValueError(
                 f"The training data gave no batch in epoch {epoch + 1} (stage "
