@@ -136,7 +136,7 @@ def test_hub_features_equal_keras_mobilenet_v2_with_the_same_weights():
 
 @pytest.mark.slow
 def test_hub_backbone_classifier_on_real_photos(tmp_path):
-    from tfinetune import evaluate_classifier, freeze_to, image_folder_datasets
+    from tfinetune import evaluate_classifier, freeze_to, image_folder_datasets, layer_groups
 
     hub_dir = asset("hub", "mobilenet_v2_100_224_feature_vector")
     root = asset("datasets", "hymenoptera_data")
@@ -151,11 +151,18 @@ def test_hub_backbone_classifier_on_real_photos(tmp_path):
     # A step with the hub backbone trainable changes its variables; the result reloads.
     hub = find_backbone(model).get_layer("hub")
     assert hub.trainable_weights == []  # frozen in the head stage
-    freeze_to(model, 2)
+    groups = [g.name for g in layer_groups(model)]  # blocks from the variable names
+    assert groups[:3] == ["stem", "block_1", "block_2"] and groups[-3:] == [
+        "block_16",
+        "top",
+        "head",
+    ]
+    freeze_to(model, len(groups))
     before = [w.numpy().copy() for w in hub.trainable_weights]
     assert len(before) == 156  # the SavedModel's trainable variables
     # Two batches are enough to show that gradients reach the SavedModel's variables.
-    fine_tune(model, data.train.take(2), freeze_epochs=0, epochs=1, train_groups=2, verbose=0)
+    every = len(groups)
+    fine_tune(model, data.train.take(2), freeze_epochs=0, epochs=1, train_groups=every, verbose=0)
     assert any(
         not np.array_equal(w.numpy(), b) for w, b in zip(hub.trainable_weights, before, strict=True)
     )

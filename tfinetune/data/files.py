@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -65,14 +65,7 @@ class LabelledFiles:
 
     def label_array(self) -> np.ndarray:
         """Labels as int32 class indices, float32 multi-hot rows, or float32 targets."""
-        if self.task == "regression":
-            return np.asarray(self.labels, dtype="float32").reshape(len(self))
-        if not self.multi_label:
-            return np.asarray(self.labels, dtype="int32").reshape(len(self))
-        hot = np.zeros((len(self), len(self.class_names)), dtype="float32")
-        for row, labels in enumerate(self.labels):
-            hot[row, list(labels)] = 1.0
-        return hot
+        return label_array(self.labels, len(self.class_names), self.task)
 
     def without(self, bad: Sequence[BadFile]) -> LabelledFiles:
         """These files less the `bad` ones, which join `bad_files`.
@@ -94,6 +87,28 @@ class LabelledFiles:
         )
 
 
+def label_array(labels: Sequence, num_classes: int, task: str) -> np.ndarray:
+    """Labels as int32 class indices, float32 multi-hot rows, or float32 targets.
+
+    Args:
+        labels: class indices, tuples of indices (multi-label) or numbers (regression).
+        num_classes: the number of classes.
+        task: "single_label", "multi_label" or "regression".
+
+    Example:
+    >>> label_array([(0,), (0, 2)], 3, "multi_label").tolist()
+    [[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]]
+    """
+    if task == "regression":
+        return np.asarray(labels, dtype="float32").reshape(len(labels))
+    if task != "multi_label":
+        return np.asarray(labels, dtype="int32").reshape(len(labels))
+    hot = np.zeros((len(labels), num_classes), dtype="float32")
+    for row, ids in enumerate(labels):
+        hot[row, list(ids)] = 1.0
+    return hot
+
+
 # === Finding bad files ===
 
 
@@ -103,12 +118,16 @@ def _tf_error_text(err: Exception) -> str:
     return text.removesuffix("name:").strip()
 
 
-def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]:
+def find_bad_files(
+    paths: Sequence[str], verbose: bool = False, decode: Callable = decode_image
+) -> list[BadFile]:
     """Decode every file once, in parallel, and return those that fail with the reason.
 
     Args:
         paths: image file paths.
         verbose: show a progress bar.
+        decode: the decoder, from a scalar string of file bytes to a tensor (default:
+            images; `tfinetune.data.audio.decode_audio` for sound files).
 
     Example:
     >>> import tempfile, os
@@ -121,7 +140,7 @@ def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]
         return []
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
     ds = ds.map(
-        lambda i, p: (i, tf.shape(decode_image(tf.io.read_file(p)))[0]),
+        lambda i, p: (i, tf.shape(decode(tf.io.read_file(p)))[0]),
         num_parallel_calls=AUTOTUNE,
         deterministic=False,
     ).ignore_errors()
@@ -136,13 +155,14 @@ def find_bad_files(paths: Sequence[str], verbose: bool = False) -> list[BadFile]
         if i in readable:
             continue
         try:
-            decode_image(tf.io.read_file(path))
+            decode(tf.io.read_file(path))
             reason = "cannot be decoded"
         except (tf.errors.OpError, ValueError) as err:
             reason = f"cannot be decoded: {_tf_error_text(err)}"
         try:
             with open(path, "rb") as f:
-                reason = undecodable_reason(f.read(16)) or reason
+                header = f.read(16)
+            reason = (undecodable_reason(header) if decode is decode_image else None) or reason
         except OSError:
             pass
         bad.append(BadFile(str(path), reason))

@@ -15,6 +15,8 @@ from tfinetune.data.files import (
 )
 from tfinetune.data.images import is_junk, sniff_format, undecodable_reason
 
+IMAGE_KINDS = "images (JPEG, PNG, GIF, BMP or WebP)"
+
 
 def _classify_file(path: Path) -> str | None:
     """None for an image candidate, else the reason to report the file as skipped."""
@@ -99,9 +101,11 @@ def _class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
     return list(expected)
 
 
-def _list_class_files(root: Path, class_names: Sequence[str]) -> LabelledFiles:
-    """Every image candidate under each class folder (nested too), the files to report, and
-    the junk passed over."""
+def _list_class_files(
+    root: Path, class_names: Sequence[str], classify=_classify_file, kinds: str = IMAGE_KINDS
+) -> LabelledFiles:
+    """Every candidate file under each class folder (nested too), the files to report, and
+    the junk passed over. `classify(path)` gives None for a candidate, else the reason."""
     paths, labels, bad, ignored = [], [], [], []
     for label, name in enumerate(class_names):
         class_dir = root / name
@@ -111,7 +115,7 @@ def _list_class_files(root: Path, class_names: Sequence[str]) -> LabelledFiles:
                         if is_junk(n)]  # fmt: skip
             dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
             for path in [Path(dirpath) / n for n in sorted(filenames) if not is_junk(n)]:
-                reason = _classify_file(path)
+                reason = classify(path)
                 if reason is None:
                     paths.append(str(path))
                     labels.append(label)
@@ -120,12 +124,14 @@ def _list_class_files(root: Path, class_names: Sequence[str]) -> LabelledFiles:
         if len(paths) + len(bad) == found and class_dir.is_dir():
             raise ValueError(
                 f"Class folder {str(class_dir)!r} has no files (only hidden or system files, "
-                "if any). Add images to it (JPEG, PNG, GIF, BMP or WebP) or remove the folder."
+                f"if any). Add {kinds} to it or remove the folder."
             )
     return LabelledFiles(paths, labels, list(class_names), bad, ignored)
 
 
-def _check_every_class_kept_images(files: LabelledFiles, present: Sequence[str], root) -> None:
+def _check_every_class_kept_images(
+    files: LabelledFiles, present: Sequence[str], root, kind: str = "image"
+) -> None:
     """A class whose every file was skipped is an error that names it and why."""
     counts = {name: 0 for name in present}
     for label in files.labels:
@@ -137,6 +143,6 @@ def _check_every_class_kept_images(files: LabelledFiles, present: Sequence[str],
     skipped = [b for b in files.bad_files if Path(b.path).is_relative_to(root / name)]
     why = f" (for example {skipped[0].path}: {skipped[0].reason})" if skipped else ""
     raise ValueError(
-        f"Class {name!r} in {str(root)!r} has no usable image: all {len(skipped)} of its files "
+        f"Class {name!r} in {str(root)!r} has no usable {kind}: all {len(skipped)} of its files "
         f"were skipped{why}. Fix or remove them, or remove the class folder."
     )

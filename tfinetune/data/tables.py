@@ -51,44 +51,79 @@ def files_from_rows(
     (['a', 'b'], [(0, 1), (1,)])
     """
     rows = [_check_row(row, number) for number, row in enumerate(rows, start=1)]
-    if task is None:
-        listed = any(isinstance(label, (list, tuple)) for _, label in rows)
-        task = "multi_label" if label_delim is not None or listed else "single_label"
-    if task not in ("single_label", "multi_label", "regression"):
-        raise ValueError(f"Unknown task {task!r}: use single_label, multi_label or regression.")
 
     def full(path) -> str:
         relative = root is not None and not Path(path).is_absolute()
         return str(Path(root, path) if relative else path)
 
-    if task == "regression":
-        parsed = [(full(p), _number(label, n, p)) for n, (p, label) in enumerate(rows, 1)]
-        class_names = [target_name]
-    else:
-        parsed = [(full(path), _names(label, label_delim)) for path, label in rows]
-        if task == "single_label":
-            _check_one_label_each(rows, parsed, label_delim)
-        found = sorted({name for _, names in parsed for name in names})
-        class_names = found if class_names is None else list(class_names)
-        _check_known(rows, parsed, class_names)
-    bad = [BadFile(p, "file not found") for p, _ in parsed if not os.path.isfile(p)]
+    paths = [full(path) for path, _ in rows]
+    labels, class_names, _ = parse_labels(
+        [p for p, _ in rows],
+        [label for _, label in rows],
+        class_names=class_names,
+        label_delim=label_delim,
+        task=task,
+        target_name=target_name,
+    )
+    bad = [BadFile(p, "file not found") for p in paths if not os.path.isfile(p)]
     if verify:
-        bad += find_bad_files([p for p, _ in parsed if os.path.isfile(p)])
+        bad += find_bad_files([p for p in paths if os.path.isfile(p)])
     skip = {b.path for b in bad}
-    paths, labels = [], []
-    index = {name: i for i, name in enumerate(class_names)}
-    for path, label in parsed:
-        if path in skip:
-            continue
-        paths.append(path)
-        if task == "regression":
-            labels.append(label)
-        else:
-            ids = tuple(sorted(index[n] for n in label))
-            labels.append(ids if task == "multi_label" else ids[0])
-    if not paths:
+    keep = [i for i, path in enumerate(paths) if path not in skip]
+    if not keep:
         raise ValueError("None of the listed images can be read.")
-    return LabelledFiles(paths, labels, list(class_names), bad)
+    return LabelledFiles([paths[i] for i in keep], [labels[i] for i in keep], class_names, bad)
+
+
+def parse_labels(
+    keys: Sequence,
+    raw: Sequence,
+    *,
+    class_names: Sequence[str] | None = None,
+    label_delim: str | None = None,
+    task: str | None = None,
+    target_name: str = "value",
+) -> tuple[list, list[str], str]:
+    """Class indices (or index tuples, or numbers) for raw labels, the classes, and the task.
+
+    Args:
+        keys: what names each row in error messages (a path, a text).
+        raw: one label per row: a class name, a list of names or one string of names
+            separated by `label_delim` (multi-label), or a number (regression).
+        class_names: the classes, in label order (default: the names found, sorted).
+        label_delim: the separator of several labels in one string.
+        task: "single_label", "multi_label" or "regression"; by default multi-label when
+            `label_delim` is given or a label is a list, else single-label.
+        target_name: regression: the target's name (the model's one output).
+
+    Example:
+    >>> parse_labels(["a.txt", "b.txt"], ["x y", "y"], label_delim=" ")
+    ([(0, 1), (1,)], ['x', 'y'], 'multi_label')
+    """
+    if task is None:
+        listed = any(isinstance(label, (list, tuple)) for label in raw)
+        task = "multi_label" if label_delim is not None or listed else "single_label"
+    if task not in ("single_label", "multi_label", "regression"):
+        raise ValueError(f"Unknown task {task!r}: use single_label, multi_label or regression.")
+    rows = list(zip(keys, raw, strict=True))
+    if task == "regression":
+        return (
+            [_number(label, n, key) for n, (key, label) in enumerate(rows, 1)],
+            [target_name],
+            task,
+        )
+    parsed = [(key, _names(label, label_delim)) for key, label in rows]
+    if task == "single_label":
+        _check_one_label_each(rows, parsed, label_delim)
+    found = sorted({name for _, names in parsed for name in names})
+    class_names = found if class_names is None else list(class_names)
+    _check_known(rows, parsed, class_names)
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = []
+    for _, names in parsed:
+        ids = tuple(sorted(index[n] for n in names))
+        labels.append(ids if task == "multi_label" else ids[0])
+    return labels, class_names, task
 
 
 def _check_row(row, number: int) -> tuple:

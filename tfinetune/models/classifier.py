@@ -10,6 +10,7 @@ import keras
 
 from tfinetune.models.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
 from tfinetune.models.heads import build_head, check_task
+from tfinetune.models.hub import AUDIO_RATE
 from tfinetune.models.normalization import PixelNormalization
 from tfinetune.sizes import to_size
 
@@ -31,8 +32,9 @@ def build_classifier(
     batch_norm: bool = False,
     target_mean: float = 0.0,
     target_std: float = 1.0,
+    clip_seconds: float | None = None,
 ) -> keras.Model:
-    """Build an image model that takes RGB pixels in 0..255: a classifier or a regressor.
+    """Build a model for images (RGB pixels in 0..255), text or audio: a classifier or regressor.
 
     The normalisation the backbone's weights expect is the model's first layer, so the same
     model trains, evaluates and serves on plain images. The backbone starts frozen; use
@@ -60,13 +62,18 @@ def build_classifier(
     """
     check_task(task)
     spec = get_spec(backbone)
-    size = to_size(spec.default_size if image_size is None else image_size)
-
     # === Layers ===
-    features_model = build_backbone(spec, image_size=size, weights=weights)
-    inputs = keras.Input((*size, 3), name="pixels")
-    x = PixelNormalization(spec.normalization, name="normalize")(inputs)
-    x = features_model(x)
+    if spec.modality == "image":
+        size = to_size(spec.default_size if image_size is None else image_size)
+        features_model = build_backbone(spec, image_size=size, weights=weights)
+        inputs = keras.Input((*size, 3), name="pixels")
+        x = features_model(PixelNormalization(spec.normalization, name="normalize")(inputs))
+    else:
+        features_model = _signal_backbone(spec, weights, clip_seconds)
+        inputs = keras.Input(
+            features_model.input_shape[1:], dtype=features_model.input.dtype, name=spec.modality
+        )
+        x = features_model(inputs)
     outputs = build_head(
         x,
         num_classes,
@@ -84,6 +91,21 @@ def build_classifier(
     features_model.trainable = False
     _SPECS[model] = spec
     return model
+
+
+def _signal_backbone(spec: BackboneSpec, weights, clip_seconds: float | None) -> keras.Model:
+    """A text or audio backbone: strings `[batch]`, or waveforms `[batch, samples]`."""
+    if spec.modality == "text":
+        shape: tuple = ()
+    else:
+        samples = spec.default_size
+        if clip_seconds is not None:
+            if not clip_seconds > 0:
+                raise ValueError(f"clip_seconds must be above 0. Received: {clip_seconds!r}")
+            samples = max(1, round(clip_seconds * spec.sample_rate))
+        shape = (samples,)
+    model = spec.builder(input_shape=shape, weights=weights)
+    return keras.Model(model.input, model.output, name=spec.name)
 
 
 def find_backbone(model: keras.Model) -> keras.Model:
@@ -121,3 +143,34 @@ def backbone_spec_of(model: keras.Model) -> BackboneSpec | None:
     'convnet_tiny'
     """
     return _SPECS.get(model) or CATALOGUE.get(find_backbone(model).name)
+
+
+def modality_of(model: keras.Model) -> str:
+    """What a classifier takes: `"image"`, `"text"` (a string per example) or `"audio"`.
+
+    Args:
+        model: a model made by `build_classifier` (or any Keras model).
+
+    Example:
+    >>> modality_of(build_classifier("convnet_tiny", weights=None, image_size=32))
+    'image'
+    """
+    if model.inputs[0].dtype == "string":
+        return "text"
+    return "audio" if len(model.input_shape) == 2 else "image"
+
+
+def sample_rate_of(model: keras.Model) -> int | None:
+    """An audio classifier's sample rate in Hz (None for other models).
+
+    Args:
+        model: a model made by `build_classifier`.
+
+    Example:
+    >>> sample_rate_of(build_classifier("convnet_tiny", weights=None, image_size=32)) is None
+    True
+    """
+    if modality_of(model) != "audio":
+        return None
+    spec = backbone_spec_of(model)
+    return spec.sample_rate if spec is not None and spec.sample_rate else AUDIO_RATE

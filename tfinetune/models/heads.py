@@ -15,7 +15,7 @@ OUTPUT_LAYER = f"{HEAD_PREFIX}predictions"
 SCALING_LAYER = f"{HEAD_PREFIX}target_scaling"
 TASKS = ("single_label", "multi_label", "regression")
 _ACTIVATIONS = {"single_label": "softmax", "multi_label": "sigmoid", "regression": None}
-POOLINGS = ("avg", "max", "avgmax")
+POOLINGS = ("avg", "max", "avgmax", "attention")
 
 
 @keras.saving.register_keras_serializable(package="tfinetune")
@@ -86,7 +86,8 @@ def build_head(
             targets for "regression".
         task: "single_label" (softmax), "multi_label" (one sigmoid per class) or
             "regression" (linear, scaled back to the target's units).
-        pooling: `"avg"`, `"max"`, or `"avgmax"` (both, concatenated), for a feature map.
+        pooling: `"avg"`, `"max"`, `"avgmax"` (both, concatenated), or for a sequence of
+            frames `[batch, time, c]` also `"attention"` (a learned weighting of frames).
         dropout: the dropout rate before each dense layer, in [0, 1).
         hidden_units: sizes of optional hidden dense layers (ReLU).
         batch_norm: a BatchNormalization layer after each hidden layer.
@@ -112,7 +113,7 @@ def build_head(
 
     # === Layers ===
     x = features
-    if len(x.shape) == 4:
+    if len(x.shape) in (3, 4):
         x = _pool(x, pooling)
     for i, units in enumerate(hidden_units):
         if dropout:
@@ -130,14 +131,50 @@ def build_head(
     return outputs
 
 
+@keras.saving.register_keras_serializable(package="tfinetune")
+class AttentionPooling(keras.layers.Layer):
+    """A weighted mean over time: a learned score per frame, softmax-normalised over frames.
+
+    Args:
+        **kwargs: Keras layer arguments.
+
+    Example:
+    >>> tuple(AttentionPooling()(keras.ops.ones((2, 5, 3))).shape)
+    (2, 3)
+    """
+
+    def build(self, input_shape):
+        self.score = keras.layers.Dense(1, name="score")
+        self.score.build(input_shape)
+
+    def call(self, inputs):
+        weights = keras.ops.softmax(self.score(inputs), axis=1)
+        return keras.ops.sum(weights * inputs, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
 def _pool(x: keras.KerasTensor, pooling: str) -> keras.KerasTensor:
-    average = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")
-    maximum = keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}max_pool")
+    frames = len(x.shape) == 3
+    if pooling == "attention":
+        if not frames:
+            raise ValueError(
+                "pooling='attention' weighs the frames of a sequence ([batch, time, channels]); "
+                "for a feature map use 'avg', 'max' or 'avgmax'."
+            )
+        return AttentionPooling(name=f"{HEAD_PREFIX}pool")(x)
+    layers = keras.layers
+    average_type = layers.GlobalAveragePooling1D if frames else layers.GlobalAveragePooling2D
+    max_type = layers.GlobalMaxPooling1D if frames else layers.GlobalMaxPooling2D
     if pooling == "avg":
-        return average(x)
+        return average_type(name=f"{HEAD_PREFIX}pool")(x)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}pool")(x)
-    return keras.layers.Concatenate(name=f"{HEAD_PREFIX}avgmax")([average(x), maximum(x)])
+        return max_type(name=f"{HEAD_PREFIX}pool")(x)
+    average = average_type(name=f"{HEAD_PREFIX}pool")(x)
+    return layers.Concatenate(name=f"{HEAD_PREFIX}avgmax")(
+        [average, max_type(name=f"{HEAD_PREFIX}max_pool")(x)]
+    )
 
 
 def task_of(model: keras.Model) -> str:

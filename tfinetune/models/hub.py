@@ -16,10 +16,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfinetune.models.hub_groups import make_blocks, used_variables
 from tfinetune.models.specs import BackboneSpec
 
 HUB_PREFIX = "hub:"
 _RANGES = {(0.0, 1.0): "unit", (-1.0, 1.0): "tf", (0.0, 255.0): "none"}
+_RESOLVED: dict[str, str] = {}  # handle -> its folder in the TF Hub cache, once per process
 
 
 def resolve_handle(handle: str | os.PathLike) -> str:
@@ -45,9 +47,11 @@ def resolve_handle(handle: str | os.PathLike) -> str:
             f"No SavedModel folder at {text!r}. Pass a local SavedModel folder or a TF Hub / "
             "Kaggle model handle (https://...)."
         )
-    import tensorflow_hub  # only for handles: importing it costs time and is not needed else
+    if text not in _RESOLVED:
+        import tensorflow_hub  # only for handles: importing it costs time, not needed else
 
-    return tensorflow_hub.resolve(text)
+        _RESOLVED[text] = tensorflow_hub.resolve(text)
+    return _RESOLVED[text]
 
 
 def load_hub_object(handle: str | os.PathLike):
@@ -92,6 +96,34 @@ def fixed_input_sizes(loaded) -> set[tuple[int, int]]:
     return sizes
 
 
+def _first_input(loaded):
+    args, _ = loaded.__call__.concrete_functions[0].structured_input_signature
+    return args[0] if args and isinstance(args[0], tf.TensorSpec) else None
+
+
+def input_kind(loaded) -> str:
+    """What a SavedModel's `__call__` takes: `"image"`, `"text"` or `"audio"` (a waveform).
+
+    Images are `float32 [batch, height, width, 3]`, text a `string [batch]` of sentences
+    (TF Hub text embeddings), a waveform one `float32 [samples]` clip (YAMNet's convention).
+
+    Args:
+        loaded: what `load_hub_object` returned.
+    """
+    spec = _first_input(loaded)
+    if spec is not None and spec.dtype == tf.string:
+        return "text"
+    if spec is not None and spec.dtype.is_floating and spec.shape.rank == 1:
+        return "audio"
+    if spec is not None and spec.shape.rank == 4:
+        return "image"
+    raise ValueError(
+        f"The SavedModel's `__call__` takes {spec!r}; tfinetune uses SavedModels that take "
+        "images [batch, height, width, 3], sentences (a string [batch]) or one waveform "
+        "(float32 [samples])."
+    )
+
+
 def _accepts_training(loaded) -> bool:
     for function in loaded.__call__.concrete_functions:
         args, kwargs = function.structured_input_signature
@@ -100,14 +132,35 @@ def _accepts_training(loaded) -> bool:
     return False
 
 
+def _probe(loaded, kind: str):
+    """A small seeded input that exercises the model, to find its output width and the
+    variables its output depends on."""
+    if kind == "text":
+        return tf.constant(["the first of a few probe sentences", "and the second one"])
+    if kind == "audio":
+        return tf.random.stateless_uniform([16000], seed=[1, 2], minval=-0.5, maxval=0.5)
+    height, width = sorted(fixed_input_sizes(loaded) or {(224, 224)})[0]
+    return tf.random.stateless_uniform([2, height, width, 3], seed=[1, 2])
+
+
 @keras.saving.register_keras_serializable(package="tfinetune")
 class HubLayer(keras.layers.Layer):
-    """A TF2 SavedModel (TF Hub, Kaggle or local) as a Keras 3 layer.
+    """A TF2 SavedModel (TF Hub, Kaggle or local) for images, text or audio as a Keras 3 layer.
+
+    Its variables are held in `blocks` (`HubBlock` layers named after the blocks in the
+    variable names) so that staged unfreezing can train the top blocks only. Text models take
+    a string per example; audio models (one waveform per call, as YAMNet) take `[batch,
+    samples]` and return per-frame features `[batch, frames, width]`.
 
     Args:
         handle: a local SavedModel folder or a TF Hub / Kaggle handle.
         trainable: train the SavedModel's trainable variables in `fit`.
-        input_range: the pixel range the model expects (TF Hub image models: `(0, 1)`).
+        input_range: the pixel range an image model expects (TF Hub: `(0, 1)`).
+        output: which output to use when the model returns several: a dict key or a tuple
+            index (default: `"default"` or the first; for a waveform model returning three,
+            the second: YAMNet's `scores, embeddings, log_mel_spectrogram`).
+        group_pattern: a regular expression naming blocks in variable names (see
+            `tfinetune.models.hub_groups.block_names`).
 
     Example:
     >>> layer = HubLayer("path/to/feature_vector")  # doctest: +SKIP
@@ -120,60 +173,93 @@ class HubLayer(keras.layers.Layer):
         handle: str,
         trainable: bool = False,
         input_range: tuple[float, float] = (0.0, 1.0),
+        output: int | str | None = None,
+        group_pattern: str | None = None,
         **kwargs,
     ):
         super().__init__(trainable=trainable, **kwargs)
         self.handle = str(handle)
         self.input_range = tuple(float(v) for v in input_range)
+        self.output_key, self.group_pattern = output, group_pattern
         self._loaded = load_hub_object(self.handle)
+        self.kind = input_kind(self._loaded)
         self._training_arg = _accepts_training(self._loaded)
-        trainable_ids = {id(v) for v in getattr(self._loaded, "trainable_variables", [])}
-        # Keras 3 wraps a `tf.Variable` given as the initializer instead of copying it, so
-        # these weights *are* the SavedModel's variables: `fit` trains what its functions
-        # read. Assigned as an attribute, the list is tracked as the layer's weights.
-        self.hub_weights = [
-            keras.Variable(
-                initializer=variable,
-                trainable=id(variable) in trainable_ids,
-                dtype=variable.dtype,
-                shape=variable.shape,
-                name=variable.name.split(":")[0].replace("/", "_"),
-            )
-            for variable in getattr(self._loaded, "variables", [])
-        ]
-        for weight in self.hub_weights:  # as Keras does for weights added to a frozen layer
-            weight.trainable = weight.trainable and self.trainable
+        probe = _probe(self._loaded, self.kind)
+        self.width = int(self._select(self._run(probe, False)).shape[-1])
+        keep = used_variables(
+            lambda x: self._select(self._run(x, False)), probe, self._loaded.variables
+        )
+        # Tracked as sublayers: `fit` trains them, `.keras` files store them.
+        self.blocks = make_blocks(self._loaded, keep, group_pattern, self.name)
+        for block in self.blocks:  # as Keras does for weights added to a frozen layer
+            block.trainable = self.trainable
         self.built = True
 
-    def call(self, inputs, training=None):
-        images = ops.cast(inputs, "float32")
+    def _run(self, inputs, training: bool):
         if self._training_arg:
-            outputs = self._loaded(images, training=bool(training) and self.trainable)
-        else:
-            outputs = self._loaded(images)
+            return self._loaded(inputs, training=training)
+        return self._loaded(inputs)
+
+    def _select(self, outputs):
         if isinstance(outputs, dict):
-            outputs = outputs.get("default", next(iter(outputs.values())))
+            key = self.output_key if self.output_key is not None else "default"
+            return outputs[key] if key in outputs else next(iter(outputs.values()))
+        if isinstance(outputs, (tuple, list)):
+            default = 1 if self.kind == "audio" and len(outputs) == 3 else 0
+            return outputs[default if self.output_key is None else int(self.output_key)]
+        return outputs
+
+    def call(self, inputs, training=None):
+        train = bool(training) and self.trainable
+        if self.kind == "text":
+            outputs = self._select(self._run(tf.reshape(inputs, [-1]), train))
+        elif self.kind == "audio":
+            outputs = tf.map_fn(
+                lambda clip: self._select(self._run(clip, train)),
+                ops.cast(inputs, "float32"),
+                fn_output_signature=tf.TensorSpec([None, self.width], tf.float32),
+            )
+        else:
+            outputs = self._select(self._run(ops.cast(inputs, "float32"), train))
         return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "handle": self.handle, "input_range": self.input_range}
+        return {
+            **super().get_config(),
+            "handle": self.handle,
+            "input_range": self.input_range,
+            "output": self.output_key,
+            "group_pattern": self.group_pattern,
+        }
 
 
-def hub_spec(handle: str, default_size: int = 224, input_range=(0.0, 1.0)) -> BackboneSpec:
-    """A `BackboneSpec` for a TF Hub / Kaggle / local image feature-vector SavedModel.
+AUDIO_RATE = 16000  # TF Hub audio models (YAMNet, TRILL, VGGish) take 16 kHz mono
+AUDIO_CLIP = 15600  # 0.975 s: one YAMNet frame of 96 log-mel rows
+
+
+def hub_spec(
+    handle: str,
+    default_size: int = 224,
+    input_range=(0.0, 1.0),
+    kind: str | None = None,
+) -> BackboneSpec:
+    """A `BackboneSpec` for a TF Hub / Kaggle / local SavedModel for images, text or audio.
 
     Args:
         handle: a local SavedModel folder or a TF Hub / Kaggle handle.
-        default_size: the input size it was made for.
-        input_range: the pixel range it expects; sets the classifier's normalisation.
+        default_size: an image model's input size.
+        input_range: the pixel range an image model expects; sets the normalisation.
+        kind: `"image"`, `"text"` or `"audio"`; by default read from the SavedModel's
+            `__call__` (which loads it, and downloads a handle once).
 
     Example:
-    >>> hub_spec("https://tfhub.dev/some/model/5").normalization
+    >>> hub_spec("https://tfhub.dev/some/model/5", kind="image").normalization
     'unit'
     """
     key = tuple(float(v) for v in input_range)
     if key not in _RANGES:
         raise ValueError(f"input_range must be one of {sorted(_RANGES)}. Received: {input_range!r}")
+    kind = kind or input_kind(load_hub_object(handle))
 
     def build(input_shape, weights=None):
         if weights not in (None, "imagenet"):
@@ -181,9 +267,9 @@ def hub_spec(handle: str, default_size: int = 224, input_range=(0.0, 1.0)) -> Ba
                 f"A hub backbone carries its own weights; pass weights=None or 'imagenet'. "
                 f"Received: weights={weights!r}"
             )
-        inputs = keras.Input(input_shape)
+        inputs = keras.Input(input_shape, dtype="string" if kind == "text" else None, name=kind)
         layer = HubLayer(handle, input_range=key, name="hub")
-        sizes = fixed_input_sizes(layer._loaded)
+        sizes = fixed_input_sizes(layer._loaded) if kind == "image" else set()
         if sizes and tuple(input_shape[:2]) not in sizes:
             height, width = sorted(sizes)[0]
             raise ValueError(
@@ -196,7 +282,9 @@ def hub_spec(handle: str, default_size: int = 224, input_range=(0.0, 1.0)) -> Ba
     return BackboneSpec(
         name="hub",
         builder=build,
-        default_size=default_size,
-        normalization=_RANGES[key],
+        default_size=AUDIO_CLIP if kind == "audio" else default_size,
+        normalization=_RANGES[key] if kind == "image" else "none",
         min_size=1,  # the SavedModel checks its own input shape
+        modality=kind,
+        sample_rate=AUDIO_RATE if kind == "audio" else None,
     )

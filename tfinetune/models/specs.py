@@ -31,6 +31,9 @@ class BackboneSpec:
         min_size: the smallest input size the architecture accepts.
         weights_file: the name of the ImageNet weights file (no top) that Keras looks for in
             its cache, `{rows}` standing for the input size where the name depends on it.
+        modality: what the backbone takes: `"image"` (pixels), `"text"` (a string per
+            example) or `"audio"` (a mono waveform; `default_size` is its length in samples).
+        sample_rate: an audio backbone's sample rate in Hz.
 
     Example:
     >>> spec = BackboneSpec("tiny", None, 64, "tf", group_pattern=r"^(block\\d+)_")
@@ -48,6 +51,8 @@ class BackboneSpec:
     imagenet: bool = True
     min_size: int = 32
     weights_file: str | None = None
+    modality: str = "image"
+    sample_rate: int | None = None
 
     def weights_file_for(self, size: tuple[int, int]) -> str | None:
         """The weights file name Keras asks for at input size `size` (None: none known).

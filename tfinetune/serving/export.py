@@ -18,15 +18,21 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.atomic import folder_lock, staged_folder
+from tfinetune.data.audio import decode_clip, tone_wav
 from tfinetune.data.images import RESIZE_MODES
+from tfinetune.models.classifier import modality_of, sample_rate_of
 from tfinetune.models.heads import task_of
 from tfinetune.serving.signatures import (
+    AUDIO_INPUT,
     BYTES_INPUT,
     BYTES_SIGNATURE,
     EXAMPLES_INPUT,
     EXAMPLES_SIGNATURE,
     IMAGES_INPUT,
     IMAGES_SIGNATURE,
+    TEXT_INPUT,
+    WAVEFORMS_INPUT,
+    WAVEFORMS_SIGNATURE,
     image_example,
     serving_functions,
 )
@@ -41,23 +47,42 @@ class ExportCheckError(RuntimeError):
     """The exported model does not predict what the Keras model predicts."""
 
 
-def _check_export(
-    path: Path, model: keras.Model, image_size: tuple[int, int], tolerance: float
-) -> float:
-    """Compare every signature with the Keras model on random check images; return the gap."""
+def _check_inputs(model: keras.Model) -> tuple[dict[str, dict], np.ndarray]:
+    """Check inputs for every signature of `model`, and what the Keras model predicts."""
+    modality = modality_of(model)
+    if modality == "text":
+        sentences = ["A first check sentence.", "", "and ANOTHER one, with punctuation!"]
+        expected = model.predict_on_batch(tf.constant(sentences))
+        return {BYTES_SIGNATURE: {TEXT_INPUT: tf.constant(sentences)}}, np.asarray(expected)
+    if modality == "audio":
+        rate, samples = sample_rate_of(model), model.input_shape[1]
+        clips = [  # 8 kHz mono 0.5 s; 44.1 kHz stereo 1.2 s (resampled, mixed down)
+            tone_wav(440, seconds=0.5, rate=8000),
+            tone_wav(700, seconds=1.2, rate=44100, channels=2),
+        ]
+        waves = tf.stack([decode_clip(c, rate, samples) for c in clips])
+        expected = np.asarray(model.predict_on_batch(waves))
+        return {
+            BYTES_SIGNATURE: {AUDIO_INPUT: tf.constant(clips)},
+            WAVEFORMS_SIGNATURE: {WAVEFORMS_INPUT: waves},
+        }, expected
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (4, *image_size, 3), dtype=np.uint8)
+    pixels = rng.integers(0, 256, (4, *model.input_shape[1:3], 3), dtype=np.uint8)
     encoded = [tf.io.encode_png(p).numpy() for p in pixels]
     expected = np.asarray(model.predict_on_batch(pixels.astype("float32")))
+    return {
+        BYTES_SIGNATURE: {BYTES_INPUT: tf.constant(encoded)},
+        IMAGES_SIGNATURE: {IMAGES_INPUT: tf.constant(pixels)},
+        EXAMPLES_SIGNATURE: {EXAMPLES_INPUT: tf.constant([image_example(e) for e in encoded])},
+    }, expected
+
+
+def _check_export(path: Path, model: keras.Model, tolerance: float) -> float:
+    """Compare every signature with the Keras model on check inputs; return the largest gap."""
+    inputs, expected = _check_inputs(model)
     key = "values" if task_of(model) == "regression" else "probabilities"
     loaded = tf.saved_model.load(str(path))
-    served = [
-        loaded.signatures[BYTES_SIGNATURE](**{BYTES_INPUT: tf.constant(encoded)}),
-        loaded.signatures[IMAGES_SIGNATURE](**{IMAGES_INPUT: tf.constant(pixels)}),
-        loaded.signatures[EXAMPLES_SIGNATURE](
-            **{EXAMPLES_INPUT: tf.constant([image_example(e) for e in encoded])}
-        ),
-    ]
+    served = [loaded.signatures[name](**args) for name, args in inputs.items()]
     gap = max(float(np.abs(out[key].numpy() - expected).max()) for out in served)
     if not gap <= tolerance:
         raise ExportCheckError(
@@ -65,6 +90,38 @@ def _check_export(
             f"(allowed: {tolerance:.0e}); nothing was written."
         )
     return gap
+
+
+def input_contract(model: keras.Model, resize: str = "stretch") -> dict:
+    """What an exported model's signatures take, for `preprocessing.json`.
+
+    Args:
+        model: a model made by `build_classifier`.
+        resize: an image model's resize mode.
+
+    Example:
+    >>> from tfinetune.models.classifier import build_classifier
+    >>> input_contract(build_classifier("convnet_tiny", weights=None, image_size=32))["input"]
+    'RGB pixels 0..255; the model normalises them itself'
+    """
+    modality = modality_of(model)
+    if modality == "text":
+        return {"modality": "text", "input": "raw text; the model tokenises it itself"}
+    if modality == "audio":
+        rate, samples = sample_rate_of(model), model.input_shape[1]
+        return {
+            "modality": "audio",
+            "sample_rate": rate,
+            "clip_samples": samples,
+            "input": f"WAV bytes at any rate (mixed to mono, resampled to {rate} Hz, the "
+            f"middle {samples} samples or padded at the end), or mono waveforms at {rate} Hz",
+        }
+    return {
+        "modality": "image",
+        "image_size": list(model.input_shape[1:3]),
+        "resize": resize,
+        "input": "RGB pixels 0..255; the model normalises them itself",
+    }
 
 
 def read_contract(folder: str | os.PathLike) -> tuple[list[str], dict]:
@@ -172,13 +229,10 @@ def export_saved_model(
         for name, (function, spec) in functions.items():
             archive.add_endpoint(name, function, input_signature=[spec])
         archive.write_out(str(staging), verbose=False)
-        size = tuple(model.input_shape[1:3])
-        gap = _check_export(staging, model, size, tolerance)
+        gap = _check_export(staging, model, tolerance)
         contract = {
             "task": task,
-            "image_size": list(size),
-            "resize": resize,
-            "input": "RGB pixels 0..255; the model normalises them itself",
+            **input_contract(model, resize),
             "top_k": min(top_k, len(class_names)),
             "check_max_abs_diff": gap,
             **(

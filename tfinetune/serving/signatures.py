@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from tfinetune.data.audio import decode_clip, fit_length
 from tfinetune.data.images import decode_and_resize, resize_image
 from tfinetune.data.records import FEATURES
+from tfinetune.models.classifier import modality_of, sample_rate_of
 from tfinetune.models.heads import task_of
 
 # Signature names and their input names. TF Serving's REST API turns {"b64": ...} into bytes;
@@ -42,6 +44,10 @@ MULTI_LABEL_OUTPUTS = (
     "top_k_scores",
 )
 REGRESSION_OUTPUTS = ("value", "values")
+# Text and audio models (see `signal_functions`).
+TEXT_INPUT = "text"
+AUDIO_INPUT = "audio_bytes"
+WAVEFORMS_SIGNATURE, WAVEFORMS_INPUT = "serve_waveforms", "waveforms"
 
 
 def serving_functions(
@@ -79,6 +85,8 @@ def serving_functions(
     >>> serve(tf.zeros([1, 20, 30, 3], tf.uint8))["top_k_labels"].shape
     TensorShape([1, 2])
     """
+    if modality_of(model) != "image":
+        return signal_functions(model, class_names, top_k, thresholds)
     if FEATURES.get(IMAGE_FEATURE) is None:  # tfinetune convert must write what we parse
         raise RuntimeError(f"tfinetune.data.records no longer writes {IMAGE_FEATURE!r}.")
     height, width = model.input_shape[1:3]
@@ -122,6 +130,62 @@ def serving_functions(
     }
 
 
+def signal_functions(
+    model: keras.Model,
+    class_names: Sequence[str],
+    top_k: int = 5,
+    thresholds: Sequence[float] | None = None,
+) -> dict[str, tuple[Callable, tf.TensorSpec]]:
+    """The serving functions of a text or audio model, with the outputs of `serving_functions`.
+
+    Text: `serving_default(text: string[batch])`, the raw sentences (the model's own
+    preprocessing is inside it). Audio: `serving_default(audio_bytes: string[batch])`, WAV
+    files at any sample rate, mono or not, decoded, mixed down, resampled and fitted to the
+    model's clip by the code training used (`tfinetune.data.audio.decode_clip`); and
+    `serve_waveforms(waveforms: float32[batch, samples])`, mono waveforms at the model's rate.
+
+    Args:
+        model: a text or audio model made by `build_classifier`.
+        class_names: the class names, in output order.
+        top_k: how many classes the top-k outputs hold.
+        thresholds: multi-label: each class's threshold (default 0.5 each).
+    """
+    outputs = _outputs_of(model, class_names, top_k, thresholds)
+    if modality_of(model) == "text":
+
+        def serve_text(text):
+            return outputs(text)
+
+        return {BYTES_SIGNATURE: (serve_text, tf.TensorSpec([None], tf.string, name=TEXT_INPUT))}
+    rate, samples = sample_rate_of(model), model.input_shape[1]
+
+    def serve_audio(audio_bytes):
+        return outputs(
+            tf.map_fn(
+                lambda encoded: decode_clip(encoded, rate, samples),
+                audio_bytes,
+                fn_output_signature=tf.TensorSpec([samples], tf.float32),
+            )
+        )
+
+    def serve_waveforms(waveforms):
+        return outputs(
+            tf.map_fn(
+                lambda wave: fit_length(wave, samples),
+                waveforms,
+                fn_output_signature=tf.TensorSpec([samples], tf.float32),
+            )
+        )
+
+    return {
+        BYTES_SIGNATURE: (serve_audio, tf.TensorSpec([None], tf.string, name=AUDIO_INPUT)),
+        WAVEFORMS_SIGNATURE: (
+            serve_waveforms,
+            tf.TensorSpec([None, None], tf.float32, name=WAVEFORMS_INPUT),
+        ),
+    }
+
+
 def _outputs_of(
     model: keras.Model, class_names: Sequence[str], top_k: int, thresholds
 ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
@@ -133,8 +197,10 @@ def _outputs_of(
         [0.5] * len(class_names) if thresholds is None else list(thresholds), tf.float32
     )
 
-    def outputs(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        predictions = tf.cast(model(tf.cast(pixels, tf.float32), training=False), tf.float32)
+    def outputs(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        if inputs.dtype != tf.string:
+            inputs = tf.cast(inputs, tf.float32)
+        predictions = tf.cast(model(inputs, training=False), tf.float32)
         if task == "regression":
             return {"value": predictions[:, 0], "values": predictions}
         scores, ids = tf.math.top_k(predictions, k=k)

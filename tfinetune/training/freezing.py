@@ -16,6 +16,7 @@ import numpy as np
 from tfinetune.models.backbones import BackboneSpec, group_layers
 from tfinetune.models.classifier import backbone_spec_of, find_backbone
 from tfinetune.models.heads import HEAD_PREFIX
+from tfinetune.models.hub import HubLayer
 
 
 @dataclass
@@ -56,7 +57,11 @@ def layer_groups(model: keras.Model, spec: BackboneSpec | None = None) -> list[L
     backbone = find_backbone(model)
     spec = spec or backbone_spec_of(model)
     pattern, boundary = (spec.group_pattern, spec.boundary_pattern) if spec else (None, None)
-    groups = group_layers(backbone.layers, pattern, boundary)
+    hubs = [layer for layer in backbone.layers if isinstance(layer, HubLayer)]
+    if hubs:  # a SavedModel's blocks, named from its variable names (see models.hub_groups)
+        groups = [(b.name.removeprefix(f"{h.name}_"), [b]) for h in hubs for b in h.blocks]
+    else:
+        groups = group_layers(backbone.layers, pattern, boundary)
     head = [
         layer
         for layer in model.layers

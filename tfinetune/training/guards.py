@@ -57,11 +57,18 @@ def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
         )
     inputs, labels = spec[0], spec[1]
     channels, expected = inputs.shape[-1], model.input_shape[-1]
-    if inputs.dtype == tf.string:
+    takes_text = model.inputs[0].dtype == "string"
+    if inputs.dtype == tf.string and not takes_text:
         raise ValueError(
             "The inputs are strings: decode the images first (tfinetune's datasets do)."
         )
-    if channels is not None and expected is not None and channels != expected:
+    if takes_text and inputs.dtype != tf.string:
+        raise ValueError(
+            f"The model takes text (a string per example) but the inputs are {inputs.dtype.name}: "
+            "give the texts themselves, as tfinetune.data.text's datasets do."
+        )
+    image = inputs.shape.rank == 4 and len(model.input_shape) == 4
+    if image and channels is not None and expected is not None and channels != expected:
         raise ValueError(
             f"The images have {channels} channel(s) but the model takes {expected}: give RGB "
             "images (tf.image.grayscale_to_rgb for grayscale), as tfinetune's datasets do."
