@@ -99,9 +99,11 @@ def _hidden_units(value: str) -> list[int]:
 def _add_data_and_head(command: argparse.ArgumentParser) -> None:
     """The data and head flags of `train` and `distill` (their defaults: the experiment's)."""
     sources = command.add_mutually_exclusive_group()
-    sources.add_argument("--data", help="training folder: DIR/<class>/<images>")
+    sources.add_argument("--data", help="training folder: DIR/<class>/<images or WAV files>")
     sources.add_argument(
-        "--csv", dest="data", help="training CSV: a path column and a label (or number) column"
+        "--csv",
+        dest="data",
+        help="training CSV: a path (or text) column and a label (or number) column",
     )
     val = command.add_mutually_exclusive_group()
     val.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
@@ -117,8 +119,12 @@ def _add_data_and_head(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--path-column", help="the CSV's image path column (path)")
     command.add_argument("--label-column", help="the CSV's label column (label)")
+    command.add_argument("--text-column", help="a text CSV's text column (text)")
+    command.add_argument(
+        "--clip-seconds", type=float, help="sound clips' length (default: the backbone's)"
+    )
     _add_model_options(command, defaults=False)
-    command.add_argument("--pooling", choices=("avg", "max", "avgmax"))
+    command.add_argument("--pooling", choices=("avg", "max", "avgmax", "attention"))
     command.add_argument(
         "--hidden-units", type=_hidden_units, help="hidden head layers, e.g. 256,128"
     )
@@ -284,9 +290,13 @@ def _add_evaluate_and_predict(commands) -> None:
         "--overwrite", action="store_true", help="replace an earlier evaluation in --out"
     )
 
-    predict = commands.add_parser("predict", help="print one JSON line per image")
+    predict = commands.add_parser("predict", help="print one JSON line per image, clip or text")
     predict.add_argument("model", help=MODEL_HELP)
-    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument(
+        "images",
+        nargs="+",
+        help="image or sound files; for a text model, texts (-: one per line of stdin)",
+    )
     predict.add_argument("--tta", action="store_true", help="average with mirrored images")
 
 

@@ -34,16 +34,20 @@ def _key(default: Any, help: str) -> Any:  # a field with its help, for `tfinetu
 class DataConfig:
     """Where the images come from and how they reach the model."""
 
-    train: str = _key("", "training folder (DIR/<class>/<images>) or CSV file")
+    train: str = _key("", "training folder (DIR/<class>/<images or WAV files>) or CSV file")
     val: str = _key("", "validation folder or CSV; empty: hold out val_split of train")
     val_split: float = _key(0.2, "share held out for validation when there is no val")
     task: str = _key("", "single_label, multi_label or regression; empty: from the data")
     path_column: str = _key("path", "a CSV's image path column")
     label_column: str = _key("label", "a CSV's label (or target) column")
+    text_column: str = _key("text", "a text CSV's text column (a CSV without the path column)")
     label_delim: str = _key("", "separator of several labels in one CSV cell (multi-label)")
     image_size: int = _key(0, "input size in pixels; 0: the backbone's")
+    clip_seconds: float = _key(0.0, "sound clips' length in seconds; 0: the backbone's")
     batch_size: int = _key(32, "images per batch")
-    augment: str | list[str] = _key("light", "none, light, medium, heavy, or layer names")
+    augment: str | list[str] = _key(
+        "light", "none, light, medium, heavy, or layer names (sound: none, light, noise)"
+    )
     resize: str = _key("stretch", "stretch, crop or pad")
     balance_classes: bool = _key(False, "weight the loss so that every class counts equally")
 
@@ -54,7 +58,7 @@ class ModelConfig:
 
     backbone: str = _key("mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>")
     weights: str = _key("imagenet", "imagenet, a weights file, or none")
-    pooling: str = _key("avg", "the head's pooling: avg, max or avgmax")
+    pooling: str = _key("avg", "the head's pooling: avg, max, avgmax (sound also attention)")
     hidden_units: list[int] = _key([], "sizes of hidden head layers, e.g. [256, 128]")
     dropout: float = _key(0.2, "dropout before each dense layer of the head")
     batch_norm: bool = _key(False, "BatchNormalization after each hidden layer")

@@ -37,6 +37,12 @@ def experiment_from_args(args: argparse.Namespace, base=None):
     config = getattr(args, "config", None)
     experiment = load_config(config) if config else base or Experiment()
     given = {flag: getattr(args, flag) for flag in FLAGS if hasattr(args, flag)}
+    if not config and base is None and given.get("data"):
+        # Text and sound start from their kind's recipe; the flags then change it.
+        from tfinetune.cli.modalities import data_modality, with_recipe
+
+        columns = (given.get("text_column") or "text", given.get("path_column") or "path")
+        experiment, _ = with_recipe(experiment, data_modality(str(given["data"]), *columns))
     if "augment" in given:
         given["augment"] = parse_augment(given["augment"]) or "none"
     experiment = apply_flags(experiment, given)
@@ -158,12 +164,23 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from tfinetune.data.audio import decode_audio
     from tfinetune.data.files import find_bad_files
+    from tfinetune.data.images import decode_image
     from tfinetune.serving.inference import load_classifier
 
     classifier = load_classifier(args.model)
+    if classifier.modality == "text":  # each argument is a text; "-": one per line of stdin
+        texts = [
+            t for a in args.images for t in (sys.stdin.read().splitlines() if a == "-" else [a])
+        ]
+        for text, probs in zip(texts, classifier.predict_files(texts), strict=True):
+            print(json.dumps({"text": text, **classifier.describe(probs)}))
+        return 0
+    decode = {"audio": decode_audio}.get(classifier.modality, decode_image)
     missing = [p for p in args.images if not os.path.isfile(p)]
-    bad = {b.path: b.reason for b in find_bad_files([p for p in args.images if p not in missing])}
+    found = [p for p in args.images if p not in missing]
+    bad = {b.path: b.reason for b in find_bad_files(found, decode=decode)}
     bad.update(
         {
             p: "a folder, not an image file" if os.path.isdir(p) else "file not found"

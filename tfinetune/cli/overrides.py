@@ -19,6 +19,8 @@ FLAG_KEYS = {
     "label_delim": "data.label_delim",
     "path_column": "data.path_column",
     "label_column": "data.label_column",
+    "text_column": "data.text_column",
+    "clip_seconds": "data.clip_seconds",
     "image_size": "data.image_size",
     "batch_size": "data.batch_size",
     "val_split": "data.val_split",

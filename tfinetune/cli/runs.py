@@ -27,6 +27,7 @@ from tfinetune.atomic import (
     write_text,
 )
 from tfinetune.cli.config import Experiment, load_config, resolve_paths
+from tfinetune.cli.modalities import backbone_for, data_modality, load_signal_data, with_recipe
 from tfinetune.cli.run_data import build_run_model, is_csv, load_run_data, load_teacher
 from tfinetune.cli.run_folder import (
     CHECKPOINTS,
@@ -44,7 +45,8 @@ from tfinetune.evaluation.outputs import write_evaluation
 from tfinetune.evaluation.predict import predict_dataset, report_for
 from tfinetune.evaluation.regression import RegressionReport
 from tfinetune.evaluation.report import ClassificationReport
-from tfinetune.models.backbones import BackboneSpec, get_spec
+from tfinetune.models.backbones import BackboneSpec
+from tfinetune.models.classifier import modality_of
 from tfinetune.models.weights import check_weights_argument
 from tfinetune.serving.export import THRESHOLDS_FILE, export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_classifier
@@ -125,7 +127,13 @@ def train_run(
     resolve_performance(p.precision, p.jit_compile)
     if not experiment.data.train:
         raise ValueError("The experiment names no training data: set data.train (or --data).")
-    spec = get_spec(experiment.model.backbone)
+    d = experiment.data
+    modality = data_modality(d.train, d.text_column, d.path_column)
+    experiment, spec, backbone_note = backbone_for(experiment, modality)
+    experiment, recipe_note = with_recipe(experiment, modality)
+    for note in (backbone_note, recipe_note) if verbose else ():
+        if note:
+            print(note)
     weights = _weights_of(experiment.model.weights)
     check_weights_argument(weights)  # before the data scan: a bad file fails at once
     if not resume:
@@ -172,22 +180,26 @@ def _data_and_model(
     """The run's datasets (bad files reported; global batches) and the model for them, made
     in the strategy's scope."""
     d, m = experiment.data, experiment.model
-    size = to_size(d.image_size or spec.default_size)
-    augment = None if d.augment == "none" else d.augment
     batch = d.batch_size * replicas(strategy)
-    options = PipelineOptions(size, batch, augment=augment, resize=d.resize, seed=experiment.seed)
-    data = load_run_data(
-        d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
-        label_delim=d.label_delim or None, path_column=d.path_column,
-        label_column=d.label_column, verbose=bool(verbose),
-    )  # fmt: skip
+    head = {"pooling": m.pooling, "hidden_units": m.hidden_units, "dropout": m.dropout,
+            "batch_norm": m.batch_norm}  # fmt: skip
+    size = to_size(d.image_size or (spec.default_size if spec.modality == "image" else 1))
+    if spec.modality != "image":
+        data = load_signal_data(experiment, spec.modality, spec, batch, bool(verbose))
+        head["clip_seconds"] = d.clip_seconds or None if spec.modality == "audio" else None
+    else:
+        augment = None if d.augment == "none" else d.augment
+        options = PipelineOptions(size, batch, augment=augment, resize=d.resize,
+                                  seed=experiment.seed)  # fmt: skip
+        data = load_run_data(
+            d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
+            label_delim=d.label_delim or None, path_column=d.path_column,
+            label_column=d.label_column, verbose=bool(verbose),
+        )  # fmt: skip
     if verbose:
         _print_bad_files(data.bad_files)
     with strategy.scope():
-        model = build_run_model(
-            spec, data, size, weights, pooling=m.pooling, hidden_units=m.hidden_units,
-            dropout=m.dropout, batch_norm=m.batch_norm,
-        )  # fmt: skip
+        model = build_run_model(spec, data, size, weights, **head)
     return data, model
 
 
@@ -257,6 +269,7 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
     sources = {"training_data": d.train, "validation_data": d.val or None,
                "teacher": experiment.distill.teacher or None}  # fmt: skip
     csv_columns = {"path_column": d.path_column, "label_column": d.label_column,
+                   "text_column": d.text_column,
                    "label_delim": d.label_delim or None} if is_csv(d.train) else None  # fmt: skip
     export_version(
         model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=d.resize,
@@ -305,13 +318,18 @@ def _evaluate_validation(
     A multi-label report's thresholds are each class's best F1 on this data: the thresholds
     the run then serves with, also written to `thresholds.json`.
     """
+    modality = modality_of(model)
+    tta = tta and modality == "image"  # flips are for images
     labels, probs = predict_dataset(model, data.val, tta=tta)
     report = report_for(data.task, labels, probs, data.class_names)
     if data.task == "multi_label":
         (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
     # A file that became unreadable after the scan would shift the order: no paths then.
-    paths = data.val_files.paths if len(labels) == len(data.val_files) else None
-    write_evaluation(out, report, paths, data.bad_files, seconds=seconds, tta=tta)
+    val = data.val_files
+    paths = (val.texts if modality == "text" else val.paths) if len(labels) == len(val) else None
+    write_evaluation(
+        out, report, paths, data.bad_files, modality=modality, seconds=seconds, tta=tta
+    )
     return report
 
 
@@ -351,8 +369,10 @@ def evaluate_run(
     with folder_lock(out_dir):
         contract = {**(classifier.contract or {}), "task": classifier.task}
         files = labelled_files(data_dir, classifier.class_names, contract)
+        modality = classifier.modality
+        inputs = files.texts if modality == "text" else files.paths
         outputs = classifier.predict_files(
-            files.paths, batch_size=batch_size, tta=tta, verbose=bool(verbose)
+            inputs, batch_size=batch_size, tta=tta and modality == "image", verbose=bool(verbose)
         )
         report = report_for(
             classifier.task, files.label_array(), outputs, classifier.class_names,
@@ -360,6 +380,7 @@ def evaluate_run(
         )  # fmt: skip
         with staged_folder(out_dir, "evaluation", overwrite) as out:
             write_evaluation(
-                out, report, files.paths, files.bad_files, model=str(classifier.path), tta=tta
-            )
+                out, report, inputs, files.bad_files, modality=modality,
+                model=str(classifier.path), tta=tta,
+            )  # fmt: skip
     return report

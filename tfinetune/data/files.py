@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -114,7 +115,7 @@ def label_array(labels: Sequence, num_classes: int, task: str) -> np.ndarray:
 
 def _tf_error_text(err: Exception) -> str:
     text = getattr(err, "message", str(err)).split("\n")[0]
-    text = text.split("}} ")[-1].replace("[Op:DecodeImage]", "").strip()
+    text = re.sub(r"\[Op:\w+\]", "", text.split("}} ")[-1]).strip()
     return text.removesuffix("name:").strip()
 
 

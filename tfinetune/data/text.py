@@ -33,6 +33,7 @@ class LabelledTexts:
         class_names: the names the labels index (regression: the target's name).
         task: "single_label", "multi_label" or "regression".
         skipped: rows left out, with the reason (`path` is `file:line`).
+        sources: where each text comes from (`file:line`), for manifests and messages.
     """
 
     texts: list[str]
@@ -40,9 +41,28 @@ class LabelledTexts:
     class_names: list[str]
     task: str = "single_label"
     skipped: list[BadFile] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sources = self.sources or [f"row {i + 1}" for i in range(len(self.texts))]
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def paths(self) -> list[str]:
+        """Where each text comes from (`file:line`), as `LabelledFiles.paths` names files."""
+        return self.sources
+
+    @property
+    def bad_files(self) -> list[BadFile]:
+        """The rows skipped, as `LabelledFiles.bad_files` lists files."""
+        return self.skipped
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each text has a set of labels rather than one."""
+        return self.task == "multi_label"
 
     def subset(self, indices: Sequence[int]) -> LabelledTexts:
         """The rows at `indices`, with the same classes."""
@@ -51,6 +71,7 @@ class LabelledTexts:
             [self.labels[i] for i in indices],
             self.class_names,
             self.task,
+            sources=[self.sources[i] for i in indices],
         )
 
     def label_array(self) -> np.ndarray:
@@ -125,7 +146,9 @@ def read_text_csv(
         task=task,
         target_name=label_column,
     )
-    return LabelledTexts([text for _, text, _ in rows], labels, names, task, skipped)
+    texts = [text for _, text, _ in rows]
+    sources = [f"{path}:{line}" for line, _, _ in rows]
+    return LabelledTexts(texts, labels, names, task, skipped, sources)
 
 
 def text_dataset(

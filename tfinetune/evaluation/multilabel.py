@@ -125,7 +125,8 @@ class MultiLabelReport:
         lines = [
             "# Evaluation (multi-label)",
             "",
-            f"- exact-match accuracy: **{self.subset_accuracy:.2%}** on {len(self.labels)} images",
+            f"- exact-match accuracy: **{self.subset_accuracy:.2%}** "
+            f"on {len(self.labels)} examples",
             f"- macro F1: {data['macro_avg']['f1']:.4f}",
             "",
             "| class | threshold | AUC | precision | recall | F1 | support |",

@@ -24,6 +24,7 @@ def write_evaluation(
     report: ClassificationReport | MultiLabelReport | RegressionReport,
     paths: Sequence[str] | None = None,
     bad_files: Sequence[BadFile] = (),
+    modality: str = "image",
     **extra,
 ) -> list[Path]:
     """Write a report's files: metrics, a Markdown summary and the figures.
@@ -36,8 +37,10 @@ def write_evaluation(
     Args:
         out_dir: the folder to write into (created if missing).
         report: the report.
-        paths: the image file of each example, in the report's order.
+        paths: the file of each example (for text: the text), in the report's order.
         bad_files: files skipped while reading the data, listed in `metrics.json`.
+        modality: "image", "text" or "audio": for text and sound the top losses are a
+            table (`top_losses.md`: the text, or the clip's file name) instead of galleries.
         **extra: more JSON-ready facts for `metrics.json`.
 
     Returns:
@@ -67,10 +70,29 @@ def write_evaluation(
         plot_confusion_matrix(report, out / "confusion_matrix.png")
         plot_reliability(report, out / "reliability.png")
         written += [out / "confusion_matrix.png", out / "reliability.png"]
-        if paths is not None:
+        if paths is not None and modality != "image":
+            written += _top_losses_table(report, paths, modality, out)
+        elif paths is not None:
             losses = top_losses(report, paths, k=9)
             (out / "top_losses.json").write_text(json.dumps(losses, indent=2))
             plot_top_losses(report, paths, out / "top_losses.png")
             plot_predictions(report, paths, out / "predictions.png")
             written += [out / "top_losses.json", out / "top_losses.png", out / "predictions.png"]
     return written
+
+
+def _top_losses_table(report, examples: Sequence[str], modality: str, out: Path) -> list[Path]:
+    """`top_losses.json` and `top_losses.md` for texts or sound files: what was misread."""
+    key = "text" if modality == "text" else "path"
+    losses = top_losses(report, examples, k=20, key=key)
+    (out / "top_losses.json").write_text(json.dumps(losses, indent=2))
+    rows = ["| loss | true | predicted (probability) | " + key + " |", "|---|---|---|---|"]
+    for item in losses:
+        shown = item[key] if key == "text" else Path(item[key]).name
+        shown = shown.replace("|", "\\|").replace("\n", " ")
+        rows.append(
+            f"| {item['loss']:.3f} | {item['true']} | {item['predicted']} "
+            f"({item['probability']:.2f}) | {shown} |"
+        )
+    (out / "top_losses.md").write_text("# Top losses\n\n" + "\n".join(rows) + "\n")
+    return [out / "top_losses.json", out / "top_losses.md"]

@@ -66,7 +66,7 @@ def plot_confusion_matrix(report: ClassificationReport, path: str | os.PathLike)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(title)
-    fig.suptitle(f"accuracy {report.accuracy:.1%} on {len(report.labels)} images")
+    fig.suptitle(f"accuracy {report.accuracy:.1%} on {len(report.labels)} examples")
     fig.savefig(path, dpi=100)
     return fig
 

@@ -138,7 +138,7 @@ class ClassificationReport:
         lines = [
             "# Evaluation",
             "",
-            f"- accuracy: **{self.accuracy:.2%}** on {len(self.labels)} images",
+            f"- accuracy: **{self.accuracy:.2%}** on {len(self.labels)} examples",
             *(f"- top-{k} accuracy: {v:.2%}" for k, v in data["top_k_accuracy"].items()),
             f"- macro F1: {data['macro_avg']['f1']:.4f}, weighted F1: "
             f"{data['weighted_avg']['f1']:.4f}",
@@ -162,7 +162,7 @@ class ClassificationReport:
     def __str__(self) -> str:
         width = max(12, *(len(n) for n in self.class_names)) + 2
         lines = [
-            f"accuracy {self.accuracy:.4f} on {len(self.labels)} images, macro F1 "
+            f"accuracy {self.accuracy:.4f} on {len(self.labels)} examples, macro F1 "
             f"{self.average('f1'):.4f}, calibration error {self.expected_calibration_error:.4f}",
             f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
         ]
@@ -212,14 +212,18 @@ def classification_report(
 
 
 def top_losses(
-    report: ClassificationReport, paths: Sequence[str] | None = None, k: int = 9
+    report: ClassificationReport,
+    paths: Sequence[str] | None = None,
+    k: int = 9,
+    key: str = "path",
 ) -> list[dict]:
     """The `k` examples with the highest loss: index, path, true and predicted class.
 
     Args:
         report: a single-label report.
-        paths: the file of each example, in the report's order.
+        paths: the file of each example (or its text), in the report's order.
         k: how many.
+        key: what `paths` holds, the key it is stored under: "path" or "text".
 
     Example:
     >>> r = classification_report([0, 1], [[0.2, 0.8], [0.3, 0.7]], ["a", "b"])
@@ -230,7 +234,7 @@ def top_losses(
     return [
         {
             "index": int(i),
-            "path": str(paths[i]) if paths is not None else None,
+            key: str(paths[i]) if paths is not None else None,
             "true": report.class_names[report.labels[i]],
             "predicted": report.class_names[report.predictions[i]],
             "probability": float(report.probabilities[i].max()),

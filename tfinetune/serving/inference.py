@@ -15,14 +15,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.data.audio import decode_clip, scan_audio_folder
 from tfinetune.data.files import LabelledFiles
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.images import decode_and_resize
 from tfinetune.data.tables import read_csv_files
+from tfinetune.data.text import LabelledTexts, read_text_csv
+from tfinetune.models.classifier import modality_of, sample_rate_of
 from tfinetune.models.heads import task_of
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import LABELS_FILE, read_contract, versions_in
-from tfinetune.serving.signatures import BYTES_INPUT, BYTES_SIGNATURE, IMAGES_SIGNATURE
+from tfinetune.serving.signatures import (
+    AUDIO_INPUT,
+    BYTES_INPUT,
+    BYTES_SIGNATURE,
+    IMAGES_SIGNATURE,
+    TEXT_INPUT,
+)
 
 SAVED_MODEL_DIR = "saved_model"
 
@@ -76,12 +85,14 @@ class Classifier:
     task: str = "single_label"
     thresholds: list[float] | None = None
     contract: dict | None = None
+    modality: str = "image"
 
     def _read_contract(self, contract: dict) -> None:
         self.contract = contract
         self.resize = contract.get("resize", "stretch")
         self.task = contract.get("task", self.task)
         self.thresholds = contract.get("thresholds")
+        self.modality = contract.get("modality", self.modality)
 
     @property
     def output_key(self) -> str:
@@ -115,7 +126,15 @@ class Classifier:
     def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
         raise NotImplementedError
 
+    def _predict_signals(self, inputs: list) -> np.ndarray:
+        """Outputs for texts, or for sound files' bytes (text and audio models)."""
+        raise NotImplementedError
+
     def _predict_batch(self, paths: Sequence[str], tta: bool) -> np.ndarray:
+        if self.modality == "text":
+            return self._predict_signals(list(paths))
+        if self.modality == "audio":
+            return self._predict_signals([Path(p).read_bytes() for p in paths])
         size, mode = self.image_size, self.resize
         pixels = tf.stack([decode_and_resize(tf.io.read_file(str(p)), size, mode) for p in paths])
         return self.predict_pixels(pixels, tta=tta)
@@ -127,10 +146,12 @@ class Classifier:
         tta: bool = False,
         verbose: bool = False,
     ) -> np.ndarray:
-        """Class probabilities for image files, read as stored on disk.
+        """Class probabilities for image or sound files, read as stored on disk (for a text
+        model: for texts).
 
         Args:
-            paths: image files (check them first with `tfinetune.find_bad_files`).
+            paths: image or sound files (check them first with `tfinetune.find_bad_files`),
+                or a text model's texts.
             batch_size: images per call.
             tta: average each image's prediction with its mirror's.
             verbose: show a progress bar.
@@ -165,12 +186,14 @@ class ExportedClassifier(Classifier):
     def __init__(self, path: str | os.PathLike):
         self.path = find_saved_model(path)
         self.class_names, contract = read_contract(self.path)
-        self.image_size = tuple(contract["image_size"])
         self._read_contract(contract)
+        if self.modality == "image":
+            self.image_size = tuple(contract["image_size"])
         try:
             self._loaded = tf.saved_model.load(str(self.path))
             self._serve = self._loaded.signatures[BYTES_SIGNATURE]
-            self._images = self._loaded.signatures[IMAGES_SIGNATURE]
+            if self.modality == "image":
+                self._images = self._loaded.signatures[IMAGES_SIGNATURE]
         except (tf.errors.OpError, OSError, ValueError, KeyError) as err:
             raise ValueError(
                 f"The SavedModel in {str(self.path)!r} cannot be loaded ({first_line(err)}): "
@@ -190,8 +213,13 @@ class ExportedClassifier(Classifier):
     def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
         return self._images(pixels)[self.output_key].numpy()
 
+    def _predict_signals(self, inputs: list) -> np.ndarray:
+        name = TEXT_INPUT if self.modality == "text" else AUDIO_INPUT
+        out = self._serve(**{name: tf.constant(inputs, dtype=tf.string)})
+        return out[self.output_key].numpy()
+
     def _predict_batch(self, paths: Sequence[str], tta: bool) -> np.ndarray:
-        if tta:
+        if tta or self.modality != "image":
             return super()._predict_batch(paths, tta)
         return self.predict_bytes([Path(p).read_bytes() for p in paths])
 
@@ -227,12 +255,21 @@ class KerasClassifier(Classifier):
         self.path = Path(path)
         self.model = load_keras_model(self.path)
         self.class_names, contract = _contract_near(self.path)
-        self.image_size = tuple(self.model.input_shape[1:3])
         self.task = task_of(self.model)
         self._read_contract(contract)
+        self.modality = modality_of(self.model)
+        if self.modality == "image":
+            self.image_size = tuple(self.model.input_shape[1:3])
 
     def _predict_pixels(self, pixels: tf.Tensor) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(tf.cast(pixels, tf.float32)))
+
+    def _predict_signals(self, inputs: list) -> np.ndarray:
+        if self.modality == "text":
+            return np.asarray(self.model.predict_on_batch(tf.constant(inputs, tf.string)))
+        rate, samples = sample_rate_of(self.model), self.model.input_shape[1]
+        waves = tf.stack([decode_clip(tf.constant(b), rate, samples) for b in inputs])
+        return np.asarray(self.model.predict_on_batch(waves))
 
 
 def load_classifier(path: str | os.PathLike) -> Classifier:
@@ -263,9 +300,10 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
 
 def labelled_files(
     data: str | os.PathLike, class_names: Sequence[str], contract: dict
-) -> LabelledFiles:
-    """The labelled images to check a model on: a folder of class sub-folders, or a CSV file
-    read with the columns the run was trained with (its contract's `csv` entry).
+) -> LabelledFiles | LabelledTexts:
+    """The labelled examples to check a model on: a folder of class sub-folders (images or
+    sound files), or a CSV file read with the columns the run was trained with (its
+    contract's `csv` entry; a text model's texts).
 
     Args:
         data: a folder or a `.csv` file.
@@ -278,6 +316,18 @@ def labelled_files(
     FileNotFoundError: ...
     """
     task = contract.get("task", "single_label")
+    columns = contract.get("csv", {})
+    if contract.get("modality") == "text":
+        return read_text_csv(
+            data,
+            text_column=columns.get("text_column", "text"),
+            label_column=columns.get("label_column", "label"),
+            label_delim=columns.get("label_delim") or None,
+            class_names=None if task == "regression" else class_names,
+            task=task,
+        )
+    if contract.get("modality") == "audio":
+        return scan_audio_folder(data, class_names)
     if Path(data).suffix.lower() != ".csv":
         if task != "single_label":
             raise ValueError(
@@ -285,7 +335,6 @@ def labelled_files(
                 f"folder {str(data)!r}: pass --data FILE.csv."
             )
         return scan_image_folder(data, class_names, verbose=False)
-    columns = contract.get("csv", {})
     return read_csv_files(
         data,
         path_column=columns.get("path_column", "path"),
