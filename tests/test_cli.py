@@ -72,7 +72,7 @@ def test_predict_prints_one_json_line_per_image(trained_run, capsys):
     assert all(line["label"] in ("cross", "ring") for line in lines[:2])
     assert all(0.5 <= line["probability"] <= 1.0 for line in lines[:2])
     assert "cannot be decoded" in lines[2]["error"]
-    assert lines[3]["error"] == "a folder, not an image file"
+    assert lines[3]["error"] == "a folder, not a file"
 
 
 @pytest.mark.parametrize(

@@ -164,29 +164,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from tfinetune.cli.modalities import print_text_predictions
     from tfinetune.data.audio import decode_audio
     from tfinetune.data.files import find_bad_files
     from tfinetune.data.images import decode_image
     from tfinetune.serving.inference import load_classifier
 
     classifier = load_classifier(args.model)
-    if classifier.modality == "text":  # each argument is a text; "-": one per line of stdin
-        texts = [
-            t for a in args.images for t in (sys.stdin.read().splitlines() if a == "-" else [a])
-        ]
-        for text, probs in zip(texts, classifier.predict_files(texts), strict=True):
-            print(json.dumps({"text": text, **classifier.describe(probs)}))
-        return 0
+    if classifier.modality == "text":
+        return print_text_predictions(classifier, args.images)
     decode = {"audio": decode_audio}.get(classifier.modality, decode_image)
-    missing = [p for p in args.images if not os.path.isfile(p)]
+    missing = {p: "a folder, not a file" if os.path.isdir(p) else "file not found"
+               for p in args.images if not os.path.isfile(p)}  # fmt: skip
     found = [p for p in args.images if p not in missing]
-    bad = {b.path: b.reason for b in find_bad_files(found, decode=decode)}
-    bad.update(
-        {
-            p: "a folder, not an image file" if os.path.isdir(p) else "file not found"
-            for p in missing
-        }
-    )
+    bad = {b.path: b.reason for b in find_bad_files(found, decode=decode)} | missing
     good = [p for p in args.images if p not in bad]
     probs = dict(zip(good, classifier.predict_files(good, tta=args.tta), strict=True))
     for path in args.images:
@@ -256,6 +247,10 @@ def _backbones(args: argparse.Namespace) -> int:
             f"{r['name']:<22}{r['default_size']:>6}{r['parameters']:>14,}  "
             f"{r['normalization']:<15}{r['layer_groups']:>7}  {'yes' if r['imagenet'] else 'no'}"
         )
+    if not args.names:
+        from tfinetune.cli.modalities import print_hub_models
+
+        print_hub_models()
     return 0
 
 

@@ -10,6 +10,8 @@ unless the experiment sets its own stages, the recipe chosen for that kind (`REC
 from __future__ import annotations
 
 import csv
+import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,12 +22,10 @@ from tfinetune.data.datasets import ImageData
 from tfinetune.data.splits import split_indices
 from tfinetune.data.text import read_text_csv, text_datasets
 from tfinetune.models.backbones import BackboneSpec, get_spec
+from tfinetune.models.hub import HUB_MODELS
 
 MODALITIES = ("image", "text", "audio")
-DEFAULT_BACKBONES = {
-    "text": "hub:https://tfhub.dev/google/nnlm-en-dim50/2",
-    "audio": "hub:https://tfhub.dev/google/yamnet/1",
-}
+DEFAULT_BACKBONES = {kind: f"hub:{HUB_MODELS[kind][0][0]}" for kind in ("text", "audio")}
 # Chosen on held-out parts of the training data (see benchmarks/README.md, "Text and sound");
 # 100 groups: every group the model has.
 RECIPES = {
@@ -169,3 +169,24 @@ def load_signal_data(experiment: Experiment, modality: str, spec: BackboneSpec, 
         bad_files=[*train.bad_files, *(files["val"].bad_files if val else [])],
         ignored=list(train.ignored), train_labels=files["train"].label_array(),
     )  # fmt: skip
+
+
+def print_text_predictions(classifier, arguments: list[str]) -> int:
+    """Print one JSON line per text: each argument is a text, `-` reads one per stdin line.
+
+    Args:
+        classifier: a loaded text model (`tfinetune.serving.inference.load_classifier`).
+        arguments: the texts, or `-`.
+    """
+    texts = [t for a in arguments for t in (sys.stdin.read().splitlines() if a == "-" else [a])]
+    for text, probs in zip(texts, classifier.predict_files(texts), strict=True):
+        print(json.dumps({"text": text, **classifier.describe(probs)}))
+    return 0
+
+
+def print_hub_models() -> None:
+    """Print the known TF Hub backbones by input kind, with what each takes and gives."""
+    print("\nTF Hub backbones (--backbone hub:<handle or SavedModel folder>), by input:")
+    for kind, models in HUB_MODELS.items():
+        for handle, contract in models:
+            print(f"  {kind:<6}{handle}\n        {contract}")
