@@ -48,6 +48,9 @@ def test_text_run_from_a_csv_then_predict_and_evaluate(hubs, tmp_path, capsys):
     assert main(["evaluate", str(run), "--csv", str(csv), "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["skipped_files"][0]["reason"] == "empty text"
+    # Not yet for text: re-export with a fresh-process check, TFLite; a clear error says so.
+    assert main(["export", str(run), "--out", str(tmp_path / "models")]) == 2
+    assert "is a text run" in capsys.readouterr().err
 
 
 def test_text_data_errors_are_clear(hubs, tmp_path, capsys):

@@ -66,6 +66,12 @@ def export_run(
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}. Use one of {', '.join(FORMATS)}.")
     model, class_names, contract, model_file = load_run_model(run)
+    if contract.get("modality", "image") != "image":
+        raise ValueError(
+            f"{str(run)!r} is a {contract['modality']} run: `tfinetune export` (verified in a "
+            "fresh process, TFLite) is for image models so far. Its saved_model/1 is a checked "
+            "SavedModel for TF Serving: copy it into your model base folder as a version."
+        )
     data = data or contract.get("validation_data") or contract.get("training_data")
     if not data or not Path(data).exists():
         raise FileNotFoundError(

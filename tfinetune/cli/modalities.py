@@ -19,7 +19,7 @@ from tfinetune.cli.config import Experiment, ModelConfig, StageConfig
 from tfinetune.cli.run_data import is_csv
 from tfinetune.data.audio import audio_dataset, is_audio_folder, scan_audio_folder
 from tfinetune.data.datasets import ImageData
-from tfinetune.data.splits import split_indices
+from tfinetune.data.splits import split_parts
 from tfinetune.data.text import read_text_csv, text_datasets
 from tfinetune.models.backbones import BackboneSpec, get_spec
 from tfinetune.models.hub import HUB_MODELS
@@ -153,12 +153,9 @@ def load_signal_data(experiment: Experiment, modality: str, spec: BackboneSpec, 
     rate = spec.sample_rate
     samples = round(d.clip_seconds * rate) if d.clip_seconds else spec.default_size
     train = scan_audio_folder(d.train, verbose=verbose)
-    parts = split_indices(train.labels, 0.0 if val else d.val_split, 0.0, experiment.seed)
-    files = {"train": train.subset(parts["train"])}
-    if val or "val" in parts:
-        files["val"] = (
-            scan_audio_folder(val, train.class_names) if val else train.subset(parts["val"])
-        )
+    held = scan_audio_folder(val, train.class_names) if val else None
+    parts = split_parts(train, held, val_split=d.val_split, seed=experiment.seed)
+    files = {name: part for name, part in parts.items() if part}
     augment = d.augment if isinstance(d.augment, str) else "light"
     sets = {name: audio_dataset(f, rate=rate, samples=samples, batch_size=batch,
                                 training=name == "train", augment=augment, seed=experiment.seed)
@@ -166,7 +163,7 @@ def load_signal_data(experiment: Experiment, modality: str, spec: BackboneSpec, 
     return ImageData(
         train=sets["train"], val=sets.get("val"), class_names=train.class_names,
         train_files=files["train"], val_files=files.get("val"),
-        bad_files=[*train.bad_files, *(files["val"].bad_files if val else [])],
+        bad_files=[*train.bad_files, *(held.bad_files if held else [])],
         ignored=list(train.ignored), train_labels=files["train"].label_array(),
     )  # fmt: skip
 

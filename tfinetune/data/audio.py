@@ -21,6 +21,7 @@ from tfinetune.data.folders import (
     _check_root,
     _class_names,
     _list_class_files,
+    read_header,
 )
 from tfinetune.data.images import is_junk
 
@@ -41,13 +42,9 @@ def classify_audio_file(path: str | os.PathLike) -> str | None:
     >>> classify_audio_file(p)
     "not a sound file: the content starts with b'not a so'"
     """
-    try:
-        with open(path, "rb") as f:
-            header = f.read(12)
-    except OSError as err:
-        return f"cannot be read: {err.strerror}"
-    if not header:
-        return "empty file (0 bytes)"
+    header, reason = read_header(path, 12)
+    if reason:
+        return reason
     if header[:4] == b"RIFF" and header[8:12] == b"WAVE":
         return None
     for magic, name in _OTHER_AUDIO.items():

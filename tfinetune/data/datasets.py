@@ -21,7 +21,7 @@ from tfinetune.data.augment import mixes_labels
 from tfinetune.data.files import BadFile, LabelledFiles
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.pipeline import AUTOTUNE, PipelineOptions, build_splits
-from tfinetune.data.splits import class_weights, split_indices
+from tfinetune.data.splits import class_weights, split_indices, split_parts
 
 # split name -> (source of (image, label) elements, element count, encoded bytes or None)
 Sources = Mapping[str, tuple[tf.data.Dataset, int, int | None]]
@@ -176,17 +176,8 @@ def files_datasets(
     """
     opts = PipelineOptions.resolve(options, **pipeline)
     bad = [b for f in (train_files, val_files, test_files) if f for b in f.bad_files]
-    parts = {
-        name: train_files.subset(indices)
-        for name, indices in split_indices(
-            train_files.labels,
-            val_split if val_files is None else 0.0,
-            test_split if test_files is None else 0.0,
-            opts.seed,
-        ).items()
-    }
-    parts.setdefault("val", val_files)
-    parts.setdefault("test", test_files)
+    parts = split_parts(train_files, val_files, test_files, val_split=val_split,
+                        test_split=test_split, seed=opts.seed)  # fmt: skip
     if not len(parts["train"]):
         raise ValueError("No training images: the training file list is empty.")
     return build_image_data(

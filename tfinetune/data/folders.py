@@ -18,15 +18,26 @@ from tfinetune.data.images import is_junk, sniff_format, undecodable_reason
 IMAGE_KINDS = "images (JPEG, PNG, GIF, BMP or WebP)"
 
 
-def _classify_file(path: Path) -> str | None:
-    """None for an image candidate, else the reason to report the file as skipped."""
+def read_header(path: str | os.PathLike, size: int) -> tuple[bytes, str | None]:
+    """A file's first `size` bytes, and the reason to skip it when it is unreadable or empty.
+
+    Args:
+        path: the file.
+        size: how many bytes.
+    """
     try:
         with open(path, "rb") as f:
-            header = f.read(16)
+            header = f.read(size)
     except OSError as err:
-        return f"cannot be read: {err.strerror}"
-    if not header:
-        return "empty file (0 bytes)"
+        return b"", f"cannot be read: {err.strerror}"
+    return header, None if header else "empty file (0 bytes)"
+
+
+def _classify_file(path: Path) -> str | None:
+    """None for an image candidate, else the reason to report the file as skipped."""
+    header, reason = read_header(path, 16)
+    if reason:
+        return reason
     found = sniff_format(header)
     if found is None:
         return f"not an image: the content starts with {header[:8]!r}"

@@ -83,6 +83,34 @@ def split_indices(
     return dict(zip(["train"] + [name for name, _ in named], parts, strict=True))
 
 
+def split_parts(train, val=None, test=None, *, val_split=0.0, test_split=0.0, seed=1337) -> dict:
+    """`{"train", "val", "test"}` parts: given ones as they are, missing ones split off `train`.
+
+    Args:
+        train: labelled examples with `labels` and `subset(indices)` (files, texts).
+        val: the validation examples, or None to hold out `val_split` of `train`.
+        test: the test examples, or None to hold out `test_split` of `train`.
+        val_split: the share held out for validation when there is no `val`.
+        test_split: the share held out for testing when there is no `test`.
+        seed: the random seed.
+
+    Example:
+    >>> class Rows(list):
+    ...     labels = property(lambda self: list(self))
+    ...     def subset(self, indices): return Rows(self[i] for i in indices)
+    >>> {k: len(v or []) for k, v in split_parts(Rows([0, 1] * 5), val_split=0.2).items()}
+    {'train': 8, 'val': 2, 'test': 0}
+    """
+    indices = split_indices(
+        train.labels, 0.0 if val is not None else val_split,
+        0.0 if test is not None else test_split, seed,
+    )  # fmt: skip
+    parts = {name: train.subset(ids) for name, ids in indices.items()}
+    parts.setdefault("val", val)
+    parts.setdefault("test", test)
+    return parts
+
+
 def class_weights(labels: Sequence, num_classes: int) -> dict[int, float]:
     """Weights that make every class count equally in the loss (`n / (k * count)`).
 

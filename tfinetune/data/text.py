@@ -19,7 +19,7 @@ import tensorflow as tf
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile, label_array
 from tfinetune.data.pipeline import AUTOTUNE
-from tfinetune.data.splits import split_indices
+from tfinetune.data.splits import split_parts
 from tfinetune.data.tables import parse_labels
 
 
@@ -203,17 +203,7 @@ def text_datasets(
     >>> len(d.train_files), len(d.val_files)
     (8, 2)
     """
-    parts = {
-        name: train.subset(indices)
-        for name, indices in split_indices(
-            train.labels,
-            val_split if val is None else 0.0,
-            test_split if test is None else 0.0,
-            seed,
-        ).items()
-    }
-    parts.setdefault("val", val)
-    parts.setdefault("test", test)
+    parts = split_parts(train, val, test, val_split=val_split, test_split=test_split, seed=seed)
     built = {
         name: text_dataset(part, batch_size=batch_size, training=name == "train", seed=seed)
         for name, part in parts.items()

@@ -198,6 +198,12 @@ def verify_artifact(
     """
     artifact = Path(artifact)
     kind, class_names, contract = _describe(artifact)
+    if contract.get("modality", "image") != "image":
+        raise ValueError(
+            f"{str(artifact)!r} is a {contract['modality']} model: verification in a fresh "
+            "process is for image models so far. Its export was checked against the Keras "
+            "model when it was written; `tfinetune evaluate` scores it on labelled data."
+        )
     if not isinstance(reference, keras.Model):
         reference = load_keras_model(reference or find_reference_model(artifact))
     files = labelled_files(data_dir, class_names, contract)
