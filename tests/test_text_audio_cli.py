@@ -39,6 +39,8 @@ def test_text_run_from_a_csv_then_predict_and_evaluate(hubs, tmp_path, capsys):
     assert "reviews.csv:42: empty text" in out
     contract = json.loads((run / "saved_model/1/assets.extra/preprocessing.json").read_text())
     assert contract["modality"] == "text" and contract["csv"]["text_column"] == "text"
+    readme = (run / "README.md").read_text()  # its "next" commands are a text run's
+    assert "--csv MORE_TEXTS.csv" in readme and "--format tflite" not in readme
     table = (run / "top_losses.md").read_text()
     assert "| text |" in table and " thing |" in table  # the texts themselves
     assert main(["predict", str(run), "lovely, superb thing", "awful, broken thing"]) == 0

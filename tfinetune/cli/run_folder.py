@@ -183,11 +183,23 @@ def write_readme(out: Path, final: Path, experiment: Experiment, data: ImageData
         final: the run folder's final path (for the commands).
         experiment: the resolved experiment.
         data: the run's datasets.
-        facts: `headline` (the result line), `seconds` and `performance` (how it trained).
+        facts: `headline` (the result line), `seconds`, `performance` (how it trained) and
+            `modality` ("image", "text" or "audio").
     """
     counts = {s: len(f) for s in ("train", "val", "test") if (f := getattr(data, f"{s}_files"))}
     stages = ", ".join(f"{s.name} ({s.epochs} epochs)" for s in experiment.stages if s.epochs)
-    run, example = str(final), data.val_files.paths[0] if data.val_files else "IMAGE"
+    run, val_files = str(final), data.val_files
+    example = val_files.paths[0] if val_files else "IMAGE"
+    evaluate = f"--data MORE_IMAGES --out {run}-eval   # or --csv FILE"
+    export = f"tfinetune export {run} --format tflite --out {run}-tflite"
+    modality = facts.get("modality", "image")
+    if modality == "text":
+        example = json.dumps(val_files.texts[0][:60]) if val_files else '"a sentence"'
+        evaluate = f"--csv MORE_TEXTS.csv --out {run}-eval"
+        export = f"tfinetune predict {run} - < sentences.txt   # one per line"
+    elif modality == "audio":
+        evaluate = f"--data MORE_SOUNDS --out {run}-eval"
+        export = f"tfinetune predict {run} *.wav   # any sample rate, mono or stereo"
     val = f" and validated on `{experiment.data.val}`" if experiment.data.val else ""
     text = f"""# Run `{final.name}`
 
@@ -207,9 +219,9 @@ The experiment is `config.toml`; the machine and package versions, `environment.
 ## Next
 
 ```bash
-tfinetune evaluate {run} --data MORE_IMAGES --out {run}-eval   # or --csv FILE
+tfinetune evaluate {run} {evaluate}
 tfinetune predict {run} {example}
-tfinetune export {run} --format tflite --out {run}-tflite
+{export}
 tfinetune train --config {run}/config.toml --out {run}-again  # the same experiment again
 docker run -p 8501:8501 -v "{run}/saved_model:/models/{final.name}" \\
   -e MODEL_NAME={final.name} tensorflow/serving                  # TF Serving, REST on :8501

@@ -163,7 +163,7 @@ def train_run(
         _save_and_export(experiment, spec, data, model, report, out)
         seconds = time.perf_counter() - started
         facts = {"headline": headline(report), "seconds": seconds,
-                 "performance": history.performance}  # fmt: skip
+                 "performance": history.performance, "modality": spec.modality}  # fmt: skip
         write_readme(out, Path(out_dir).resolve(), experiment, data, facts)
     return RunResult(
         Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
