@@ -99,7 +99,9 @@ def log_mel_baseline(fsdd: Path, yamnet: Path, seed: int) -> dict:
     model = keras.Sequential(
         [keras.Input((x.shape[1],)), keras.layers.Dense(len(names), "softmax")]
     )
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit((x - mean) / std, y, epochs=100, batch_size=64, verbose=0)
     accuracy = model.evaluate((x_test - mean) / std, y_test, verbose=0)[1]
     return {"accuracy": float(accuracy), "wall_s": round(time.perf_counter() - wall, 1)}
