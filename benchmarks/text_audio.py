@@ -47,6 +47,15 @@ CANDIDATES = {
         "head 5 + all 10 at 1e-3, linear head": ([_head(5, 1e-2), _tune(10, 1e-3, 1.0)], []),
         "head 5 + all 10 at 1e-3, head 256": ([_head(5, 1e-3), _tune(10, 1e-3, 1.0)], [256]),
         "recipe: the above, warmup-cosine": (RECIPES["text"]["stages"], [256]),
+        "the above, all 20 epochs": (
+            [_head(5, 1e-3), _tune(20, 1e-3, 1.0, "warmup_cosine")],
+            [256],
+        ),
+        "the above (10), hidden 512": (RECIPES["text"]["stages"], [512]),
+        "head 10 + all 10, warmup-cosine, hidden 256": (
+            [_head(10, 1e-3), _tune(10, 1e-3, 1.0, "warmup_cosine")],
+            [256],
+        ),
     },
     "audio": {
         "head 1 + all 3, warmup-cosine": (
@@ -127,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--only", choices=("text", "audio"))
     parser.add_argument("--tune", action="store_true", help="compare CANDIDATES on train only")
+    parser.add_argument("--candidates", nargs="*", help="only these CANDIDATES (their names)")
     parser.add_argument("--out", default="benchmarks/results/text_audio.json")
     args = parser.parse_args()
     assets = Path(args.assets)
@@ -144,7 +154,8 @@ def main() -> None:
             kind = "text" if train.endswith(".csv") else "audio"
             recipe = RECIPES[kind]
             if args.tune:  # held-out training data only
-                methods = CANDIDATES[kind].items()
+                methods = [(n, c) for n, c in CANDIDATES[kind].items()
+                           if not args.candidates or n in args.candidates]  # fmt: skip
                 data, val = f"{data.split()[0]} 15 % of train", ""
             else:
                 head = replace(recipe["stages"][0], epochs=10)  # a head trained to its plateau
