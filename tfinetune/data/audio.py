@@ -17,10 +17,10 @@ import tensorflow as tf
 
 from tfinetune.data.files import LabelledFiles, find_bad_files
 from tfinetune.data.folders import (
-    _check_every_class_kept_images,
-    _check_root,
-    _class_names,
-    _list_class_files,
+    check_every_class_kept_files,
+    check_root,
+    folder_class_names,
+    list_class_files,
     read_header,
 )
 from tfinetune.data.images import is_junk
@@ -157,13 +157,13 @@ def scan_audio_folder(
     >>> scan_audio_folder(root).class_names
     ['high', 'low']
     """
-    root = _check_root(directory)
-    class_names = _class_names(root, class_names)
-    files = _list_class_files(root, class_names, classify_audio_file, AUDIO_KINDS)
+    root = check_root(directory)
+    class_names = folder_class_names(root, class_names)
+    files = list_class_files(root, class_names, classify_audio_file, AUDIO_KINDS)
     if verify:
         files = files.without(find_bad_files(files.paths, verbose=verbose, decode=decode_audio))
     present = [name for name in class_names if (root / name).is_dir()]
-    _check_every_class_kept_images(files, present, root, kind="sound file")
+    check_every_class_kept_files(files, present, root, kind="sound file")
     return files
 
 

@@ -69,19 +69,19 @@ def scan_image_folder(
     >>> scan_image_folder(root).class_names
     ['circle', 'square']
     """
-    root = _check_root(directory)
-    class_names = _class_names(root, class_names)
+    root = check_root(directory)
+    class_names = folder_class_names(root, class_names)
     check_class_names(class_names)
-    files = _list_class_files(root, class_names)
+    files = list_class_files(root, class_names)
     if verify:
         files = files.without(find_bad_files(files.paths, verbose=verbose))
     files = files.without(find_cross_class_duplicates(files))
     present = [name for name in class_names if (root / name).is_dir()]
-    _check_every_class_kept_images(files, present, root)
+    check_every_class_kept_files(files, present, root)
     return files
 
 
-def _check_root(directory: str | os.PathLike) -> Path:
+def check_root(directory: str | os.PathLike) -> Path:
     root = Path(directory)
     if not root.exists():
         raise FileNotFoundError(
@@ -94,7 +94,7 @@ def _check_root(directory: str | os.PathLike) -> Path:
     return root
 
 
-def _class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
+def folder_class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_junk(p.name))
     if not found:
         raise ValueError(
@@ -112,7 +112,7 @@ def _class_names(root: Path, expected: Sequence[str] | None) -> list[str]:
     return list(expected)
 
 
-def _list_class_files(
+def list_class_files(
     root: Path, class_names: Sequence[str], classify=_classify_file, kinds: str = IMAGE_KINDS
 ) -> LabelledFiles:
     """Every candidate file under each class folder (nested too), the files to report, and
@@ -140,7 +140,7 @@ def _list_class_files(
     return LabelledFiles(paths, labels, list(class_names), bad, ignored)
 
 
-def _check_every_class_kept_images(
+def check_every_class_kept_files(
     files: LabelledFiles, present: Sequence[str], root, kind: str = "image"
 ) -> None:
     """A class whose every file was skipped is an error that names it and why."""

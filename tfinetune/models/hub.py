@@ -185,10 +185,10 @@ class HubLayer(keras.layers.Layer):
         self.kind = input_kind(self._loaded)
         self._training_arg = _accepts_training(self._loaded)
         probe = _probe(self._loaded, self.kind)
-        self.width = int(self._select(self._run(probe, False)).shape[-1])
-        keep = used_variables(
+        keep, output = used_variables(
             lambda x: self._select(self._run(x, False)), probe, self._loaded.variables
         )
+        self.width = int(output.shape[-1])
         # Tracked as sublayers: `fit` trains them, `.keras` files store them.
         self.blocks = make_blocks(self._loaded, keep, group_pattern, self.name)
         for block in self.blocks:  # as Keras does for weights added to a frozen layer

@@ -64,8 +64,11 @@ def block_names(names: Sequence[str], pattern: str | None = None) -> list[str]:
     return blocks
 
 
-def used_variables(call: Callable, probe, variables: Sequence[tf.Variable]) -> list[bool]:
-    """Whether the output of `call(probe)` depends on each variable (has a gradient).
+def used_variables(
+    call: Callable, probe, variables: Sequence[tf.Variable]
+) -> tuple[list[bool], tf.Tensor]:
+    """Whether the output of `call(probe)` depends on each variable (has a gradient), and the
+    output.
 
     A SavedModel function's gradient is zero, not None, for variables it captures but does
     not use, so a zero gradient counts as unused too: pass a probe input that exercises the
@@ -79,16 +82,17 @@ def used_variables(call: Callable, probe, variables: Sequence[tf.Variable]) -> l
 
     Example:
     >>> v, w = tf.Variable(2.0), tf.Variable(3.0)
-    >>> used_variables(lambda x: x * v, tf.constant(1.0), [v, w])
+    >>> used_variables(lambda x: x * v, tf.constant(1.0), [v, w])[0]
     [True, False]
     """
     trainable = [v for v in variables if v.trainable]
     with tf.GradientTape() as tape:
-        output = tf.nest.flatten(call(probe))
+        result = call(probe)
+        output = tf.nest.flatten(result)
         total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(o, tf.float32))) for o in output])
     gradients = tape.gradient(total, trainable)
     used = {id(v) for v, g in zip(trainable, gradients, strict=True) if _nonzero(g)}
-    return [not v.trainable or id(v) in used for v in variables]
+    return [not v.trainable or id(v) in used for v in variables], result
 
 
 def _nonzero(gradient) -> bool:
