@@ -42,7 +42,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.models.backbones": ("build_backbone", "get_spec"),
     "tfinetune.models.hub": ("HubLayer",),
     "tfinetune.models.normalization": ("PixelNormalization",),
-    "tfinetune.models.heads": ("TargetScaling", "build_head", "task_of"),
+    "tfinetune.models.heads": ("TargetScaling", "apply_temperature", "build_head", "task_of"),
     "tfinetune.models.classifier": ("build_classifier",),
     # === training ===
     "tfinetune.training.freezing": (
@@ -68,6 +68,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.evaluation.multilabel": ("MultiLabelReport", "multilabel_report"),
     "tfinetune.evaluation.regression": ("RegressionReport", "regression_report"),
     "tfinetune.evaluation.predict": ("evaluate_classifier", "predict_dataset"),
+    "tfinetune.evaluation.calibration": ("fit_temperature", "scale_probabilities"),
     "tfinetune.evaluation.outputs": ("write_evaluation",),
     # === serving ===
     "tfinetune.serving.export": ("ExportCheckError", "export_saved_model", "export_version"),
@@ -78,6 +79,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.cli.config": ("Experiment", "load_config"),
     "tfinetune.cli.overrides": ("apply_flags",),
     "tfinetune.cli.runs": ("evaluate_run", "train_run"),
+    "tfinetune.cli.validation": ("calibrate",),
     "tfinetune.cli.lr_find": ("lr_find_run",),
     "tfinetune.cli.exports": ("export_run",),
 }

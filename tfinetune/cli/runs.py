@@ -37,18 +37,18 @@ from tfinetune.cli.run_folder import (
     write_readme,
     write_record,
 )
+from tfinetune.cli.validation import evaluate_validation
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile
 from tfinetune.data.pipeline import PipelineOptions
 from tfinetune.evaluation.multilabel import MultiLabelReport
 from tfinetune.evaluation.outputs import write_evaluation
-from tfinetune.evaluation.predict import predict_dataset, report_for
+from tfinetune.evaluation.predict import report_for
 from tfinetune.evaluation.regression import RegressionReport
 from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec
-from tfinetune.models.classifier import modality_of
 from tfinetune.models.weights import check_weights_argument
-from tfinetune.serving.export import THRESHOLDS_FILE, export_version
+from tfinetune.serving.export import export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_classifier
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
@@ -157,7 +157,7 @@ def train_run(
         if data.val is not None:
             seconds = time.perf_counter() - started
             tta = experiment.evaluation.tta
-            report = _evaluate_validation(model, data, out, seconds, tta)
+            report = evaluate_validation(model, data, out, seconds, tta, bool(verbose))
             if verbose:
                 print(report)
         _save_and_export(experiment, spec, data, model, report, out)
@@ -265,6 +265,8 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
     """`model.keras` and version 1 of the SavedModel for TF Serving (`tfinetune export` adds
     more), with a multi-label run's thresholds."""
     model.save(out / "model.keras")
+    if not experiment.export.saved_model:
+        return
     d = experiment.data
     sources = {"training_data": d.train, "validation_data": d.val or None,
                "teacher": experiment.distill.teacher or None}  # fmt: skip
@@ -275,7 +277,7 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
         model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=d.resize,
         thresholds=getattr(report, "thresholds", None),  # a multi-label run's, chosen on val
         top_k=experiment.export.top_k,
-        metadata=_export_facts(spec, sources, csv_columns),
+        metadata={**_export_facts(spec, sources, csv_columns), **_calibration_facts(report)},
     )  # fmt: skip
 
 
@@ -303,34 +305,18 @@ def _export_facts(spec: BackboneSpec, sources: dict, csv_columns: dict | None) -
     return facts
 
 
+def _calibration_facts(report) -> dict:
+    """The temperature folded into the model's output layer, for `preprocessing.json`."""
+    if getattr(report, "temperature", None) is None:
+        return {}
+    return {"calibration": {"temperature": report.temperature, "fitted_on": "validation data"}}
+
+
 def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
     if bad_files:
         print(f"Skipped {len(bad_files)} unreadable file(s):")
         for bad in bad_files:
             print(f"  {bad.path}: {bad.reason}")
-
-
-def _evaluate_validation(
-    model: keras.Model, data: ImageData, out: Path, seconds: float, tta: bool = False
-) -> ClassificationReport | MultiLabelReport | RegressionReport:
-    """Report on the validation data and write the evaluation files into the run folder.
-
-    A multi-label report's thresholds are each class's best F1 on this data: the thresholds
-    the run then serves with, also written to `thresholds.json`.
-    """
-    modality = modality_of(model)
-    tta = tta and modality == "image"  # flips are for images
-    labels, probs = predict_dataset(model, data.val, tta=tta)
-    report = report_for(data.task, labels, probs, data.class_names)
-    if data.task == "multi_label":
-        (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
-    # A file that became unreadable after the scan would shift the order: no paths then.
-    val = data.val_files
-    paths = (val.texts if modality == "text" else val.paths) if len(labels) == len(val) else None
-    write_evaluation(
-        out, report, paths, data.bad_files, modality=modality, seconds=seconds, tta=tta
-    )
-    return report
 
 
 def evaluate_run(

@@ -74,6 +74,8 @@ def plot_confusion_matrix(report: ClassificationReport, path: str | os.PathLike)
 def plot_reliability(report: ClassificationReport, path: str | os.PathLike) -> Figure:
     """A reliability diagram: accuracy against confidence per bin, with the bin counts.
 
+    A calibrated report (`calibrated_report`) also shows its bins before the temperature.
+
     Args:
         report: a single-label report.
         path: the PNG file to write.
@@ -93,10 +95,19 @@ def plot_reliability(report: ClassificationReport, path: str | os.PathLike) -> F
     filled = counts > 0
     top.bar(centres[filled], accuracy[filled], width=width, edgecolor="black", label="accuracy")
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    title = f"expected calibration error {report.expected_calibration_error:.3f}"
+    if report.uncalibrated is not None:  # where the same examples stood before the temperature
+        counts_0, accuracy_0, _ = calibration_bins(correct, report.uncalibrated.max(axis=1))
+        filled_0 = counts_0 > 0
+        top.plot(centres[filled_0], accuracy_0[filled_0], "o:", color="tab:red",
+                 label="before calibration")  # fmt: skip
+        title = (f"calibration error {report.uncalibrated_calibration_error:.3f} before, "
+                 f"{report.expected_calibration_error:.3f} after\n"
+                 f"(temperature {report.temperature:.3g})")  # fmt: skip
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
     top.legend(loc="upper left")
-    top.set_title(f"expected calibration error {report.expected_calibration_error:.3f}")
+    top.set_title(title)
     bottom.bar(centres, counts, width=width, color="grey", edgecolor="black")
     bottom.set_xlabel("confidence (top predicted probability)")
     bottom.set_ylabel("images")

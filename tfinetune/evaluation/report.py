@@ -24,11 +24,15 @@ class ClassificationReport:
         class_names: the classes, in label order.
         labels: the true class index of each example.
         probabilities: `[examples, classes]` predicted probabilities.
+        uncalibrated: the probabilities before a temperature was applied, if one was.
+        temperature: the temperature that turned `uncalibrated` into `probabilities`.
     """
 
     class_names: list[str]
     labels: np.ndarray
     probabilities: np.ndarray
+    uncalibrated: np.ndarray | None = None
+    temperature: float | None = None
     predictions: np.ndarray = field(init=False)
     confusion_matrix: np.ndarray = field(init=False)
 
@@ -87,10 +91,27 @@ class ClassificationReport:
     @property
     def expected_calibration_error(self) -> float:
         """How far confidence is from accuracy, averaged over 15 confidence bins."""
+        return self._calibration_error(self.probabilities)
+
+    @property
+    def uncalibrated_calibration_error(self) -> float | None:
+        """The calibration error before the temperature was applied (None without one)."""
+        return None if self.uncalibrated is None else self._calibration_error(self.uncalibrated)
+
+    def _calibration_error(self, probabilities: np.ndarray) -> float:
         counts, accuracy, confidence = calibration_bins(
-            (self.predictions == self.labels).astype(float), self.probabilities.max(axis=1)
+            (self.predictions == self.labels).astype(float), probabilities.max(axis=1)
         )
         return float((counts * np.abs(accuracy - confidence)).sum() / counts.sum())
+
+    def calibration_line(self) -> str:
+        """`calibration error 0.1340 -> 0.0210 (temperature 0.62)`, or the error alone."""
+        if self.temperature is None:
+            return f"calibration error {self.expected_calibration_error:.4f}"
+        return (
+            f"calibration error {self.uncalibrated_calibration_error:.4f} -> "
+            f"{self.expected_calibration_error:.4f} (temperature {self.temperature:.3g})"
+        )
 
     def most_confused(self, n: int = 5) -> list[tuple[str, str, int]]:
         """The `n` most frequent mistakes as `(true class, predicted class, count)`."""
@@ -116,6 +137,7 @@ class ClassificationReport:
             "macro_avg": {m: self.average(m) for m in ("precision", "recall", "f1")},
             "weighted_avg": {m: self.average(m, "weighted") for m in ("precision", "recall", "f1")},
             "expected_calibration_error": self.expected_calibration_error,
+            **self._calibration_dict(),
             "class_names": self.class_names,
             "per_class": {
                 name: {
@@ -132,6 +154,18 @@ class ClassificationReport:
             ],
         }
 
+    def _calibration_dict(self) -> dict:
+        if self.temperature is None:
+            return {}
+        return {
+            "calibration": {
+                "temperature": self.temperature,
+                "expected_calibration_error_before": self.uncalibrated_calibration_error,
+                "expected_calibration_error_after": self.expected_calibration_error,
+                "fitted_on": "these examples",
+            }
+        }
+
     def to_markdown(self) -> str:
         """A short Markdown summary, as written to `summary.md`."""
         data = self.to_dict()
@@ -143,6 +177,7 @@ class ClassificationReport:
             f"- macro F1: {data['macro_avg']['f1']:.4f}, weighted F1: "
             f"{data['weighted_avg']['f1']:.4f}",
             f"- expected calibration error: {self.expected_calibration_error:.4f}",
+            *self._calibration_markdown(),
             "",
             "| class | precision | recall | F1 | support |",
             "|---|---:|---:|---:|---:|",
@@ -159,11 +194,20 @@ class ClassificationReport:
             ]
         return "\n".join(lines) + "\n"
 
+    def _calibration_markdown(self) -> list[str]:
+        if self.temperature is None:
+            return []
+        return [
+            f"- calibrated by temperature {self.temperature:.3g}, fitted on these examples: "
+            f"calibration error {self.uncalibrated_calibration_error:.4f} before, "
+            f"{self.expected_calibration_error:.4f} after (accuracy unchanged)"
+        ]
+
     def __str__(self) -> str:
         width = max(12, *(len(n) for n in self.class_names)) + 2
         lines = [
             f"accuracy {self.accuracy:.4f} on {len(self.labels)} examples, macro F1 "
-            f"{self.average('f1'):.4f}, calibration error {self.expected_calibration_error:.4f}",
+            f"{self.average('f1'):.4f}, {self.calibration_line()}",
             f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
         ]
         for i, name in enumerate(self.class_names):

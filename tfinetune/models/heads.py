@@ -198,5 +198,35 @@ def task_of(model: keras.Model) -> str:
     return {"softmax": "single_label", "sigmoid": "multi_label"}.get(activation, "regression")
 
 
+def apply_temperature(model: keras.Model, temperature: float) -> None:
+    """Divide a single-label model's logits by `temperature`, in its output layer's weights.
+
+    `softmax((x W + b) / T) = softmax(x (W / T) + b / T)`: the kernel and bias of the
+    softmax layer are scaled, so the model itself (its `.keras` file, every export and
+    serving signature) gives the calibrated probabilities, and its top class is unchanged.
+
+    Args:
+        model: a model whose output layer is a softmax `Dense` (a single-label head).
+        temperature: above 0 (see `tfinetune.evaluation.calibration.fit_temperature`).
+
+    Example:
+    >>> x = keras.Input((2,))
+    >>> m = keras.Model(x, build_head(x, 2))
+    >>> apply_temperature(m, 1e9)
+    >>> [round(float(v), 3) for v in m(keras.ops.ones((1, 2)))[0]]
+    [0.5, 0.5]
+    """
+    if not temperature > 0:
+        raise ValueError(f"A temperature must be above 0. Received: temperature={temperature!r}")
+    layer = model.get_layer(OUTPUT_LAYER) if _has_layer(model, OUTPUT_LAYER) else model.layers[-1]
+    if task_of(model) != "single_label" or not isinstance(layer, keras.layers.Dense):
+        raise ValueError(
+            "Only a single-label model (a softmax Dense output) takes a temperature; "
+            f"{model.name!r} has a {task_of(model)} output {layer.name!r}."
+        )
+    for weight in layer.weights:
+        weight.assign(keras.ops.cast(weight.value, weight.dtype) / temperature)
+
+
 def _has_layer(model: keras.Model, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)

@@ -1,0 +1,115 @@
+"""Temperature scaling: the fit, the model that carries it, and the run that records it."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfinetune.cli.config import Experiment
+from tfinetune.cli.runs import train_run
+from tfinetune.data.synthetic import write_shapes_folder
+from tfinetune.evaluation.calibration import (
+    calibrated_report,
+    fit_temperature,
+    negative_log_likelihood,
+    scale_probabilities,
+)
+from tfinetune.evaluation.report import classification_report
+from tfinetune.models.heads import apply_temperature, build_head
+from tfinetune.serving.export import read_contract
+
+
+def _sample(temperature: float, n: int = 3000, seed: int = 0):
+    """Probabilities `p`, and labels drawn as if the true ones were `p` at `temperature`."""
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet([0.7] * 4, n)
+    truth = scale_probabilities(p, temperature)
+    labels = (rng.random((n, 1)) > truth.cumsum(axis=1)).sum(axis=1)
+    return labels, p
+
+
+@pytest.mark.parametrize("temperature", [0.4, 1.0, 2.5])
+def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_with(temperature):
+    labels, p = _sample(temperature)
+    assert fit_temperature(labels, p) == pytest.approx(temperature, rel=0.12)
+
+
+def test_calibration_lowers_the_error_and_keeps_every_top_class():
+    labels, p = _sample(0.4)  # the model is under-confident, as after label smoothing
+    before = classification_report(labels, p, list("abcd"))
+    t = fit_temperature(labels, p)
+    after = calibrated_report(before, t)
+    assert np.array_equal(after.predictions, before.predictions)
+    assert after.accuracy == before.accuracy
+    assert before.expected_calibration_error > 0.1
+    assert after.expected_calibration_error < 0.03
+    assert after.uncalibrated_calibration_error == before.expected_calibration_error
+    assert negative_log_likelihood(labels, after.probabilities) < negative_log_likelihood(labels, p)
+    data = after.to_dict()["calibration"]
+    assert data["temperature"] == t and data["expected_calibration_error_before"] > 0.1
+    shown = f"{before.expected_calibration_error:.4f} -> {after.expected_calibration_error:.4f}"
+    assert shown in str(after) and "temperature" in after.to_markdown()
+
+
+def test_too_few_examples_to_fit_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"at least 10 held-out examples.*Received: 4"):
+        fit_temperature(np.array([0, 1, 0, 1]), np.full((4, 2), 0.5))
+
+
+def test_the_temperature_lives_in_the_model_output_layer():
+    x = keras.Input((6,))
+    model = keras.Model(x, build_head(x, 3, dropout=0.0))
+    inputs = np.random.default_rng(1).normal(size=(8, 6)).astype("float32") * 3
+    before = np.asarray(model(inputs))
+    apply_temperature(model, 0.5)
+    after = np.asarray(model(inputs))
+    np.testing.assert_allclose(after, scale_probabilities(before, 0.5), atol=1e-5)
+    assert np.array_equal(after.argmax(1), before.argmax(1))
+    with pytest.raises(ValueError, match="above 0"):
+        apply_temperature(model, 0.0)
+    multi = keras.Model(x, build_head(x, 3, task="multi_label"))
+    with pytest.raises(ValueError, match="Only a single-label model"):
+        apply_temperature(multi, 2.0)
+
+
+def _run(tmp_path, val_split: float, saved_model: bool, verbose: int = 0):
+    data = write_shapes_folder(tmp_path / "data", ["cross", "ring"], 12, size=32)
+    e = Experiment().with_values(
+        {"data.train": str(data), "data.val_split": val_split, "model.backbone": "convnet_tiny",
+         "model.weights": "none", "data.image_size": 32, "stages.1.epochs": 2,
+         "stages.2.epochs": 1, "export.saved_model": saved_model}
+    )  # fmt: skip
+    return train_run(e, tmp_path / "run", verbose=verbose)
+
+
+def test_a_run_calibrates_on_its_validation_data_and_serves_calibrated(tmp_path):
+    result = _run(tmp_path, 0.5, saved_model=True)
+    run, report = result.out_dir, result.report
+    metrics = json.loads((run / "metrics.json").read_text())
+    t = metrics["calibration"]["temperature"]
+    assert t == report.temperature and t != 1.0
+    assert metrics["expected_calibration_error"] <= (
+        metrics["calibration"]["expected_calibration_error_before"] + 1e-9
+    )
+    _, contract = read_contract(run / "saved_model" / "1")
+    assert contract["calibration"]["temperature"] == t
+    # The saved model gives the calibrated probabilities the report holds.
+    model = keras.saving.load_model(run / "model.keras")
+    from tfinetune import image_folder_datasets, predict_dataset
+
+    val = image_folder_datasets(
+        tmp_path / "data", image_size=32, seed=1337, augment=None, val_split=0.5
+    ).val
+    _, probs = predict_dataset(model, val)
+    np.testing.assert_allclose(probs, report.probabilities, atol=1e-5)
+    assert "before" in (run / "summary.md").read_text()
+
+
+def test_a_run_with_too_few_validation_images_says_it_is_not_calibrated(tmp_path, capsys):
+    result = _run(tmp_path, 0.2, saved_model=False, verbose=1)
+    assert "Not calibrated: 4 validation examples are too few" in capsys.readouterr().out
+    assert result.report.temperature is None
+    assert not (result.out_dir / "saved_model").exists()
+    assert (result.out_dir / "model.keras").is_file()
+    assert "calibration" not in json.loads((result.out_dir / "metrics.json").read_text())

@@ -1,0 +1,113 @@
+"""The end of a run: report on the validation data, calibrate the probabilities, write it down.
+
+A single-label model is calibrated here: a temperature is fitted on the validation data
+(`tfinetune.evaluation.calibration`) and folded into the model's output layer
+(`tfinetune.models.heads.apply_temperature`), so that the saved model, every export and
+every serving signature give the calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tfinetune.data.datasets import ImageData
+from tfinetune.evaluation.calibration import MIN_EXAMPLES, calibrated_report, fit_temperature
+from tfinetune.evaluation.multilabel import MultiLabelReport
+from tfinetune.evaluation.outputs import write_evaluation
+from tfinetune.evaluation.predict import predict_dataset, report_for
+from tfinetune.evaluation.regression import RegressionReport
+from tfinetune.evaluation.report import ClassificationReport, classification_report
+from tfinetune.models.classifier import modality_of
+from tfinetune.models.heads import apply_temperature, task_of
+from tfinetune.serving.export import THRESHOLDS_FILE
+
+
+def calibrate(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    class_names: list[str],
+    *,
+    tta: bool = False,
+) -> ClassificationReport:
+    """Fit a temperature on held-out data and fold it into a single-label model.
+
+    Predicts `dataset` once, fits the temperature that minimises the negative
+    log-likelihood, and divides the output layer's logits by it. Accuracy is unchanged;
+    the returned report holds the probabilities before and after.
+
+    Args:
+        model: a single-label classifier (softmax output).
+        dataset: held-out `(inputs, labels)` batches, not used for training, with at least
+            `MIN_EXAMPLES` examples.
+        class_names: the class names, in label order.
+        tta: predict each image and its mirror, as the report will.
+
+    Example:
+    >>> import numpy as np
+    >>> from tfinetune.models.classifier import build_classifier
+    >>> m = build_classifier("convnet_tiny", num_classes=2, weights=None, image_size=32)
+    >>> x, y = np.random.default_rng(0).random((12, 32, 32, 3)), np.arange(12) % 2
+    >>> r = calibrate(m, tf.data.Dataset.from_tensor_slices((x, y)).batch(4), ["a", "b"])
+    >>> r.temperature > 0, bool(r.accuracy == (r.uncalibrated.argmax(1) == y).mean())
+    (True, True)
+    """
+    labels, probs = predict_dataset(model, dataset, tta=tta)
+    if labels.ndim == 2:
+        labels = labels.argmax(axis=1)
+    return _calibrate(model, classification_report(labels, probs, class_names))
+
+
+def _calibrate(model: keras.Model, report: ClassificationReport) -> ClassificationReport:
+    temperature = fit_temperature(report.labels, report.probabilities)
+    apply_temperature(model, temperature)
+    return calibrated_report(report, temperature)
+
+
+def evaluate_validation(
+    model: keras.Model,
+    data: ImageData,
+    out: Path,
+    seconds: float,
+    tta: bool = False,
+    verbose: bool = True,
+) -> ClassificationReport | MultiLabelReport | RegressionReport:
+    """Report on the validation data, calibrate, and write the evaluation into the run folder.
+
+    A single-label model with at least `MIN_EXAMPLES` validation examples is calibrated on
+    them (the report shows the calibration error before and after). A multi-label report's
+    thresholds are each class's best F1 on this data: the thresholds the run then serves
+    with, also written to `thresholds.json`.
+
+    Args:
+        model: the trained model (calibrated in place).
+        data: the run's data, with `val`.
+        out: the run folder.
+        seconds: the training time so far, for `metrics.json`.
+        tta: test-time augmentation with horizontal flips (images).
+        verbose: say when the model is not calibrated.
+    """
+    modality = modality_of(model)
+    tta = tta and modality == "image"  # flips are for images
+    labels, probs = predict_dataset(model, data.val, tta=tta)
+    report = report_for(data.task, labels, probs, data.class_names)
+    if isinstance(report, ClassificationReport) and task_of(model) == "single_label":
+        if len(report.labels) >= MIN_EXAMPLES:
+            report = _calibrate(model, report)
+        elif verbose:
+            print(
+                f"Not calibrated: {len(report.labels)} validation examples are too few to "
+                f"fit a temperature (at least {MIN_EXAMPLES})."
+            )
+    if data.task == "multi_label":
+        (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
+    # A file that became unreadable after the scan would shift the order: no paths then.
+    val = data.val_files
+    paths = (val.texts if modality == "text" else val.paths) if len(labels) == len(val) else None
+    write_evaluation(
+        out, report, paths, data.bad_files, modality=modality, seconds=seconds, tta=tta
+    )
+    return report
