@@ -125,7 +125,9 @@ class ExportConfig:
     """The SavedModel the run leaves (saved_model/1/)."""
 
     top_k: int = _key(5, "classes in the serving signatures' top_k_* outputs")
-    saved_model: bool = _key(True, "write saved_model/1 (false: model.keras only, for sweeps)")
+    saved_model: bool = _key(
+        True, "write saved_model/1 (false, for sweeps: model.keras only, not for export)"
+    )
 
 
 @dataclass
