@@ -5,10 +5,11 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from tiny_hub import save_tiny_text
 
 from tfinetune.cli.config import Experiment
 from tfinetune.cli.runs import train_run
-from tfinetune.data.synthetic import write_shapes_folder
 from tfinetune.evaluation.calibration import (
     calibrated_report,
     fit_temperature,
@@ -73,43 +74,77 @@ def test_the_temperature_lives_in_the_model_output_layer():
         apply_temperature(multi, 2.0)
 
 
-def _run(tmp_path, val_split: float, saved_model: bool, verbose: int = 0):
-    data = write_shapes_folder(tmp_path / "data", ["cross", "ring"], 12, size=32)
+def _reviews(path, n: int = 120, noise: float = 0.15):
+    """Two word lists, a label each, with a share of the labels flipped: a model learns the
+    words and still makes mistakes, so the validation data can tell a temperature."""
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "lovely", "superb", "fine"], ["awful", "broken", "poor", "bad"]
+    rows = ["text,label"]
+    for i in range(n):
+        label = i % 2 if rng.random() >= noise else 1 - i % 2
+        words = " ".join(rng.choice(good if i % 2 else bad, 2))
+        rows.append(f"{words} thing,{['negative', 'positive'][label]}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _run(tmp_path, val_split: float, saved_model: bool = True, verbose: int = 0):
+    hub = save_tiny_text(tmp_path / "hub")
     e = Experiment().with_values(
-        {"data.train": str(data), "data.val_split": val_split, "model.backbone": "convnet_tiny",
-         "model.weights": "none", "data.image_size": 32, "stages.1.epochs": 2,
-         "stages.2.epochs": 1, "export.saved_model": saved_model}
+        {"data.train": str(_reviews(tmp_path / "reviews.csv")), "data.val_split": val_split,
+         "model.backbone": f"hub:{hub}", "stages.1.epochs": 1, "stages.2.epochs": 3,
+         "stages.2.learning_rate": 0.03, "data.batch_size": 8, "export.saved_model": saved_model}
     )  # fmt: skip
     return train_run(e, tmp_path / "run", verbose=verbose)
 
 
 def test_a_run_calibrates_on_its_validation_data_and_serves_calibrated(tmp_path):
-    result = _run(tmp_path, 0.5, saved_model=True)
+    result = _run(tmp_path, 0.5)
     run, report = result.out_dir, result.report
     metrics = json.loads((run / "metrics.json").read_text())
     t = metrics["calibration"]["temperature"]
     assert t == report.temperature and t != 1.0
-    assert metrics["expected_calibration_error"] <= (
-        metrics["calibration"]["expected_calibration_error_before"] + 1e-9
-    )
+    before = metrics["calibration"]["expected_calibration_error_before"]
+    assert metrics["expected_calibration_error"] < before
+    assert report.accuracy == float(np.mean(report.uncalibrated.argmax(1) == report.labels))
     _, contract = read_contract(run / "saved_model" / "1")
     assert contract["calibration"]["temperature"] == t
-    # The saved model gives the calibrated probabilities the report holds.
+    # The saved model and the export give the calibrated probabilities the report holds.
+    texts = tf.constant(result_texts(tmp_path / "reviews.csv", report))
     model = keras.saving.load_model(run / "model.keras")
-    from tfinetune import image_folder_datasets, predict_dataset
-
-    val = image_folder_datasets(
-        tmp_path / "data", image_size=32, seed=1337, augment=None, val_split=0.5
-    ).val
-    _, probs = predict_dataset(model, val)
+    np.testing.assert_allclose(model.predict(texts, verbose=0), report.probabilities, atol=1e-5)
+    served = tf.saved_model.load(str(run / "saved_model" / "1")).signatures["serving_default"]
+    probs = served(text=texts)["probabilities"].numpy()
     np.testing.assert_allclose(probs, report.probabilities, atol=1e-5)
     assert "before" in (run / "summary.md").read_text()
 
 
-def test_a_run_with_too_few_validation_images_says_it_is_not_calibrated(tmp_path, capsys):
-    result = _run(tmp_path, 0.2, saved_model=False, verbose=1)
-    assert "Not calibrated: 4 validation examples are too few" in capsys.readouterr().out
+def result_texts(csv, report) -> list[str]:
+    """The validation texts of the run, in the report's order (the run's seeded split)."""
+    from tfinetune.data.text import read_text_csv, text_datasets
+
+    data = text_datasets(read_text_csv(csv), val_split=0.5, seed=1337)
+    assert len(data.val_files) == len(report.labels)
+    return data.val_files.texts
+
+
+def test_a_run_with_too_few_validation_examples_says_it_is_not_calibrated(tmp_path, capsys):
+    result = _run(tmp_path, 0.05, saved_model=False, verbose=1)
+    assert "Not calibrated: 6 validation examples are too few" in capsys.readouterr().out
     assert result.report.temperature is None
     assert not (result.out_dir / "saved_model").exists()
     assert (result.out_dir / "model.keras").is_file()
     assert "calibration" not in json.loads((result.out_dir / "metrics.json").read_text())
+
+
+def test_a_temperature_the_data_cannot_tell_is_refused_and_the_model_left_alone():
+    from tfinetune.cli.validation import calibrate
+
+    x = keras.Input((1,))
+    model = keras.Model(x, build_head(x, 2, dropout=0.0))
+    model.get_layer("head_predictions").set_weights([np.array([[-1.0, 1.0]]), np.zeros(2)])
+    v = np.linspace(-2, 2, 40, dtype="float32")[:, None]
+    data = tf.data.Dataset.from_tensor_slices((v, (v[:, 0] > 0).astype(int))).batch(8)
+    with pytest.raises(ValueError, match="edge of the range"):  # no mistakes: T -> 0
+        calibrate(model, data, ["no", "yes"])
+    assert model.get_layer("head_predictions").get_weights()[0].tolist() == [[-1.0, 1.0]]

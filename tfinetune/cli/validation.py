@@ -37,7 +37,10 @@ def calibrate(
 
     Predicts `dataset` once, fits the temperature that minimises the negative
     log-likelihood, and divides the output layer's logits by it. Accuracy is unchanged;
-    the returned report holds the probabilities before and after.
+    the returned report holds the probabilities before and after. A `ValueError` says
+    when the data cannot tell the temperature (fewer than `MIN_EXAMPLES` examples, a best
+    temperature at the edge of the range, or one that would raise the calibration error
+    on these examples); the model is then left as it was.
 
     Args:
         model: a single-label classifier (softmax output).
@@ -48,11 +51,15 @@ def calibrate(
 
     Example:
     >>> import numpy as np
-    >>> from tfinetune.models.classifier import build_classifier
-    >>> m = build_classifier("convnet_tiny", num_classes=2, weights=None, image_size=32)
-    >>> x, y = np.random.default_rng(0).random((12, 32, 32, 3)), np.arange(12) % 2
-    >>> r = calibrate(m, tf.data.Dataset.from_tensor_slices((x, y)).batch(4), ["a", "b"])
-    >>> r.temperature > 0, bool(r.accuracy == (r.uncalibrated.argmax(1) == y).mean())
+    >>> from tfinetune.models.heads import build_head
+    >>> x = keras.Input((1,))
+    >>> m = keras.Model(x, build_head(x, 2, dropout=0.0))  # says P(yes) = sigmoid(2 v)
+    >>> m.get_layer("head_predictions").set_weights([np.array([[-1.0, 1.0]]), np.zeros(2)])
+    >>> rng = np.random.default_rng(0)
+    >>> v = rng.normal(size=(400, 1)).astype("float32")
+    >>> y = (v[:, 0] + rng.normal(size=400) > 0).astype(int)  # truly about sigmoid(1.7 v)
+    >>> r = calibrate(m, tf.data.Dataset.from_tensor_slices((v, y)).batch(100), ["no", "yes"])
+    >>> 1.0 < r.temperature < 1.6, r.accuracy == float(np.mean(r.uncalibrated.argmax(1) == y))
     (True, True)
     """
     labels, probs = predict_dataset(model, dataset, tta=tta)
@@ -63,8 +70,34 @@ def calibrate(
 
 def _calibrate(model: keras.Model, report: ClassificationReport) -> ClassificationReport:
     temperature = fit_temperature(report.labels, report.probabilities)
+    calibrated = calibrated_report(report, temperature)
+    if calibrated.expected_calibration_error > report.expected_calibration_error:
+        raise ValueError(
+            f"the best temperature ({temperature:.3g}) would raise the calibration error on "
+            f"these examples ({report.expected_calibration_error:.4f} to "
+            f"{calibrated.expected_calibration_error:.4f}): the data cannot tell it."
+        )
     apply_temperature(model, temperature)
-    return calibrated_report(report, temperature)
+    return calibrated
+
+
+def _calibrate_if_possible(
+    model: keras.Model, report: ClassificationReport, verbose: bool
+) -> ClassificationReport:
+    """The calibrated report, or the same one with a note of why the data could not say."""
+    if len(report.labels) < MIN_EXAMPLES:
+        why = (
+            f"{len(report.labels)} validation examples are too few to fit a temperature "
+            f"(at least {MIN_EXAMPLES})."
+        )
+    else:
+        try:
+            return _calibrate(model, report)
+        except ValueError as error:
+            why = str(error)
+    if verbose:
+        print(f"Not calibrated: {why}")
+    return report
 
 
 def evaluate_validation(
@@ -95,13 +128,7 @@ def evaluate_validation(
     labels, probs = predict_dataset(model, data.val, tta=tta)
     report = report_for(data.task, labels, probs, data.class_names)
     if isinstance(report, ClassificationReport) and task_of(model) == "single_label":
-        if len(report.labels) >= MIN_EXAMPLES:
-            report = _calibrate(model, report)
-        elif verbose:
-            print(
-                f"Not calibrated: {len(report.labels)} validation examples are too few to "
-                f"fit a temperature (at least {MIN_EXAMPLES})."
-            )
+        report = _calibrate_if_possible(model, report, verbose)
     if data.task == "multi_label":
         (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
     # A file that became unreadable after the scan would shift the order: no paths then.

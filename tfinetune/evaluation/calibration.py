@@ -63,7 +63,8 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """The temperature that minimises the negative log-likelihood of `labels`.
 
     The likelihood is convex in `1 / T`, so a golden-section search over `log T` within
-    `TEMPERATURE_RANGE` finds its minimum.
+    `TEMPERATURE_RANGE` finds its minimum; a minimum at the edge of the range is an error
+    (the data cannot tell the temperature).
 
     Args:
         labels: class indices, at least `MIN_EXAMPLES` of them.
@@ -103,7 +104,15 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
             low, a, fa = a, b, fb
             b = low + ratio * (high - low)
             fb = nll(b)
-    return float(math.exp((low + high) / 2))
+    temperature = math.exp((low + high) / 2)
+    edge = min(abs(math.log(temperature / t)) for t in TEMPERATURE_RANGE)
+    if edge < 0.01:
+        raise ValueError(
+            f"The best temperature is at the edge of the range searched, {TEMPERATURE_RANGE}: "
+            f"these {len(labels)} examples cannot pin it down (too few mistakes, or a model "
+            "that has not learnt). Calibrate on more held-out data."
+        )
+    return float(temperature)
 
 
 def calibrated_report(report: ClassificationReport, temperature: float) -> ClassificationReport:
