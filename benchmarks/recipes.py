@@ -53,19 +53,9 @@ CANDIDATES: dict[str, dict] = {
         "stages.2.learning_rate": 2e-4,
         "stages.2.schedule": "warmup_cosine",
     },
-    "all groups at 1e-4, warm-up + cosine": {
-        "stages.2.train_groups": 100,
-        "stages.2.learning_rate": 1e-4,
-        "stages.2.schedule": "warmup_cosine",
-    },
     "10 fine-tune epochs": {"stages.2.epochs": 10},
     "weight averaging 0.98": {"training.ema_momentum": 0.98},
     "288 px": {"data.image_size": 288},
-    "train BatchNorm": {"training.train_bn": True},
-    "10 fine-tune epochs, warm-up + cosine": {
-        "stages.2.epochs": 10,
-        "stages.2.schedule": "warmup_cosine",
-    },
 }
 KERAS_GUIDE = "Keras guide: head 10 epochs, then the top 40 layers 10"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
