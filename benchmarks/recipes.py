@@ -56,6 +56,13 @@ CANDIDATES: dict[str, dict] = {
     "10 fine-tune epochs": {"stages.2.epochs": 10},
     "weight averaging 0.98": {"training.ema_momentum": 0.98},
     "288 px": {"data.image_size": 288},
+    # Round 3, after the defaults' final numbers: all groups, steadier, longer.
+    "all groups at 2e-4, warm-up + cosine, 10 epochs": {
+        "stages.2.train_groups": 100,
+        "stages.2.learning_rate": 2e-4,
+        "stages.2.schedule": "warmup_cosine",
+        "stages.2.epochs": 10,
+    },
 }
 KERAS_GUIDE = "Keras guide: head 10 epochs, then the top 40 layers 10"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
