@@ -20,7 +20,7 @@ from tfinetune.evaluation.multilabel import MultiLabelReport
 from tfinetune.evaluation.outputs import write_evaluation
 from tfinetune.evaluation.predict import predict_dataset, report_for
 from tfinetune.evaluation.regression import RegressionReport
-from tfinetune.evaluation.report import ClassificationReport, classification_report
+from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.classifier import modality_of
 from tfinetune.models.heads import apply_temperature, task_of
 from tfinetune.serving.export import THRESHOLDS_FILE
@@ -63,9 +63,7 @@ def calibrate(
     (True, True)
     """
     labels, probs = predict_dataset(model, dataset, tta=tta)
-    if labels.ndim == 2:
-        labels = labels.argmax(axis=1)
-    return _calibrate(model, classification_report(labels, probs, class_names))
+    return _calibrate(model, report_for("single_label", labels, probs, class_names))
 
 
 def _calibrate(model: keras.Model, report: ClassificationReport) -> ClassificationReport:
