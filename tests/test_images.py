@@ -48,6 +48,19 @@ def test_resize_keeps_uint8_and_size():
     assert int(tf.reduce_min(out)) == 200 and int(tf.reduce_max(out)) == 200
 
 
+@pytest.mark.parametrize("shape", [(12, 17, 3), (40, 9, 3), (60, 50, 3)])
+def test_each_resize_path_matches_the_anti_aliased_filter_it_stands_for(shape):
+    # Enlarging uses plain bilinear (faster), which must equal anti-aliased bilinear there;
+    # shrinking averages areas; one side shrinking, the other growing: anti-aliased bilinear.
+    pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    out = decode_and_resize(tf.io.encode_png(pixels), (24, 24)).numpy().astype(int)
+    enlarging, shrinking = shape[0] <= 24 and shape[1] <= 24, shape[0] >= 24 and shape[1] >= 24
+    method = "area" if shrinking else "bilinear"
+    reference = tf.image.resize(pixels, (24, 24), method, antialias=not shrinking)
+    reference = np.clip(np.round(reference.numpy()), 0, 255).astype(int)
+    assert np.abs(out - reference).max() <= (1 if enlarging else 0)
+
+
 def test_text_is_not_an_image():
     assert sniff_format(b"hello world, not an image") is None
 

@@ -96,15 +96,25 @@ def guard_pixels(encoded: tf.Tensor) -> tf.Tensor:
     >>> guard_pixels(png).dtype
     tf.string
     """
+    with tf.control_dependencies([check_dimensions(image_dimensions(encoded))]):
+        return tf.identity(encoded)
+
+
+def check_dimensions(dims: tf.Tensor) -> tf.Operation:
+    """An assertion that `[height, width]` holds at most `max_pixels()` pixels.
+
+    Args:
+        dims: `[height, width]` (int64), as `image_dimensions` gives.
+
+    Example:
+    >>> check = check_dimensions(tf.constant([3, 5], tf.int64))  # passes
+    """
     limit = max_pixels()
-    size = image_dimensions(encoded)
-    check = tf.debugging.assert_less_equal(
-        size[0] * size[1],
+    return tf.debugging.assert_less_equal(
+        dims[0] * dims[1],
         tf.constant(limit, tf.int64),
         message=(
             f"image too large: more than {limit:,} pixels (a decompression bomb?); raise "
             f"${MAX_PIXELS_ENV} to allow it"
         ),
     )
-    with tf.control_dependencies([check]):
-        return tf.identity(encoded)

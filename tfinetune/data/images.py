@@ -10,7 +10,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfinetune.data.headers import guard_pixels
+from tfinetune.data.headers import check_dimensions, guard_pixels, image_dimensions
 from tfinetune.sizes import to_size
 
 # Leading bytes of the formats that `tf.io.decode_image` reads (WebP: where TensorFlow
@@ -110,7 +110,7 @@ def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "str
     Modes: "stretch" (change the aspect ratio), "crop" (cut the centre to the target's
     aspect ratio, then resize) or "pad" (resize to fit inside, then pad with black).
     Shrinking averages over areas (anti-aliased, so large photos stay faithful); enlarging
-    is anti-aliased bilinear.
+    is bilinear; shrinking one side while enlarging the other is anti-aliased bilinear.
 
     Args:
         image: a `[h, w, 3]` tensor of pixels in 0..255.
@@ -137,14 +137,29 @@ def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "str
     keep_aspect = mode == "pad"
     shape = tf.shape(image)
     shrinking = tf.logical_and(shape[0] >= height, shape[1] >= width)
+    enlarging = tf.logical_and(shape[0] <= height, shape[1] <= width)
     # Shrinking: area averaging, a proper anti-aliasing filter and about twice as fast as
-    # anti-aliased bilinear. Enlarging (or mixed): anti-aliased bilinear.
-    resized = tf.cond(
-        shrinking,
-        lambda: tf.image.resize(image, image_size, "area", preserve_aspect_ratio=keep_aspect),
-        lambda: tf.image.resize(
+    # anti-aliased bilinear. Enlarging: bilinear (anti-aliasing changes nothing there, and
+    # costs about twice the time). Mixed: anti-aliased bilinear.
+    resized = tf.case(
+        [
+            (
+                shrinking,
+                lambda: tf.image.resize(
+                    image, image_size, "area", preserve_aspect_ratio=keep_aspect
+                ),
+            ),
+            (
+                enlarging,
+                lambda: tf.image.resize(
+                    image, image_size, "bilinear", preserve_aspect_ratio=keep_aspect
+                ),
+            ),
+        ],
+        default=lambda: tf.image.resize(
             image, image_size, "bilinear", antialias=True, preserve_aspect_ratio=keep_aspect
         ),
+        exclusive=False,
     )
     pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     if mode == "pad":
@@ -172,20 +187,19 @@ def decode_for_size(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tenso
     >>> decode_for_size(jpeg, (100, 100)).shape
     TensorShape([200, 150, 3])
     """
-
-    def jpeg():
-        shape = tf.image.extract_jpeg_shape(encoded)
-        factor = tf.minimum(shape[0] // image_size[0], shape[1] // image_size[1])
-        index = tf.cast(factor >= 2, tf.int32) + tf.cast(factor >= 4, tf.int32)
-        index += tf.cast(factor >= 8, tf.int32)
-        branches = [
-            (lambda r=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=r))
-            for ratio in (1, 2, 4, 8)
-        ]
-        return tf.switch_case(index, branches)
-
-    encoded = guard_pixels(encoded)
-    image = tf.cond(is_jpeg(encoded), jpeg, lambda: decode_image(encoded))
+    # One header read serves the size check and the choice of decoder (a branch each for
+    # the four JPEG scales and one for the other formats).
+    dims = image_dimensions(encoded)
+    check = check_dimensions(dims)
+    factor = tf.minimum(dims[0] // image_size[0], dims[1] // image_size[1])
+    scale = tf.cast(factor >= 2, tf.int32) + tf.cast(factor >= 4, tf.int32)
+    scale += tf.cast(factor >= 8, tf.int32)
+    branches = [
+        (lambda r=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for ratio in (1, 2, 4, 8)
+    ]
+    branches.append(lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+    with tf.control_dependencies([check]):
+        image = tf.switch_case(tf.where(is_jpeg(encoded), scale, len(branches) - 1), branches)
     image.set_shape([None, None, 3])
     return image
 
