@@ -113,9 +113,9 @@ def file_source(
     Args:
         files: the labelled files.
         deterministic: keep the file order.
-        shuffled: for training: shuffle the paths anew every pass, before reading them,
-            and give `(file index, (encoded bytes, label))` elements (`build_pipeline`
-            then needs no shuffle buffer of its own before decoding).
+        shuffled: for training: shuffle the paths anew every pass and give `(file index,
+            (path, label))` elements, not yet read: `build_pipeline` reads each file in the
+            step that decodes it, and needs no shuffle buffer of its own.
         seed: seeds the shuffle.
 
     Example:
@@ -127,11 +127,6 @@ def file_source(
     if shuffled and len(files):
         indexed = tf.data.Dataset.zip(tf.data.Dataset.range(len(files)), source)
         source = indexed.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        source = source.map(
-            lambda i, item: (i, (tf.io.read_file(item[0]), item[1])),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=deterministic,
-        )
     else:
         source = source.map(
             lambda path, label: (tf.io.read_file(path), label),

@@ -2,9 +2,10 @@
 
 `dataset.cache().shuffle(n)` fills the whole shuffle buffer, decoding every image, before
 the first batch leaves, so in epoch 1 decoding never overlaps training. Here the cheap
-elements (encoded bytes) are shuffled before decoding instead; the first pass emits each
-image as soon as it is decoded and stores it in a preallocated slot; every later pass reads
-the slots in a new random order and never touches the source again.
+elements (file paths or encoded bytes) are shuffled before decoding instead; the first pass
+passes the images on as they are decoded, storing them a batch at a time in
+preallocated slots; every later pass reads the slots in a new random order and never
+touches the source again. Both passes make whole batches, so nothing is unbatched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
-GATHER_ROWS = 64  # later passes read the slots this many at a time
 
 
 def shuffled_memory_cache(
@@ -22,28 +22,31 @@ def shuffled_memory_cache(
     count: int,
     decode: Callable,
     seed: int | None,
+    batch_size: int,
     deterministic: bool = True,
 ) -> tf.data.Dataset:
-    """Decode `(index, element)` pairs into memory slots; reshuffle every pass after the first.
+    """Decode `(index, element)` pairs into memory slots, in batches; reshuffle every later pass.
 
-    The first pass decodes each element (skipping those whose decoding fails), stores it in
-    slot `index` and passes it on at once, in the order it came (shuffle `source` before
-    this); later passes read the stored slots in a new random order and never touch `source`.
+    The first pass decodes each element (skipping those whose decoding fails) and passes the
+    images on in batches, in the order they came (shuffle `source` before this), storing
+    each batch in the slots its indices name; later passes read the stored slots, a batch
+    at a time, in a new random order and never touch `source`.
 
     Args:
         source: `(index in [0, count), element)` pairs, each index at most once per pass.
         count: the number of indices.
         decode: `element -> (pixels of one fixed shape, label)`, a TensorFlow function.
         seed: seeds the order of the passes after the first.
+        batch_size: images per batch (the last batch of a pass may be smaller).
         deterministic: keep the element order fixed for a seed.
 
     Example:
     >>> src = tf.data.Dataset.range(4).map(lambda i: (i, i))
     >>> ds = shuffled_memory_cache(
-    ...     src, 4, lambda i: (tf.fill([2, 2, 3], tf.cast(i, tf.uint8)), i % 2), seed=1)
-    >>> [int(x[0, 0, 0]) for x, _ in ds]  # the first pass, as it came
-    [0, 1, 2, 3]
-    >>> sorted(int(x[0, 0, 0]) for x, _ in ds)  # later passes: the same, reshuffled
+    ...     src, 4, lambda i: (tf.fill([2, 2, 3], tf.cast(i, tf.uint8)), i % 2), 1, 3)
+    >>> [x[:, 0, 0, 0].numpy().tolist() for x, _ in ds]  # the first pass, as it came
+    [[0, 1, 2], [3]]
+    >>> sorted(int(i) for x, _ in ds for i in x[:, 0, 0, 0])  # later: the same, reshuffled
     [0, 1, 2, 3]
     """
     pixels_spec, label_spec = source.map(lambda i, element: decode(element)).element_spec
@@ -54,45 +57,48 @@ def shuffled_memory_cache(
     filled = tf.Variable(tf.zeros([count], tf.bool), trainable=False)
     complete = tf.Variable(False, trainable=False)  # a whole first pass has been stored
 
+    # One scatter per variable and batch, after the failed decodes have been dropped.
     # Row-wise scatters and gathers: `variable[i]` would read (copy) the whole variable.
-    def decode_and_store(index, element):
-        image, label = decode(element)
-        rows = tf.reshape(index, [1])
-        with tf.control_dependencies([image, label]):  # nothing is stored if decoding fails
-            stored = [
-                pixels.scatter_update(tf.IndexedSlices(image[tf.newaxis], rows)),
-                labels.scatter_update(tf.IndexedSlices(label[tf.newaxis], rows)),
-            ]
+    def store(rows, images, batch_labels):
+        stored = [
+            pixels.scatter_update(tf.IndexedSlices(images, rows)),
+            labels.scatter_update(tf.IndexedSlices(batch_labels, rows)),
+        ]
         with tf.control_dependencies(stored):
-            marked = filled.scatter_update(tf.IndexedSlices(tf.ones([1], tf.bool), rows))
+            marked = filled.scatter_update(tf.IndexedSlices(tf.ones_like(rows, tf.bool), rows))
         with tf.control_dependencies([marked]):
-            return tf.identity(image), tf.identity(label)
+            return tf.identity(images), tf.identity(batch_labels)
 
-    def mark_complete(image, label):
+    def mark_complete(images, batch_labels):
         with tf.control_dependencies([complete.assign(True)]):
-            return tf.identity(image), tf.identity(label)
+            return tf.identity(images), tf.identity(batch_labels)
 
     first = source.map(
-        decode_and_store, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        lambda index, element: (index, *decode(element)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
     ).ignore_errors(log_warning=True)
-    # After the last stored element, one dummy element sets `complete` and is dropped.
-    dummy = tf.data.Dataset.from_tensors(
+    first = first.batch(batch_size).map(
+        store, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+    )
+    # After the last stored batch, an empty one sets `complete` and is dropped.
+    empty = tf.data.Dataset.from_tensors(
         (
-            tf.zeros(pixels_spec.shape, pixels_spec.dtype),
-            tf.zeros(label_spec.shape, label_spec.dtype),
+            tf.zeros([0, *pixels_spec.shape], pixels_spec.dtype),
+            tf.zeros([0, *label_spec.shape], label_spec.dtype),
         )
     )
-    first = first.concatenate(dummy.map(mark_complete).filter(lambda image, label: False))
+    first = first.concatenate(empty.map(mark_complete).filter(lambda images, labels: False))
     # Another seed than the first pass's shuffle, which may have used `seed` on `count` too.
     later = tf.data.Dataset.range(count).shuffle(
         count, seed=None if seed is None else seed + 104729, reshuffle_each_iteration=True
     )
-    later = later.filter(lambda i: tf.gather(filled, i)).batch(GATHER_ROWS)
+    later = later.filter(lambda i: tf.gather(filled, i)).batch(batch_size)
     later = later.map(
         lambda rows: (tf.gather(pixels, rows), tf.gather(labels, rows)),
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
-    ).unbatch()
+    )
     # Which one a pass reads is decided once, when the pass starts.
     choice = tf.data.Dataset.from_tensors(0).map(lambda _: tf.cast(complete, tf.int64))
     choice = choice.flat_map(lambda c: tf.data.Dataset.from_tensors(c).repeat())

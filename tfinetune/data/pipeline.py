@@ -108,8 +108,8 @@ def build_pipeline(
     Args:
         source: elements `(encoded bytes, label)` (a scalar string) or `(uint8 [h, w, 3]
             or [h, w] pixels, label)`; labels are class indices or multi-hot vectors. For
-            training, also `(index, (encoded bytes, label))` elements that come shuffled
-            (`file_source(..., shuffled=True)`).
+            training, also `(index, (file path, label))` elements that come shuffled
+            (`file_source(..., shuffled=True)`); each file is read where it is decoded.
         count: the number of elements (for the shuffle buffer and the memory estimate).
         options: the pipeline options (see `PipelineOptions`).
         training: shuffle every epoch and augment.
@@ -132,7 +132,7 @@ def build_pipeline(
     one_hot = one_hot or (augmenter is not None and augmenter.mixes_labels)
     if one_hot and not num_classes:
         raise ValueError("One-hot labels (which MixUp and CutMix need) need num_classes.")
-    # An indexed source, `(index, (image, label))`, comes shuffled (see `file_source`).
+    # An indexed source, `(index, (path, label))`, comes shuffled (see `file_source`).
     indexed = isinstance(source.element_spec[1], tuple)
     image_spec = source.element_spec[1][0] if indexed else source.element_spec[0]
     is_encoded = image_spec.dtype == tf.string
@@ -150,7 +150,7 @@ def build_pipeline(
         # Shuffle the cheap elements (bytes) before decoding: nothing is cached, or the
         # memory cache stores the first pass as it goes (see `memory_cache`).
         source = source.enumerate().shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
-    ds = _decode(source, opts, cache, crop, is_encoded).batch(opts.batch_size)
+    ds = _decode(source, opts, cache, crop, is_encoded, paths=indexed)
     if one_hot:
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
     if augmenter is not None and augmenter.layers:
@@ -195,30 +195,48 @@ class _Cache:
         return ds
 
 
-def _decode(source, opts: PipelineOptions, cache: _Cache, crop, is_encoded) -> tf.data.Dataset:
-    """Decode (a random crop, or the whole image resized), cached where it pays."""
-    size, order = opts.image_size, opts.deterministic
+def _decode(
+    source, opts: PipelineOptions, cache: _Cache, crop, is_encoded, paths: bool
+) -> tf.data.Dataset:
+    """Batches of decoded images (a random crop, or the whole image resized), cached where
+    it pays.
+
+    `(index, (image, label))` sources come shuffled; with `paths`, their images are file
+    paths, read in the step that decodes them when the memory cache stores the first pass.
+    """
+    size, order, batch = opts.image_size, opts.deterministic, opts.batch_size
+
+    def image_of(item):
+        return tf.io.read_file(item[0]) if paths else item[0]
+
     if isinstance(source.element_spec[1], tuple):  # (index, (image, label)), shuffled
-        if cache.replays(crop):
+        if cache.replays(crop):  # (read,) decode and store in one step
             return shuffled_memory_cache(
                 source, cache.shuffle,
-                lambda item: (_to_pixels(item[0], size, opts.resize, is_encoded), item[1]),
-                opts.seed, order,
+                lambda item: (_to_pixels(image_of(item), size, opts.resize, is_encoded), item[1]),
+                opts.seed, batch, order,
             )  # fmt: skip
-        source = source.map(lambda i, item: item)
+        source = source.map(
+            lambda i, item: (image_of(item), item[1]), num_parallel_calls=AUTOTUNE,
+            deterministic=order,
+        )  # fmt: skip
     if crop is not None:  # the crop changes every epoch: cache the encoded bytes
         ds = tf.data.Dataset.zip(cache(source), _seeds(opts.seed, 1))
-        return ds.map(
-            lambda item, s: (decode_random_crop(item[0], size, s, area=crop), item[1]),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=order,
-        ).ignore_errors(log_warning=True)
+        return (
+            ds.map(
+                lambda item, s: (decode_random_crop(item[0], size, s, area=crop), item[1]),
+                num_parallel_calls=AUTOTUNE,
+                deterministic=order,
+            )
+            .ignore_errors(log_warning=True)
+            .batch(batch)
+        )
     ds = source.map(
         lambda image, label: (_to_pixels(image, size, opts.resize, is_encoded), label),
         num_parallel_calls=AUTOTUNE,
         deterministic=order,
     ).ignore_errors(log_warning=True)
-    return cache(ds)
+    return cache(ds).batch(batch)
 
 
 def build_splits(
