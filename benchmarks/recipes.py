@@ -204,12 +204,14 @@ def _earlier_results(args) -> dict:
     if not args.out.is_file():
         return {}
     earlier = json.loads(args.out.read_text())
-    same = (earlier.get("cv"), earlier.get("seeds")) == (args.cv, args.seeds)
+    key = (args.cv, args.seeds, args.partition_seed)
+    same = (earlier.get("cv"), earlier.get("seeds"), earlier.get("partition_seed", 0)) == key
     return earlier["results"] if same and earlier.get("train") == str(args.train) else {}
 
 
 def _write(args, results: dict) -> None:
     facts = {"train": str(args.train), "val": str(args.val), "cv": args.cv, "seeds": args.seeds}
+    facts["partition_seed"] = args.partition_seed
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**facts, "results": results}, indent=2) + "\n")
 
