@@ -29,19 +29,6 @@ def asset(*parts: str) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files with slow or notebook tests first, the rest in their usual order.
-
-    The two workers take whole files (`--dist loadfile`, `--no-loadscope-reorder` in
-    setup.cfg) in this order: the files that take minutes start at once, and the many short
-    files fill in behind them, instead of a long file starting last while the other worker
-    has nothing left to do.
-    """
-    heavy = {item.path for item in items if any(item.iter_markers("slow"))}
-    heavy |= {item.path for item in items if any(item.iter_markers("notebooks"))}
-    items.sort(key=lambda item: item.path not in heavy)  # a stable sort: the rest keep order
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
