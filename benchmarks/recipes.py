@@ -63,6 +63,15 @@ CANDIDATES: dict[str, dict] = {
         "stages.2.schedule": "warmup_cosine",
         "stages.2.epochs": 10,
     },
+    # Round 5, after round 4: each image scored with its mirror (same training as without).
+    "defaults + mirror averaging": {"evaluation.tta": True},
+    "all groups at 2e-4, warm-up + cosine, 10 epochs, mirror averaging": {
+        "stages.2.train_groups": 100,
+        "stages.2.learning_rate": 2e-4,
+        "stages.2.schedule": "warmup_cosine",
+        "stages.2.epochs": 10,
+        "evaluation.tta": True,
+    },
 }
 KERAS_GUIDE = "Keras guide: head 10 epochs, then the top 40 layers 10"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
