@@ -19,6 +19,8 @@ from tfinetune.cli.overrides import apply_flags
 from tfinetune.cli.run_folder import read_manifest
 from tfinetune.cli.runs import train_run
 from tfinetune.data.synthetic import write_shapes_folder
+from tfinetune.models.mirror import mirrors
+from tfinetune.models.saving import load_keras_model
 
 TINY = ["--backbone", "convnet_tiny", "--weights", "none", "--image-size", "16"]
 TINY += ["--batch-size", "8"]
@@ -66,6 +68,7 @@ def test_a_config_file_runs_and_flags_and_set_override_it(data, tmp_path, capsys
     assert saved.model.pooling == "avgmax" and [s.epochs for s in saved.stages] == [1, 1]
     assert Path(saved.data.train).is_absolute()
     assert json.loads((run / "metrics.json").read_text())["tta"] is True
+    assert mirrors(load_keras_model(run / "model.keras"))  # what the report measured, served
     contract = run / "saved_model" / "1" / "assets.extra" / "preprocessing.json"
     assert json.loads(contract.read_text())["top_k"] == 1
     history = json.loads((run / "history.json").read_text())

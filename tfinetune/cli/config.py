@@ -117,7 +117,9 @@ class PerformanceConfig:
 class EvaluationConfig:
     """How the validation data is scored at the end of the run."""
 
-    tta: bool = _key(False, "average each image's prediction with its mirror's")
+    tta: bool = _key(
+        False, "images: the model averages each image with its mirror (predict and exports too)"
+    )
 
 
 @dataclass

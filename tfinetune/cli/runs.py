@@ -188,6 +188,7 @@ def _data_and_model(
         data = load_signal_data(experiment, spec.modality, spec, batch, bool(verbose))
         head["clip_seconds"] = d.clip_seconds or None if spec.modality == "audio" else None
     else:
+        head["mirror"] = experiment.evaluation.tta  # the model averages the mirrors itself
         augment = None if d.augment == "none" else d.augment
         options = PipelineOptions(size, batch, augment=augment, resize=d.resize,
                                   seed=experiment.seed)  # fmt: skip

@@ -23,6 +23,7 @@ from tfinetune.evaluation.regression import RegressionReport
 from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.classifier import modality_of
 from tfinetune.models.heads import apply_temperature, task_of
+from tfinetune.models.mirror import mirrors
 from tfinetune.serving.export import THRESHOLDS_FILE
 
 
@@ -122,8 +123,9 @@ def evaluate_validation(
         verbose: say when the model is not calibrated.
     """
     modality = modality_of(model)
-    tta = tta and modality == "image"  # flips are for images
-    labels, probs = predict_dataset(model, data.val, tta=tta)
+    mirrored = mirrors(model)  # a model that averages the mirrors itself
+    tta = (tta or mirrored) and modality == "image"  # flips are for images
+    labels, probs = predict_dataset(model, data.val, tta=tta and not mirrored)
     report = report_for(data.task, labels, probs, data.class_names)
     if isinstance(report, ClassificationReport) and task_of(model) == "single_label":
         report = _calibrate_if_possible(model, report, verbose)

@@ -11,6 +11,7 @@ import keras
 from tfinetune.models.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
 from tfinetune.models.heads import build_head, check_task
 from tfinetune.models.hub import AUDIO_RATE
+from tfinetune.models.mirror import MEAN_LAYER, VIEWS_LAYER, MirrorMean, MirrorViews
 from tfinetune.models.normalization import PixelNormalization
 from tfinetune.sizes import to_size
 
@@ -33,6 +34,7 @@ def build_classifier(
     target_mean: float = 0.0,
     target_std: float = 1.0,
     clip_seconds: float | None = None,
+    mirror: bool = False,
 ) -> keras.Model:
     """Build a model for images (RGB pixels in 0..255), text or audio: a classifier or regressor.
 
@@ -54,6 +56,9 @@ def build_classifier(
         target_mean: regression: the training targets' mean (predictions come back in the
             target's units).
         target_std: regression: the training targets' standard deviation.
+        clip_seconds: sound: the clip length the model takes (default: the backbone's).
+        mirror: images: at inference, average each image's features with its mirror's
+            (`tfinetune.models.mirror`), so `predict` and every export do it too.
 
     Example:
     >>> model = build_classifier("convnet_tiny", num_classes=3, weights=None, image_size=32)
@@ -67,8 +72,15 @@ def build_classifier(
         size = to_size(spec.default_size if image_size is None else image_size)
         features_model = build_backbone(spec, image_size=size, weights=weights)
         inputs = keras.Input((*size, 3), name="pixels")
-        x = features_model(PixelNormalization(spec.normalization, name="normalize")(inputs))
+        x = PixelNormalization(spec.normalization, name="normalize")(inputs)
+        x = features_model(MirrorViews(name=VIEWS_LAYER)(x) if mirror else x)
+        x = MirrorMean(name=MEAN_LAYER)(x) if mirror else x
     else:
+        if mirror:
+            raise ValueError(
+                f"mirror=True averages mirrored images; {spec.name!r} takes {spec.modality}. "
+                "Leave mirror off for text and sound."
+            )
         features_model = _signal_backbone(spec, weights, clip_seconds)
         inputs = keras.Input(
             features_model.input_shape[1:], dtype=features_model.input.dtype, name=spec.modality
