@@ -48,7 +48,9 @@ def calibrate(
         dataset: held-out `(inputs, labels)` batches, not used for training, with at least
             `MIN_EXAMPLES` examples.
         class_names: the class names, in label order.
-        tta: predict each image and its mirror, as the report will.
+        tta: predict each image and its mirror, as the report will. The temperature is
+            then fitted on the averaged predictions: serve a model that averages the mirror
+            itself (`build_classifier(..., mirror=True)`), which needs no `tta` here.
 
     Example:
     >>> import numpy as np
