@@ -72,6 +72,8 @@ CANDIDATES: dict[str, dict] = {
         "stages.2.epochs": 10,
         "evaluation.tta": True,
     },
+    # Round 6: a head near convergence before the backbone thaws (linear probe, then tune).
+    "head 10 epochs": {"stages.1.epochs": 10},
 }
 KERAS_GUIDE = "Keras guide: head 10 epochs, then the top 40 layers 10"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
