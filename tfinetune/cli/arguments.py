@@ -285,7 +285,11 @@ def _add_evaluate_and_predict(commands) -> None:
     )
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
     evaluate.add_argument("--batch-size", type=_positive_int, default=32)
-    evaluate.add_argument("--tta", action="store_true", help="average with mirrored images")
+    evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="average with mirrored images (a model trained with evaluation.tta already does)",
+    )
     evaluate.add_argument(
         "--overwrite", action="store_true", help="replace an earlier evaluation in --out"
     )
@@ -297,7 +301,11 @@ def _add_evaluate_and_predict(commands) -> None:
         nargs="+",
         help="image or sound files; for a text model, texts (-: one per line of stdin)",
     )
-    predict.add_argument("--tta", action="store_true", help="average with mirrored images")
+    predict.add_argument(
+        "--tta",
+        action="store_true",
+        help="average with mirrored images (a model trained with evaluation.tta already does)",
+    )
 
 
 def _add_export_and_verify(commands) -> None:

@@ -22,6 +22,7 @@ from tfinetune.data.audio import decode_clip, tone_wav
 from tfinetune.data.images import RESIZE_MODES
 from tfinetune.models.classifier import modality_of, sample_rate_of
 from tfinetune.models.heads import task_of
+from tfinetune.models.mirror import mirrors
 from tfinetune.serving.signatures import (
     AUDIO_INPUT,
     BYTES_INPUT,
@@ -120,6 +121,7 @@ def input_contract(model: keras.Model, resize: str = "stretch") -> dict:
         "modality": "image",
         "image_size": list(model.input_shape[1:3]),
         "resize": resize,
+        "mirror": mirrors(model),
         "input": "RGB pixels 0..255; the model normalises them itself",
     }
 

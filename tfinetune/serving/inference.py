@@ -23,6 +23,7 @@ from tfinetune.data.tables import read_csv_files
 from tfinetune.data.text import LabelledTexts, read_text_csv
 from tfinetune.models.classifier import modality_of, sample_rate_of
 from tfinetune.models.heads import task_of
+from tfinetune.models.mirror import mirrors
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import LABELS_FILE, read_contract, versions_in
 from tfinetune.serving.signatures import (
@@ -76,6 +77,8 @@ class Classifier:
         resize: "stretch", "crop" or "pad".
         task: "single_label", "multi_label" or "regression".
         thresholds: multi-label: each class's threshold.
+        mirror: the model averages each image with its mirror itself (`mirror=True`), so
+            `tta` has nothing to add.
     """
 
     path: Path
@@ -86,6 +89,7 @@ class Classifier:
     thresholds: list[float] | None = None
     contract: dict | None = None
     modality: str = "image"
+    mirror: bool = False
 
     def _read_contract(self, contract: dict) -> None:
         self.contract = contract
@@ -93,6 +97,7 @@ class Classifier:
         self.task = contract.get("task", self.task)
         self.thresholds = contract.get("thresholds")
         self.modality = contract.get("modality", self.modality)
+        self.mirror = bool(contract.get("mirror", False))
 
     @property
     def output_key(self) -> str:
@@ -116,10 +121,11 @@ class Classifier:
         return {"label": self.class_names[top], "probability": float(outputs[top])}
 
     def predict_pixels(self, pixels: np.ndarray | tf.Tensor, tta: bool = False) -> np.ndarray:
-        """Class probabilities for `uint8` images at `image_size`; `tta` adds mirrors."""
+        """Class probabilities for `uint8` images at `image_size`; `tta` adds mirrors (unless
+        the model mirrors itself)."""
         pixels = tf.convert_to_tensor(pixels, dtype=tf.uint8)
         probs = self._predict_pixels(pixels)
-        if tta:
+        if tta and not self.mirror:
             probs = (probs + self._predict_pixels(tf.image.flip_left_right(pixels))) / 2
         return probs
 
@@ -219,7 +225,7 @@ class ExportedClassifier(Classifier):
         return out[self.output_key].numpy()
 
     def _predict_batch(self, paths: Sequence[str], tta: bool) -> np.ndarray:
-        if tta or self.modality != "image":
+        if (tta and not self.mirror) or self.modality != "image":
             return super()._predict_batch(paths, tta)
         return self.predict_bytes([Path(p).read_bytes() for p in paths])
 
@@ -258,6 +264,7 @@ class KerasClassifier(Classifier):
         self.task = task_of(self.model)
         self._read_contract(contract)
         self.modality = modality_of(self.model)
+        self.mirror = mirrors(self.model)
         if self.modality == "image":
             self.image_size = tuple(self.model.input_shape[1:3])
 

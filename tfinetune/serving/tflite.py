@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.atomic import folder_lock, staged_folder
+from tfinetune.models.mirror import mirrors
 from tfinetune.serving.export import read_contract, write_contract
 from tfinetune.serving.inference import Classifier, first_line
 
@@ -127,6 +128,7 @@ def export_tflite(
         (staging / MODEL_FILE).write_bytes(flatbuffer)
         facts = {"resize": "stretch", **(contract or {})}
         facts.update(image_size=list(model.input_shape[1:3]), quantize=quantize)
+        facts["mirror"] = mirrors(model)
         facts["input"] = (
             "uint8 RGB pixels 0..255, one image [1, height, width, 3]"
             if quantize == "int8"
