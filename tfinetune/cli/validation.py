@@ -127,7 +127,7 @@ def evaluate_validation(
     modality = modality_of(model)
     mirrored = mirrors(model)  # a model that averages the mirrors itself
     tta = (tta or mirrored) and modality == "image"  # flips are for images
-    labels, probs = predict_dataset(model, data.val, tta=tta)
+    labels, probs = predict_dataset(model, data.val, tta=tta and not mirrored)
     report = report_for(data.task, labels, probs, data.class_names)
     if isinstance(report, ClassificationReport) and task_of(model) == "single_label":
         report = _calibrate_if_possible(model, report, verbose)

@@ -11,7 +11,6 @@ import tensorflow as tf
 from tfinetune.evaluation.multilabel import MultiLabelReport, multilabel_report
 from tfinetune.evaluation.regression import RegressionReport, regression_report
 from tfinetune.evaluation.report import ClassificationReport, classification_report
-from tfinetune.models.mirror import mirrors
 
 
 def predict_dataset(
@@ -23,7 +22,7 @@ def predict_dataset(
         model: a classifier.
         dataset: batches of `(pixels, labels)`, in a fixed order.
         tta: test-time augmentation: average the predictions of each image and its mirror
-            (nothing to add for a model built with `mirror=True`, which does it itself).
+            (leave it off for a model built with `mirror=True`, which does it itself).
 
     Example:
     >>> from tfinetune.models.classifier import build_classifier
@@ -33,7 +32,6 @@ def predict_dataset(
     >>> y.tolist(), p.shape
     ([0, 1, 1], (3, 2))
     """
-    tta = tta and not mirrors(model)
     labels, probs = [], []
     for x, y in dataset:
         p = np.asarray(model.predict_on_batch(x))
