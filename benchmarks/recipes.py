@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+# A candidate's key for scoring the trained weights at another size (not a `--set` key).
+TEST_SIZE = "test size"
 # name -> `--set` changes to tfinetune train's defaults.
 CANDIDATES: dict[str, dict] = {
     "defaults": {},
@@ -74,6 +76,8 @@ CANDIDATES: dict[str, dict] = {
     },
     # Round 6: a head near convergence before the backbone thaws (linear probe, then tune).
     "head 10 epochs": {"stages.1.epochs": 10},
+    # Round 7: trained at 224 px as the defaults, scored at 256 px (`TEST_SIZE`: not a --set key).
+    "defaults, tested at 256 px": {TEST_SIZE: 256},
 }
 KERAS_GUIDE = "Keras guide: head 10 epochs, then the top 40 layers 10"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
@@ -127,6 +131,33 @@ def run_tfinetune(
             raw = scale_probabilities(report.probabilities, 1 / row["temperature"])
             row[f"{name}_ece_uncalibrated"] = _ece(report, raw)
     return row
+
+
+def accuracy_at_size(run: Path, held: Path, size: int, trained_accuracy: float) -> float:
+    """Accuracy on `held` of a run's weights in a model built for `size` px (MobileNetV2 at
+    the defaults' head). The same rebuild at the trained size must give `trained_accuracy`."""
+    import tensorflow as tf
+
+    from tfinetune import build_classifier
+    from tfinetune.data.folders import scan_image_folder
+    from tfinetune.data.images import decode_and_resize
+    from tfinetune.models.saving import load_keras_model
+
+    trained = load_keras_model(run / "model.keras")
+    classes = (run / "labels.txt").read_text().splitlines()
+    files = scan_image_folder(held, classes)
+
+    def accuracy(side: int) -> float:
+        model = build_classifier("mobilenet_v2", len(classes), weights=None, image_size=side)
+        model.set_weights(trained.get_weights())
+        read = [decode_and_resize(tf.io.read_file(p), (side, side)) for p in files.paths]
+        probs = model.predict(tf.cast(tf.stack(read), tf.float32), batch_size=32, verbose=0)
+        return float(np.mean(probs.argmax(axis=1) == files.label_array()))
+
+    check = accuracy(trained.input_shape[1])
+    if abs(check - trained_accuracy) > 1e-9:
+        raise RuntimeError(f"rebuilt at the trained size: {check}, the run: {trained_accuracy}")
+    return accuracy(size)
 
 
 def _ece(report, probabilities) -> float:
@@ -201,7 +232,12 @@ def cross_validate(args, names: list[str], work: Path) -> dict:
                 row = run_keras_guide(train, held, seed, args.weights, {})
             else:
                 out = work / "runs" / f"{len(results)}-{i}"
-                row = run_tfinetune(train, held, seed, CANDIDATES[name], out, {})
+                changes = dict(CANDIDATES[name])
+                size = changes.pop(TEST_SIZE, None)
+                row = run_tfinetune(train, held, seed, changes, out, {})
+                if size:
+                    row["trained_size_accuracy"] = row["val_accuracy"]
+                    row["val_accuracy"] = accuracy_at_size(out, held, size, row["val_accuracy"])
             rows.append({"fold": i, "seed": seed, **row})
             print(f"  {name} | fold {i} seed {seed}: {row['val_accuracy']:.4f}", flush=True)
         results[name] = {"runs": rows, "accuracy": summary([r["val_accuracy"] for r in rows])}
