@@ -29,29 +29,6 @@ def asset(*parts: str) -> Path:
     return path
 
 
-LONG_MARKERS = ("slow", "processes", "notebooks")
-# The longest files in CI's durations (minutes each): started first of all.
-LONGEST_FIRST = ("test_real_data.py", "test_text_audio_real.py", "test_demo.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with long tests first (the longest known ones before them), the rest after.
-
-    With `--dist loadfile --no-loadscope-reorder` (setup.cfg) each worker takes the next
-    file when it is free: long files started first run side by side and the short ones fill
-    in at the end, instead of a long file with few tests left to the end (xdist's own
-    reordering runs files with the most tests first) running alone while the other waits.
-    """
-    long = {i.path for i in items if any(i.get_closest_marker(m) for m in LONG_MARKERS)}
-
-    def rank(item: pytest.Item) -> tuple[bool, int]:
-        name = item.path.name
-        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-        return item.path not in long, first
-
-    items.sort(key=rank)  # stable: each file's own order is kept
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
