@@ -31,8 +31,6 @@ def calibrate(
     model: keras.Model,
     dataset: tf.data.Dataset,
     class_names: list[str],
-    *,
-    tta: bool = False,
 ) -> ClassificationReport:
     """Fit a temperature on held-out data and fold it into a single-label model.
 
@@ -47,10 +45,8 @@ def calibrate(
         model: a single-label classifier (softmax output).
         dataset: held-out `(inputs, labels)` batches, not used for training, with at least
             `MIN_EXAMPLES` examples.
-        class_names: the class names, in label order.
-        tta: predict each image and its mirror, as the report will. The temperature is
-            then fitted on the averaged predictions: serve a model that averages the mirror
-            itself (`build_classifier(..., mirror=True)`), which needs no `tta` here.
+        class_names: the class names, in label order. The temperature scales what the
+            model itself predicts: for mirror averaging, build it with `mirror=True`.
 
     Example:
     >>> import numpy as np
@@ -65,7 +61,7 @@ def calibrate(
     >>> 1.0 < r.temperature < 1.6, r.accuracy == float(np.mean(r.uncalibrated.argmax(1) == y))
     (True, True)
     """
-    labels, probs = predict_dataset(model, dataset, tta=tta)
+    labels, probs = predict_dataset(model, dataset)
     return _calibrate(model, report_for("single_label", labels, probs, class_names))
 
 
