@@ -93,7 +93,8 @@ def _run(tmp_path, val_split: float, saved_model: bool = True, verbose: int = 0)
     e = Experiment().with_values(
         {"data.train": str(_reviews(tmp_path / "reviews.csv")), "data.val_split": val_split,
          "model.backbone": f"hub:{hub}", "stages.1.epochs": 1, "stages.2.epochs": 3,
-         "stages.2.learning_rate": 0.03, "data.batch_size": 8, "export.saved_model": saved_model}
+         "stages.2.learning_rate": 0.03, "stages.2.schedule": "constant", "data.batch_size": 8,
+         "export.saved_model": saved_model}
     )  # fmt: skip
     return train_run(e, tmp_path / "run", verbose=verbose)
 

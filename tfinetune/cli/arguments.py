@@ -161,13 +161,13 @@ def _add_train(commands) -> None:
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
-        "--epochs", type=_whole_number, help="epochs with the top blocks unfrozen (6)"
+        "--epochs", type=_whole_number, help="epochs of the last stage, the backbone unfrozen (10)"
     )
     train.add_argument("--freeze-epochs", type=_whole_number, help="epochs of the head alone (4)")
     train.add_argument(
         "--train-groups",
         type=int,
-        help="layer groups trained in the last stage, counting the head (5: head + 4 blocks)",
+        help="groups trained in the last stage, counting the head (100: all; 5: head + 4 blocks)",
     )
     train.add_argument(
         "--learning-rate", "--lr", type=float, help="the head stage's learning rate (1e-3)"
@@ -178,7 +178,7 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--fine-tune-learning-rate",
         type=float,
-        help="the head's rate in the last stage (default: learning rate / 2)",
+        help="the head's rate in the last stage (2e-4; with --learning-rate alone, half of that)",
     )
     train.add_argument("--schedule", choices=("constant", "warmup_cosine", "one_cycle"))
     train.add_argument(

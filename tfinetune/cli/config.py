@@ -79,7 +79,7 @@ class StageConfig:
 def _default_stages() -> list[StageConfig]:
     return [
         StageConfig("head", 4, 1, 1e-3),
-        StageConfig("fine-tune", 6, 5, 5e-4, lr_mult=10.0),
+        StageConfig("fine-tune", 10, 100, 2e-4, lr_mult=10.0, schedule="warmup_cosine"),
     ]
 
 
@@ -118,7 +118,7 @@ class EvaluationConfig:
     """How the validation data is scored at the end of the run."""
 
     tta: bool = _key(
-        False, "images: the model averages each image with its mirror (predict and exports too)"
+        True, "images: the model averages each image with its mirror (predict and exports too)"
     )
 
 

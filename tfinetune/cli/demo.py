@@ -154,12 +154,14 @@ def run_demo(
         f"[2/4] Fine-tuning on the target task {list(TARGET_SHAPES)} with {labels_per_class} "
         "labels per class"
     )
+    # The demo's own recipe for small synthetic shapes: the top 2 blocks at a constant rate,
+    # one view per image (not the photo recipe's every group, cosine and mirror averaging).
     experiment = apply_flags(Experiment(), {
         "data": target_train, "val_data": target_val, "backbone": backbone,
         "weights": str(weights), "image_size": size, "epochs": epochs,
         "freeze_epochs": freeze_epochs, "train_groups": 3, "learning_rate": 3e-3,
-        "batch_size": 16, "seed": seed,
-    })  # fmt: skip
+        "schedule": "constant", "batch_size": 16, "seed": seed,
+    }).with_values({"evaluation.tta": False})  # fmt: skip
     run = train_run(experiment, out / "run", overwrite=True, verbose=fit_verbose)
 
     # === The baseline: same architecture and budget, from scratch ===
