@@ -1,5 +1,8 @@
 """Mirror averaging inside the model (`build_classifier(mirror=True)`, `evaluation.tta`)."""
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -58,6 +61,16 @@ def test_saved_model_tflite_and_keras_file_keep_the_mirror(tmp_path):
     np.testing.assert_allclose(
         load_keras_model(tmp_path / "m.keras").predict(x, verbose=0), expected, atol=1e-6
     )
+    # A fresh process that imports only the loader reads the mirror layers too.
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np; from tfinetune.models.saving import load_keras_model; "
+        "m = load_keras_model(sys.argv[1]); np.save(sys.argv[3], m.predict(np.load(sys.argv[2])))"
+    )
+    files = [str(tmp_path / name) for name in ("m.keras", "x.npy", "fresh.npy")]
+    done = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), expected, atol=1e-6)
     served = ExportedClassifier(export_saved_model(mirrored, tmp_path / "e", ["a", "b", "c"]))
     pixels = x.astype("uint8")
     expected_pixels = mirrored.predict(pixels.astype("float32"), verbose=0)
