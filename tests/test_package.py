@@ -113,3 +113,25 @@ def test_imports_run_down_the_flow():
                     assert target in may_import, (
                         f"{path.relative_to(PACKAGE)} imports {node.module}"
                     )
+
+
+def test_the_model_loader_registers_every_layer_a_model_can_hold():
+    """`load_keras_model` in a fresh process knows each `tfinetune>` class of `models/`, so
+    any saved classifier (mirrored, regression, attention-pooled, TF Hub) loads."""
+    decorated = set()
+    for path in (PACKAGE / "models").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(
+                "register_keras_serializable" in ast.unparse(d) for d in node.decorator_list
+            ):
+                decorated.add(f"tfinetune>{node.name}")
+    code = (
+        "import keras, tfinetune.models.saving\n"
+        "names = keras.saving.get_custom_objects()\n"
+        "print(' '.join(k for k in names if k.startswith('tfinetune>')))"
+    )
+    done = _run("-c", code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    registered = set(done.stdout.split())
+    assert len(decorated) >= 5 and decorated <= registered, decorated - registered

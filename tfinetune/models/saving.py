@@ -9,7 +9,7 @@ import keras
 
 # Importing these registers tfinetune's layers with Keras, so `.keras` files that use
 # them deserialize in any process.
-from tfinetune.models import hub, mirror, normalization  # noqa: F401
+from tfinetune.models import heads, hub, mirror, normalization  # noqa: F401
 
 
 def load_keras_model(path: str | os.PathLike) -> keras.Model:
