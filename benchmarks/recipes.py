@@ -39,35 +39,50 @@ import numpy as np
 
 # A candidate's key for scoring the trained weights at another size (not a `--set` key).
 TEST_SIZE = "test size"
+# The defaults of rounds 1-9 (the round-9 choice replaced them): every earlier candidate's
+# changes are to these, spelt out so that each round reruns as it ran.
+EARLIER_DEFAULTS: dict = {
+    "stages.2.epochs": 6,
+    "stages.2.train_groups": 5,
+    "stages.2.learning_rate": 5e-4,
+    "stages.2.schedule": "constant",
+    "evaluation.tta": False,
+}
 # name -> `--set` changes to tfinetune train's defaults.
 CANDIDATES: dict[str, dict] = {
-    "defaults": {},
-    "fine-tune warm-up + cosine": {"stages.2.schedule": "warmup_cosine"},
-    "centre crop, not stretch": {"data.resize": "crop"},
-    "medium augmentation": {"data.augment": "medium"},
+    "defaults": {},  # today's (round 9's choice)
+    "earlier defaults (rounds 1-9)": EARLIER_DEFAULTS,
+    # Rounds 1-9: the names below read as changes to the earlier defaults ("defaults" then).
+    "fine-tune warm-up + cosine": {**EARLIER_DEFAULTS, "stages.2.schedule": "warmup_cosine"},
+    "centre crop, not stretch": {**EARLIER_DEFAULTS, "data.resize": "crop"},
+    "medium augmentation": {**EARLIER_DEFAULTS, "data.augment": "medium"},
     "all groups, warm-up + cosine": {
+        **EARLIER_DEFAULTS,
         "stages.2.train_groups": 100,
         "stages.2.schedule": "warmup_cosine",
     },
     # Round 2, after the above: all groups was best on two folds and collapsed on one.
     "all groups at 2e-4, warm-up + cosine": {
+        **EARLIER_DEFAULTS,
         "stages.2.train_groups": 100,
         "stages.2.learning_rate": 2e-4,
         "stages.2.schedule": "warmup_cosine",
     },
-    "10 fine-tune epochs": {"stages.2.epochs": 10},
-    "weight averaging 0.98": {"training.ema_momentum": 0.98},
-    "288 px": {"data.image_size": 288},
+    "10 fine-tune epochs": {**EARLIER_DEFAULTS, "stages.2.epochs": 10},
+    "weight averaging 0.98": {**EARLIER_DEFAULTS, "training.ema_momentum": 0.98},
+    "288 px": {**EARLIER_DEFAULTS, "data.image_size": 288},
     # Round 3, after the defaults' final numbers: all groups, steadier, longer.
     "all groups at 2e-4, warm-up + cosine, 10 epochs": {
+        **EARLIER_DEFAULTS,
         "stages.2.train_groups": 100,
         "stages.2.learning_rate": 2e-4,
         "stages.2.schedule": "warmup_cosine",
         "stages.2.epochs": 10,
     },
     # Round 5, after round 4: each image scored with its mirror (same training as without).
-    "defaults + mirror averaging": {"evaluation.tta": True},
+    "defaults + mirror averaging": {**EARLIER_DEFAULTS, "evaluation.tta": True},
     "all groups at 2e-4, warm-up + cosine, 10 epochs, mirror averaging": {
+        **EARLIER_DEFAULTS,
         "stages.2.train_groups": 100,
         "stages.2.learning_rate": 2e-4,
         "stages.2.schedule": "warmup_cosine",
@@ -75,11 +90,12 @@ CANDIDATES: dict[str, dict] = {
         "evaluation.tta": True,
     },
     # Round 6: a head near convergence before the backbone thaws (linear probe, then tune).
-    "head 10 epochs": {"stages.1.epochs": 10},
+    "head 10 epochs": {**EARLIER_DEFAULTS, "stages.1.epochs": 10},
     # Round 7: trained at 224 px as the defaults, scored at 256 px (`TEST_SIZE`: not a --set key).
-    "defaults, tested at 256 px": {TEST_SIZE: 256},
+    "defaults, tested at 256 px": {**EARLIER_DEFAULTS, TEST_SIZE: 256},
     # Round 8, on a new partition: the three small gains together.
     "all groups at 2e-4, warm-up + cosine, 10 epochs, mirror, 256 px": {
+        **EARLIER_DEFAULTS,
         "stages.2.train_groups": 100,
         "stages.2.learning_rate": 2e-4,
         "stages.2.schedule": "warmup_cosine",
