@@ -50,6 +50,7 @@ from tfinetune.models.backbones import BackboneSpec
 from tfinetune.models.weights import check_weights_argument
 from tfinetune.serving.export import export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_classifier
+from tfinetune.serving.verify import export_check
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
 from tfinetune.training.distillation import Distiller
@@ -279,6 +280,7 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
         thresholds=getattr(report, "thresholds", None),  # a multi-label run's, chosen on val
         top_k=experiment.export.top_k,
         metadata={**_export_facts(spec, sources, csv_columns), **_calibration_facts(report)},
+        check=export_check(model, data.val_files),  # every signature, on real photos
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfinetune.data.headers import check_dimensions, guard_pixels, image_dimensions
+from tfinetune.data.headers import guard_pixels
 from tfinetune.sizes import to_size
 
 # Leading bytes of the formats that `tf.io.decode_image` reads (WebP: where TensorFlow
@@ -170,47 +170,16 @@ def resize_image(image: tf.Tensor, image_size: tuple[int, int], mode: str = "str
     return tf.ensure_shape(pixels, [height, width, 3])
 
 
-def decode_for_size(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """Decode image bytes to `uint8` RGB, shrinking large JPEGs while decoding.
-
-    A JPEG at least 2, 4 or 8 times larger than `image_size` on both sides is decoded at
-    1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), which is several times faster than a
-    full decode and still leaves at least `image_size` pixels to resize from. Other formats
-    decode fully (`decode_image`).
-
-    Args:
-        encoded: a scalar string tensor holding the file's bytes.
-        image_size: `(height, width)` the image will be resized to.
-
-    Example:
-    >>> jpeg = tf.io.encode_jpeg(tf.zeros([400, 300, 3], tf.uint8))
-    >>> decode_for_size(jpeg, (100, 100)).shape
-    TensorShape([200, 150, 3])
-    """
-    # One header read serves the size check and the choice of decoder (a branch each for
-    # the four JPEG scales and one for the other formats).
-    dims = image_dimensions(encoded)
-    check = check_dimensions(dims)
-    factor = tf.minimum(dims[0] // image_size[0], dims[1] // image_size[1])
-    scale = tf.cast(factor >= 2, tf.int32) + tf.cast(factor >= 4, tf.int32)
-    scale += tf.cast(factor >= 8, tf.int32)
-    branches = [
-        (lambda r=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=r)) for ratio in (1, 2, 4, 8)
-    ]
-    branches.append(lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
-    with tf.control_dependencies([check]):
-        image = tf.switch_case(tf.where(is_jpeg(encoded), scale, len(branches) - 1), branches)
-    image.set_shape([None, None, 3])
-    return image
-
-
 def decode_and_resize(
     encoded: tf.Tensor, image_size: tuple[int, int], mode: str = "stretch"
 ) -> tf.Tensor:
     """Decode encoded image bytes and resize them to `image_size` as `uint8` RGB.
 
-    Used by every pipeline and by the exported model's `serving_default`, so training and
-    serving see the same pixels.
+    The one decode of the project: every pipeline, `predict`, `evaluate`, `verify` and every
+    serving signature call it (`serve_images` calls `resize_image` on pixels the client
+    decoded), so the same photo becomes the same pixels on every route. A JPEG is decoded at
+    full size, never at libjpeg's reduced DCT scales: a server that receives pixels could not
+    reproduce those (`benchmarks/decode.py` measures what that costs on large photos).
 
     Args:
         encoded: a scalar string tensor holding the file's bytes.
@@ -222,7 +191,7 @@ def decode_and_resize(
     >>> decode_and_resize(png, (2, 2)).dtype
     tf.uint8
     """
-    return resize_image(decode_for_size(encoded, image_size), image_size, mode)
+    return resize_image(decode_image(encoded), image_size, mode)
 
 
 def is_jpeg(encoded: tf.Tensor) -> tf.Tensor:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.data.files import LabelledFiles
 from tfinetune.data.images import decode_and_resize, decode_image
+from tfinetune.models.classifier import modality_of
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import read_contract
 from tfinetune.serving.inference import (
@@ -209,17 +212,71 @@ def verify_artifact(
     files = labelled_files(data_dir, class_names, contract)
     if not files.paths:
         raise ValueError(f"No images to verify on in {str(data_dir)!r}.")
+    result = _verify(artifact, kind, contract, reference, files, fresh_process=True)
+    if raise_on_failure and result.problems:
+        raise VerificationError(f"Verification failed.\n{result}")
+    return result
+
+
+def _verify(
+    artifact: Path,
+    kind: str,
+    contract: dict,
+    reference: keras.Model,
+    files: LabelledFiles,
+    fresh_process: bool,
+) -> Verification:
+    """Compare every route into `artifact` with `reference` on `files`."""
     size, mode = tuple(contract["image_size"]), contract.get("resize", "stretch")
     pixels = [decode_and_resize(tf.io.read_file(p), size, mode) for p in files.paths]
     expected = np.asarray(reference.predict(tf.stack(pixels), verbose=0, batch_size=32))
-    routes = _run_fresh_process(artifact, list(files.paths))
+    paths = list(files.paths)
+    routes = _run_fresh_process(artifact, paths) if fresh_process else _routes(artifact, paths)
     task = contract.get("task", "single_label")
     decide = _decisions(task, contract.get("thresholds"))
     result = _compare(str(artifact), kind, routes, expected, files.label_array(), decide)
     result.task = task
-    if raise_on_failure and result.problems:
-        raise VerificationError(f"Verification failed.\n{result}")
     return result
+
+
+def export_check(
+    reference: keras.Model, files: LabelledFiles | None, limit: int = 64
+) -> Callable[[Path], Verification] | None:
+    """A `check` for `export_saved_model`: verify the staged SavedModel on real images.
+
+    The check runs in this process, through every signature (`serving_default`,
+    `serve_images` with the full-size decoded pixels, `serve_examples`), on the `limit`
+    largest of `files` on disk (large photos are where decoding routes could part), and holds
+    the export to `verify`'s criteria, so a run never ships what `tfinetune verify` rejects.
+
+    Args:
+        reference: the Keras model being exported.
+        files: labelled image files (a run's validation files); None gives no check.
+        limit: the most files to check on.
+
+    Returns:
+        The check, or None when there are no files or the model is not an image model.
+
+    Example:
+    >>> export_check(keras.Sequential([keras.Input((2,))]), None) is None
+    True
+    """
+    if files is None or not len(files) or modality_of(reference) != "image":
+        return None
+    order = sorted(range(len(files)), key=lambda i: -os.path.getsize(files.paths[i]))
+    sample = files.subset(sorted(order[:limit]))
+
+    def check(staged: Path) -> Verification:
+        _, contract = read_contract(staged)
+        result = _verify(staged, "saved_model", contract, reference, sample, fresh_process=False)
+        if result.problems:
+            raise VerificationError(
+                f"The SavedModel does not predict what the Keras model predicts on "
+                f"{len(sample)} validation images; nothing was written.\n{result}"
+            )
+        return result
+
+    return check
 
 
 def _decisions(task: str, thresholds: list[float] | None):
