@@ -164,7 +164,8 @@ def test_trainable_parameters_match_the_groups_at_every_stage():
 @pytest.mark.parametrize(
     "stage, message",
     [
-        (Stage(1, 99, 1e-3), "1 to 6 layer groups"),
+        (Stage(1, 0, 1e-3), r"1 or more layer groups of this model \(6\)"),
+        (Stage(1, "al", 1e-3), "no layer group 'al'"),
         (Stage(1, "block9", 1e-3), "no layer group 'block9'. Did you mean 'block4'"),
         (Stage(1, 1, 0.0), "learning rate must be above 0"),
         (Stage(1, 1, -1e-3), "learning rate must be above 0"),

@@ -2,7 +2,9 @@
 
 The public surface, by step of the flow: data -> models -> training -> evaluation ->
 serving, plus the runs the command line drives. Names are imported when first used, so
-`import tfinetune` (and `tfinetune --help`) does not import TensorFlow.
+`import tfinetune` (and `tfinetune --help`) does not import TensorFlow. Once Keras is
+imported (before or after tfinetune), tfinetune's layers, schedules and losses are
+registered with it, so `keras.saving.load_model` reads every model tfinetune saves.
 
 Example:
 >>> import tfinetune
@@ -15,6 +17,10 @@ Example:
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
@@ -44,6 +50,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.models.normalization": ("PixelNormalization",),
     "tfinetune.models.heads": ("TargetScaling", "apply_temperature", "build_head", "task_of"),
     "tfinetune.models.classifier": ("build_classifier",),
+    "tfinetune.models.saving": ("load_model",),
     # === training ===
     "tfinetune.training.freezing": (
         "freeze",
@@ -53,7 +60,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "unfreeze",
     ),
     "tfinetune.training.schedules": ("one_cycle", "warmup_cosine"),
-    "tfinetune.training.stages": ("FineTuneHistory", "Stage"),
+    "tfinetune.training.recipe": ("RECIPE", "RECIPE_LABEL_SMOOTHING", "Stage"),
+    "tfinetune.training.stages": ("FineTuneHistory",),
     "tfinetune.training.performance": ("Performance", "precision_scope", "resolve_performance"),
     "tfinetune.training.distribution": ("resolve_strategy",),
     "tfinetune.training.fine_tuning": ("fine_tune",),
@@ -99,3 +107,63 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# === Keras deserialization ===
+# The modules whose classes a saved tfinetune model can hold (layers of every head, mirror
+# and hub backbone; the schedules and loss a compiled model holds); each registers its
+# classes with `keras.saving.register_keras_serializable` when imported.
+KERAS_OBJECT_MODULES = (
+    "tfinetune.models.normalization",
+    "tfinetune.models.heads",
+    "tfinetune.models.mirror",
+    "tfinetune.models.hub",
+    "tfinetune.models.hub_groups",
+    "tfinetune.training.schedules",
+    "tfinetune.training.losses",
+)
+
+
+def register_keras_objects() -> None:
+    """Register tfinetune's Keras classes, so `keras.saving.load_model` reads its models.
+
+    `import tfinetune` does this as soon as Keras is imported; call it yourself only after
+    `keras.saving.get_custom_objects().clear()` or the like.
+
+    Example:
+    >>> import keras
+    >>> register_keras_objects()
+    >>> "tfinetune>PixelNormalization" in keras.saving.get_custom_objects()
+    True
+    """
+    for module in KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
+
+
+class _AfterKeras(importlib.abc.MetaPathFinder):
+    """Runs `register_keras_objects` right after `keras` is first imported (then leaves)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_register(module):
+            exec_module(module)
+            try:
+                register_keras_objects()
+            except ImportError as err:  # Keras itself imported fine: do not break it
+                warnings.warn(f"tfinetune could not register its Keras layers: {err}", stacklevel=2)
+
+        spec.loader.exec_module = exec_and_register
+        return spec
+
+
+if "keras" in sys.modules:
+    register_keras_objects()
+elif not any(isinstance(finder, _AfterKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _AfterKeras())

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfinetune.training.recipe import RECIPE, RECIPE_LABEL_SMOOTHING
+
 
 class ConfigError(ValueError):
     """An experiment file or override with an unknown key or a value of the wrong type."""
@@ -77,9 +79,9 @@ class StageConfig:
 
 
 def _default_stages() -> list[StageConfig]:
-    return [
-        StageConfig("head", 4, 1, 1e-3),
-        StageConfig("fine-tune", 10, 100, 2e-4, lr_mult=10.0, schedule="warmup_cosine"),
+    return [  # the one recipe, also `tfinetune.RECIPE` in Python
+        StageConfig(s.name, s.epochs, s.train_groups, s.learning_rate, s.lr_mult, s.schedule)
+        for s in RECIPE
     ]
 
 
@@ -88,7 +90,7 @@ class TrainingConfig:
     """What every stage shares."""
 
     train_bn: bool = _key(False, "train BatchNormalization in unfrozen groups")
-    label_smoothing: float = _key(0.1, "smooth one-label targets by this much")
+    label_smoothing: float = _key(RECIPE_LABEL_SMOOTHING, "smooth one-label targets by this much")
     ema_momentum: float = _key(0.9, "weight-average momentum; 0 trains without it")
 
 

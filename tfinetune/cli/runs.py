@@ -56,7 +56,6 @@ from tfinetune.training.curves import plot_history
 from tfinetune.training.distillation import Distiller
 from tfinetune.training.distribution import describe_strategy, replicas, resolve_strategy
 from tfinetune.training.fine_tuning import fine_tune
-from tfinetune.training.freezing import layer_groups
 from tfinetune.training.performance import resolve_performance
 from tfinetune.training.stages import FineTuneHistory, Stage
 
@@ -219,7 +218,7 @@ def _train(
             trained = Distiller(model, teacher, distill.temperature, distill.alpha)
     scale = replicas(strategy)
     stages = [replace(s, learning_rate=s.learning_rate * scale) if scale > 1 else s
-              for s in stages_of(experiment, model)]  # fmt: skip
+              for s in stages_of(experiment)]  # fmt: skip
     history = fine_tune(
         trained, data.train, data.val, stages=stages,
         train_bn=t.train_bn,
@@ -242,25 +241,17 @@ def _jit_compile(p) -> bool | str:
     return p.jit_compile
 
 
-def stages_of(experiment: Experiment, model: keras.Model) -> list[Stage]:
+def stages_of(experiment: Experiment) -> list[Stage]:
     """The experiment's stages with epochs, as `fine_tune` takes them.
-
-    A number of groups larger than the model has means all of them.
 
     Args:
         experiment: the experiment.
-        model: the model to train.
     """
-    n_groups = len(layer_groups(model))
-    stages = []
-    for s in experiment.stages:
-        groups = s.train_groups
-        if isinstance(groups, int) and groups > n_groups:
-            groups = n_groups
-        if s.epochs:
-            stages.append(Stage(s.epochs, groups, s.learning_rate, s.name, s.lr_mult,
-                                schedule=s.schedule))  # fmt: skip
-    return stages
+    return [
+        Stage(s.epochs, s.train_groups, s.learning_rate, s.name, s.lr_mult, schedule=s.schedule)
+        for s in experiment.stages
+        if s.epochs
+    ]
 
 
 def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:

@@ -10,6 +10,9 @@ boundary under mixed precision.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 import keras
@@ -150,7 +153,9 @@ class HubLayer(keras.layers.Layer):
     Its variables are held in `blocks` (`HubBlock` layers named after the blocks in the
     variable names) so that staged unfreezing can train the top blocks only. Text models take
     a string per example; audio models (one waveform per call, as YAMNet) take `[batch,
-    samples]` and return per-frame features `[batch, frames, width]`.
+    samples]` and return per-frame features `[batch, frames, width]`. A `.keras` file of a
+    model holding this layer carries the SavedModel (Keras's asset hooks), so it loads on a
+    machine that never had the original folder or network access.
 
     Args:
         handle: a local SavedModel folder or a TF Hub / Kaggle handle.
@@ -161,6 +166,9 @@ class HubLayer(keras.layers.Layer):
             the second: YAMNet's `scores, embeddings, log_mel_spectrogram`).
         group_pattern: a regular expression naming blocks in variable names (see
             `tfinetune.models.hub_groups.block_names`).
+        modality: `"image"`, `"text"` or `"audio"`; with `width`, recorded in the config so
+            that a `.keras` file can be read before its SavedModel is unpacked.
+        width: the output's last dimension (see `modality`).
 
     Example:
     >>> layer = HubLayer("path/to/feature_vector")  # doctest: +SKIP
@@ -175,13 +183,30 @@ class HubLayer(keras.layers.Layer):
         input_range: tuple[float, float] = (0.0, 1.0),
         output: int | str | None = None,
         group_pattern: str | None = None,
+        modality: str | None = None,
+        width: int | None = None,
         **kwargs,
     ):
         super().__init__(trainable=trainable, **kwargs)
         self.handle = str(handle)
         self.input_range = tuple(float(v) for v in input_range)
         self.output_key, self.group_pattern = output, group_pattern
-        self._loaded = load_hub_object(self.handle)
+        self.kind, self.width = modality, width
+        self._loaded, self._folder, self.blocks = None, None, []
+        # A layer read back from a `.keras` file (its config names modality and width) takes its
+        # SavedModel from the file (`load_assets`) unless the handle is a folder here.
+        if modality is None or width is None or os.path.isdir(self.handle):
+            self._attach(resolve_handle(self.handle))
+        self.built = True
+
+    def build(self, input_shape=None):
+        """Nothing to build: the SavedModel's variables are the weights (`_attach`)."""
+        return None
+
+    def _attach(self, folder: str) -> None:
+        """Load the SavedModel in `folder` and make its variables this layer's weights."""
+        self._folder = folder
+        self._loaded = load_hub_object(folder)
         self.kind = input_kind(self._loaded)
         self._training_arg = _accepts_training(self._loaded)
         probe = _probe(self._loaded, self.kind)
@@ -190,10 +215,42 @@ class HubLayer(keras.layers.Layer):
         )
         self.width = int(output.shape[-1])
         # Tracked as sublayers: `fit` trains them, `.keras` files store them.
-        self.blocks = make_blocks(self._loaded, keep, group_pattern, self.name)
+        self.blocks = make_blocks(self._loaded, keep, self.group_pattern, self.name)
         for block in self.blocks:  # as Keras does for weights added to a frozen layer
             block.trainable = self.trainable
-        self.built = True
+
+    def save_assets(self, dir_path: str) -> None:
+        """Copy the SavedModel into a `.keras` file, which then loads on any machine."""
+        if not (Path(self._folder) / "saved_model.pb").is_file():
+            raise FileNotFoundError(
+                f"The SavedModel of the hub layer {self.name!r} is no longer at "
+                f"{self._folder!r}, and a .keras file carries it. Restore that folder, or "
+                "save the model while it is there."
+            )
+        shutil.copytree(self._folder, dir_path, dirs_exist_ok=True)
+
+    def load_assets(self, dir_path: str) -> None:
+        """Take the SavedModel from a `.keras` file when it was not loaded from the handle."""
+        if self._loaded is not None:
+            return
+        if not (Path(dir_path) / "saved_model.pb").is_file():
+            raise ValueError(
+                f"This .keras file does not carry the SavedModel of its hub layer "
+                f"{self.name!r} (from {self.handle!r}), and that folder is not here. Save the "
+                "model again with tfinetune 0.1 or later, or restore the SavedModel folder."
+            )
+        # Keras deletes the folder it unpacked the file into: keep a copy for this process.
+        folder = tempfile.mkdtemp(prefix="tfinetune-hub-")
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        shutil.copytree(dir_path, folder, dirs_exist_ok=True)
+        self._attach(folder)
+
+    def compute_output_spec(self, inputs, training=None):
+        if self._loaded is not None:
+            return super().compute_output_spec(inputs, training=training)
+        # Read back from a file, before `load_assets`: the shape its config recorded.
+        frames = (None,) if self.kind == "audio" else ()
+        return keras.KerasTensor((inputs.shape[0], *frames, self.width), self.compute_dtype)
 
     def _run(self, inputs, training: bool):
         if self._training_arg:
@@ -210,6 +267,12 @@ class HubLayer(keras.layers.Layer):
         return outputs
 
     def call(self, inputs, training=None):
+        if self._loaded is None:
+            raise ValueError(
+                f"The hub layer {self.name!r} was made from its config alone and has no "
+                f"SavedModel: {self.handle!r} is not a folder here. Load the model with "
+                "keras.saving.load_model from its .keras file, which carries the SavedModel."
+            )
         train = bool(training) and self.trainable
         if self.kind == "text":
             outputs = self._select(self._run(tf.reshape(inputs, [-1]), train))
@@ -230,6 +293,8 @@ class HubLayer(keras.layers.Layer):
             "input_range": self.input_range,
             "output": self.output_key,
             "group_pattern": self.group_pattern,
+            "modality": self.kind,
+            "width": self.width,
         }
 
 

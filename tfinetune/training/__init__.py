@@ -4,7 +4,8 @@
 - `losses`: the loss and metrics for the task and labels, label smoothing.
 - `schedules`: warm-up + cosine and one-cycle learning-rate schedules.
 - `optimizers`: discriminative learning rates as a Keras `MultiOptimizer`.
-- `stages`: `Stage`, the default two-stage recipe, and the history of every stage.
+- `recipe`: `Stage` (plain data) and `RECIPE`, the stages `tfinetune train` uses.
+- `stages`: checking stages, the simple two-stage spelling, and the history of every stage.
 - `fine_tuning`: `fine_tune`, which trains the stages with `model.fit`.
 - `lr_finder`: the learning-rate finder.
 - `distillation`: `Distiller`, a student trained on a teacher's softened predictions.

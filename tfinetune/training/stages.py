@@ -10,37 +10,10 @@ import keras
 
 from tfinetune.models.specs import BackboneSpec
 from tfinetune.training.freezing import layer_groups
+from tfinetune.training.recipe import ALL_GROUPS, Stage
 from tfinetune.training.schedules import SCHEDULES, Schedule
 
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of fine-tuning.
-
-    The top group (the head) learns at `learning_rate`; lower groups learn more slowly with
-    `lr_mult` (a geometric spread: the lowest trained group at `learning_rate / lr_mult`) or
-    `lr_decay` (each group at `lr_decay` times the rate of the group above).
-
-    Args:
-        epochs: how many epochs the stage trains.
-        train_groups: how many layer groups, from the top, train (1: the head only), or the
-            name of the lowest group to train (that group and every group above it).
-        learning_rate: the top group's learning rate: a float, or a Keras
-            `LearningRateSchedule` used as given (then `schedule` must be "constant").
-        name: a label for histories and plots.
-        lr_mult: the head's rate divided by the lowest trained group's rate (1: one rate).
-        lr_decay: instead of `lr_mult`, the ratio of each group's rate to the next one up.
-        schedule: "constant", "warmup_cosine" or "one_cycle", built over the stage's steps
-            with `learning_rate` as the peak.
-    """
-
-    epochs: int
-    train_groups: int | str
-    learning_rate: float | Schedule
-    name: str = ""
-    lr_mult: float = 1.0
-    lr_decay: float | None = None
-    schedule: str = "constant"
+__all__ = ["ALL_GROUPS", "FineTuneHistory", "Stage", "check_stages", "default_stages"]
 
 
 @dataclass
@@ -127,7 +100,7 @@ def default_stages(
     freeze_epochs: int,
     learning_rate: float,
     lr_mult: float,
-    train_groups: int,
+    train_groups: int | str,
     fine_tune_learning_rate: float | None = None,
     schedule: str = "constant",
     spec: BackboneSpec | None = None,
@@ -142,7 +115,7 @@ def default_stages(
         lr_mult: the spread of the unfrozen stage's rates: its lowest group learns at
             `fine_tune_learning_rate / lr_mult`.
         train_groups: layer groups, from the top and counting the head, that the unfrozen
-            stage trains (more than the model has: all of them).
+            stage trains (more than the model has, or `"all"`: all of them).
         fine_tune_learning_rate: the head's rate in the unfrozen stage (`learning_rate / 2`).
         schedule: each stage's schedule.
         spec: the backbone's spec (see `layer_groups`).
@@ -157,6 +130,8 @@ def default_stages(
     for name, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a whole number, 0 or more. Received: {value!r}")
+    if train_groups == ALL_GROUPS:
+        train_groups = len(layer_groups(model, spec))
     if isinstance(train_groups, bool) or not isinstance(train_groups, int) or train_groups < 2:
         raise ValueError(
             "train_groups counts the layer groups the unfrozen stage trains, the head "
@@ -226,10 +201,15 @@ def train_group_count(stage: Stage, group_names: Sequence[str]) -> int:
         group_names: the model's layer groups, bottom to top.
 
     Example:
-    >>> train_group_count(Stage(1, "block2", 1e-3), ["block1", "block2", "head"])
-    2
+    >>> groups = ["block1", "block2", "head"]
+    >>> [train_group_count(Stage(1, g, 1e-3), groups) for g in ("block2", "all", 100)]
+    [2, 3, 3]
     """
     value, n_groups = stage.train_groups, len(group_names)
+    if value == ALL_GROUPS and ALL_GROUPS not in group_names:
+        return n_groups
+    if isinstance(value, int) and not isinstance(value, bool) and value > n_groups:
+        return n_groups  # more than there are: all of them
     if isinstance(value, str):
         if value not in group_names:
             close = difflib.get_close_matches(value, group_names, n=1)
@@ -241,7 +221,8 @@ def train_group_count(stage: Stage, group_names: Sequence[str]) -> int:
         return n_groups - list(group_names).index(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n_groups:
         raise ValueError(
-            f"A stage trains 1 to {n_groups} layer groups of this model, counted from the top, "
-            f"or names the lowest group to train ({', '.join(group_names)}). Received: {stage}"
+            f"A stage trains 1 or more layer groups of this model ({n_groups}), counted from "
+            f"the top, 'all' of them, or names the lowest group to train "
+            f"({', '.join(group_names)}). Received: {stage}"
         )
     return value
