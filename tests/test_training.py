@@ -137,7 +137,7 @@ class _TrainableCounter(keras.callbacks.Callback):
         super().__init__()
         self.counts = []
 
-    def on_train_begin(self, logs=None):
+    def on_epoch_begin(self, epoch, logs=None):  # each stage below is one epoch
         self.counts.append(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
 
 
@@ -267,3 +267,25 @@ def test_a_backbone_of_your_own_keeps_its_layer_groups_through_fine_tune():
     assert rates["lr_block3"] == pytest.approx(rates["lr_head"] / 10)
     np.testing.assert_array_equal(own.get_layer("block2_conv1").kernel.numpy(), block2)
     assert not np.array_equal(own.get_layer("block3_conv1").kernel.numpy(), block3)
+
+
+def test_epoch_writing_callbacks_see_one_continuous_run_across_stages(tmp_path, capsys):
+    import csv
+
+    model = build_classifier("convnet_tiny", 3, weights=None, image_size=32)
+    log = tmp_path / "log.csv"
+    ends = []
+    count_ends = keras.callbacks.LambdaCallback(on_train_end=lambda logs: ends.append(logs))
+    stages = [Stage(2, 1, 1e-3, "head"), Stage(3, "all", 1e-4, "fine-tune")]
+    history = fine_tune(
+        model, _data(), _data(16), stages=stages, verbose=2,
+        callbacks=[keras.callbacks.CSVLogger(str(log)), count_ends],
+    )  # fmt: skip
+    rows = list(csv.DictReader(log.open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]  # both stages, one file
+    assert [float(r["loss"]) for r in rows] == pytest.approx(history.history["loss"], rel=1e-5)
+    assert len(ends) == 1  # the run ends once, after the last stage
+    printed = capsys.readouterr().out
+    assert "raw weights" in printed and "moving average" in printed  # which weights
+    facts = history.to_dict()["stages"]
+    assert [s["optimizer"]["ends_on_averaged_weights"] for s in facts] == [True, True]

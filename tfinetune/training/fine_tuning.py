@@ -40,7 +40,7 @@ from tfinetune.training.performance import (
     precision_scope,
     resolve_performance,
 )
-from tfinetune.training.progress import StageProgress, stage_table
+from tfinetune.training.progress import OneRun, StageProgress, stage_table
 from tfinetune.training.schedules import make_schedule
 from tfinetune.training.stages import (
     FineTuneHistory,
@@ -194,7 +194,8 @@ def fine_tune(
         schedule_steps=_steps_for_schedules(stages, train_data, steps_per_epoch),
         fit_options={"steps_per_epoch": steps_per_epoch, "verbose": verbose,
                      "class_weight": dict(class_weight) if class_weight else None},
-        callbacks=list(callbacks), train_bn=train_bn, spec=spec, checkpoints=checkpoint_dir,
+        callbacks=[OneRun(c) for c in callbacks], train_bn=train_bn, spec=spec,
+        checkpoints=checkpoint_dir,
         performance=performance,
     )  # fmt: skip
     saved = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
@@ -209,6 +210,8 @@ def fine_tune(
             run.stage(index, stage, len(stages), result, resumed, arrays)
             if model.stop_training:
                 break
+    for callback in run.callbacks:
+        callback.end()
     return result
 
 
@@ -278,11 +281,14 @@ class _StageRun:
                     )  # fmt: skip
             except tf.errors.InvalidArgumentError as err:
                 raise ValueError(explain_graph_error(err)) from None
+        averaged = bool(getattr(optimizer, "use_ema", False))
         facts = {"iterations": int(optimizer.iterations.numpy()),
-                 "learning_rates": dict(learning_rates_of(optimizer))}  # fmt: skip
+                 "learning_rates": dict(learning_rates_of(optimizer)),
+                 # the epochs' metrics are the raw weights'; the stage ends on their average
+                 "ends_on_averaged_weights": averaged}  # fmt: skip
         result.add(name, history, resumed.stage_logs if resumed else None, facts)
         if self.fit_options["verbose"]:
-            print(stage_table(result, name), flush=True)
+            print(stage_table(result, name, averaged), flush=True)
         if self.checkpoints:  # a stage boundary: the final (averaged) weights, no optimizer
             save_checkpoint(self.checkpoints, model, None, Progress(index + 1, 0, result.to_dict()))
 

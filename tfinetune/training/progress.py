@@ -28,12 +28,16 @@ class StageProgress(keras.callbacks.Callback):
         print(f"{self.label}, epoch {epoch - self.start + 1}/{total}", flush=True)
 
 
-def stage_table(history: FineTuneHistory, current: str | None = None) -> str:
+def stage_table(
+    history: FineTuneHistory, current: str | None = None, averaged: bool = False
+) -> str:
     """A short table: one row per stage so far, with its last epoch's metrics.
 
     Args:
         history: the history so far.
         current: the stage just finished (marked with `*`).
+        averaged: the stage ends on the moving average of its weights (`ema_momentum`),
+            which a line under the table says, since the metrics are the raw weights'.
 
     Example:
     >>> h = FineTuneHistory({"loss": [0.9, 0.5], "val_accuracy": [0.7, 0.8]},
@@ -53,7 +57,81 @@ def stage_table(history: FineTuneHistory, current: str | None = None) -> str:
         rows.append([name.ljust(width), f"{start + 1}-{end}", *(f"{v:.4f}" for v in values)])
         marks.append("*" if name == current else " ")
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    lines = [
         f"{mark} " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for mark, row in zip(marks, rows, strict=True)
-    )
+    ]
+    if averaged:
+        lines.append(
+            "  (metrics of each epoch's raw weights; the stage ends on their moving average, "
+            "so evaluating the model now can give other numbers)"
+        )
+    return "\n".join(lines)
+
+
+_DELEGATED = (
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+
+class OneRun(keras.callbacks.Callback):
+    """Shows a user's callback the stages of `fine_tune` as one continuous run.
+
+    Each stage is a `model.fit`, and Keras begins and ends a run with each: a `CSVLogger`
+    would rewrite its file, a `TensorBoard` reopen its writers. Wrapped, the callback's
+    `on_train_begin` runs before the first stage only, and its `on_train_end` when `end()` is
+    called after the last; every other call passes through, with epochs numbered across the
+    stages (`fit`'s `initial_epoch`).
+
+    Args:
+        callback: the user's callback.
+
+    Example:
+    >>> seen = []
+    >>> class Spy(keras.callbacks.Callback):
+    ...     def on_train_begin(self, logs=None): seen.append("begin")
+    ...     def on_train_end(self, logs=None): seen.append("end")
+    >>> run = OneRun(Spy())
+    >>> for _ in range(2):  # two stages
+    ...     run.on_train_begin(); run.on_train_end()
+    >>> run.end(); seen
+    ['begin', 'end']
+    """
+
+    def __init__(self, callback: keras.callbacks.Callback) -> None:
+        super().__init__()
+        self.callback, self.begun = callback, False
+        for name in _DELEGATED:
+            setattr(self, name, getattr(callback, name))
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params: dict) -> None:
+        super().set_params(params)
+        self.callback.set_params(params)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self.begun:
+            self.begun = True
+            self.callback.on_train_begin(logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.last_logs = logs  # the run goes on: `end()` ends it
+
+    def end(self) -> None:
+        """End the run for the callback, with the last stage's final logs."""
+        if self.begun:
+            self.callback.on_train_end(getattr(self, "last_logs", None))
