@@ -8,6 +8,7 @@ their SavedModel folder's copy is made, and loaded after that folder is deleted.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,38 @@ def test_keras_load_model_reads_every_kind_of_model_in_a_fresh_process(tmp_path)
 def test_load_model_is_public_and_names_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         tfinetune.load_model(tmp_path / "missing.keras")
+
+
+def test_a_bare_keras_file_is_evaluated_predicted_and_exported_with_what_it_carries(
+    trained_run, tmp_path, capsys
+):
+    from tfinetune.cli import main
+    from tfinetune.models.heads import model_info
+
+    data, run = trained_run
+    bare = tmp_path / "alone" / "model.keras"  # no labels.txt, no export beside it
+    bare.parent.mkdir()
+    shutil.copy(run / "model.keras", bare)
+    info = model_info(tfinetune.load_model(bare))
+    assert info["class_names"] == ["cross", "ring"] and info["resize"] == "stretch"
+    assert main(["evaluate", str(bare), "--data", str(data), "--out", str(tmp_path / "e")]) == 0
+    kept = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    expected = json.loads((run / "metrics.json").read_text())
+    assert kept["accuracy"] == pytest.approx(expected["accuracy"], abs=0.2)
+    image = next((data / "ring").glob("*.jpg"))
+    capsys.readouterr()
+    assert main(["predict", str(bare), str(image)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in ("cross", "ring")
+    out = tmp_path / "served"
+    assert main(["export", str(bare), "--out", str(out), "--data", str(data)]) == 0
+    labels = (out / "1" / "assets.extra" / "labels.txt").read_text()
+    assert labels == "cross\nring\n"
+
+
+def test_the_model_records_the_temperature_folded_into_its_weights():
+    from tfinetune.models.heads import apply_temperature, model_info
+
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
+    for temperature in (2.0, 1.5):
+        apply_temperature(model, temperature)
+    assert model_info(model)["temperature"] == pytest.approx(3.0)

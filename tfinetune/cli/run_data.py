@@ -16,7 +16,7 @@ from tfinetune.models.classifier import build_classifier
 from tfinetune.models.saving import load_keras_model
 from tfinetune.models.specs import BackboneSpec
 from tfinetune.serving.export import read_contract
-from tfinetune.serving.inference import find_saved_model
+from tfinetune.serving.inference import find_saved_model, keras_contract
 
 
 def is_csv(path: str | os.PathLike) -> bool:
@@ -116,8 +116,12 @@ def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict
             f"{str(run)!r} holds no model.keras: pass a run folder of `tfinetune train` (or its "
             "model.keras file)."
         )
-    class_names, contract = read_contract(find_saved_model(model_file.parent))
-    return load_keras_model(model_file), class_names, contract, model_file
+    model = load_keras_model(model_file)
+    try:
+        class_names, contract = read_contract(find_saved_model(model_file.parent))
+    except FileNotFoundError:  # a bare .keras file: what the model carries
+        class_names, contract = keras_contract(model_file, model)
+    return model, class_names, contract, model_file
 
 
 def load_teacher(path: str | os.PathLike, class_names: list[str]) -> keras.Model:

@@ -47,6 +47,7 @@ from tfinetune.evaluation.predict import report_for
 from tfinetune.evaluation.regression import RegressionReport
 from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec
+from tfinetune.models.heads import set_model_info
 from tfinetune.models.weights import check_weights_argument
 from tfinetune.serving.export import export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_classifier
@@ -256,20 +257,26 @@ def stages_of(experiment: Experiment) -> list[Stage]:
 
 def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
     """`model.keras` and version 1 of the SavedModel for TF Serving (`tfinetune export` adds
-    more), with a multi-label run's thresholds."""
-    model.save(out / "model.keras")
-    if not experiment.export.saved_model:
-        return
+    more), with a multi-label run's thresholds. The model carries its class names, resize
+    mode, thresholds and CSV columns, so the `.keras` file alone can be evaluated and served."""
     d = experiment.data
-    sources = {"training_data": d.train, "validation_data": d.val or None,
-               "teacher": experiment.distill.teacher or None}  # fmt: skip
+    thresholds = getattr(report, "thresholds", None)  # a multi-label run's, chosen on val
     csv_columns = {"path_column": d.path_column, "label_column": d.label_column,
                    "text_column": d.text_column,
                    "label_delim": d.label_delim or None} if is_csv(d.train) else None  # fmt: skip
+    set_model_info(
+        model, class_names=list(data.class_names), resize=d.resize,
+        **({"thresholds": [float(t) for t in thresholds]} if thresholds is not None else {}),
+        **({"csv": csv_columns} if csv_columns else {}),
+    )  # fmt: skip
+    model.save(out / "model.keras")
+    if not experiment.export.saved_model:
+        return
+    sources = {"training_data": d.train, "validation_data": d.val or None,
+               "teacher": experiment.distill.teacher or None}  # fmt: skip
     export_version(
         model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=d.resize,
-        thresholds=getattr(report, "thresholds", None),  # a multi-label run's, chosen on val
-        top_k=experiment.export.top_k,
+        thresholds=thresholds, top_k=experiment.export.top_k,
         metadata={**_export_facts(spec, sources, csv_columns), **_calibration_facts(report)},
         check=export_check(model, data.val_files),  # every signature, on real photos
     )  # fmt: skip

@@ -6,6 +6,7 @@ loaded from a file still gets the right loss, metrics, report and serving output
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import keras
@@ -46,6 +47,71 @@ class TargetScaling(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="tfinetune")
+class Predictions(keras.layers.Dense):
+    """A head's output layer: a `Dense` that also carries what the model predicts.
+
+    `info` holds JSON-ready facts about the outputs (see `set_model_info`): the class names
+    (a regression model's target names), a multi-label model's thresholds, the temperature
+    folded into the weights, how images were resized. It is part of the layer's config, so it
+    travels in every `.keras` file and a bare model file can be evaluated and served.
+
+    Args:
+        *args: `keras.layers.Dense`'s arguments.
+        info: the facts (JSON-ready).
+        **kwargs: `keras.layers.Dense`'s keyword arguments.
+
+    Example:
+    >>> layer = Predictions(2, info={"class_names": ["cat", "dog"]})
+    >>> layer.get_config()["info"]
+    {'class_names': ['cat', 'dog']}
+    """
+
+    def __init__(self, *args, info: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.info = dict(info or {})
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "info": json.loads(json.dumps(self.info))}
+
+
+def model_info(model: keras.Model) -> dict:
+    """What a model says of its outputs (`Predictions.info`); empty for other models.
+
+    Args:
+        model: a model made by `build_classifier`, or any Keras model.
+
+    Example:
+    >>> x = keras.Input((4,))
+    >>> m = keras.Model(x, build_head(x, 2))
+    >>> set_model_info(m, class_names=["no", "yes"])
+    >>> model_info(m)["class_names"]
+    ['no', 'yes']
+    """
+    layer = _output_layer(model)
+    return json.loads(json.dumps(getattr(layer, "info", {}) or {}))
+
+
+def set_model_info(model: keras.Model, **facts) -> None:
+    """Record facts about a model's outputs in the model itself (see `Predictions`).
+
+    Args:
+        model: a model made by `build_classifier` (a `Predictions` output layer).
+        **facts: JSON-ready values, for example `class_names=[...]`, `resize="crop"`.
+    """
+    layer = _output_layer(model)
+    if not isinstance(layer, Predictions):
+        raise ValueError(
+            f"The model {model.name!r} has no tfinetune head (its output layer is "
+            f"{layer.name!r}), so it cannot carry its class names; keep a labels.txt beside it."
+        )
+    layer.info = {**layer.info, **json.loads(json.dumps(facts))}
+
+
+def _output_layer(model: keras.Model) -> keras.layers.Layer:
+    return model.get_layer(OUTPUT_LAYER) if _has_layer(model, OUTPUT_LAYER) else model.layers[-1]
 
 
 def check_task(task: str) -> str:
@@ -123,7 +189,7 @@ def build_head(
             x = keras.layers.BatchNormalization(name=f"{HEAD_PREFIX}bn_{i}")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    outputs = keras.layers.Dense(
+    outputs = Predictions(
         num_outputs, activation=_ACTIVATIONS[task], dtype="float32", name=OUTPUT_LAYER
     )(x)
     if task == "regression":
@@ -226,6 +292,8 @@ def apply_temperature(model: keras.Model, temperature: float) -> None:
         )
     for weight in layer.weights:
         weight.assign(keras.ops.cast(weight.value, weight.dtype) / temperature)
+    if isinstance(layer, Predictions):  # the model says which temperature it holds
+        layer.info = {**layer.info, "temperature": layer.info.get("temperature", 1.0) * temperature}
 
 
 def _has_layer(model: keras.Model, name: str) -> bool:

@@ -22,10 +22,10 @@ from tfinetune.data.images import decode_and_resize
 from tfinetune.data.tables import read_csv_files
 from tfinetune.data.text import LabelledTexts, read_text_csv
 from tfinetune.models.classifier import modality_of, sample_rate_of
-from tfinetune.models.heads import task_of
+from tfinetune.models.heads import model_info, task_of
 from tfinetune.models.mirror import mirrors
 from tfinetune.models.saving import load_keras_model
-from tfinetune.serving.export import LABELS_FILE, read_contract, versions_in
+from tfinetune.serving.export import LABELS_FILE, input_contract, read_contract, versions_in
 from tfinetune.serving.signatures import (
     AUDIO_INPUT,
     BYTES_INPUT,
@@ -230,8 +230,18 @@ class ExportedClassifier(Classifier):
         return self.predict_bytes([Path(p).read_bytes() for p in paths])
 
 
-def _contract_near(path: Path) -> tuple[list[str], dict]:
-    """Class names and contract for a `.keras` file: its folder's export, or `labels.txt`."""
+def keras_contract(path: Path, model: keras.Model) -> tuple[list[str], dict]:
+    """Class names and contract for a `.keras` file: what the model carries itself (see
+    `tfinetune.models.heads.set_model_info`), else its folder's export, or `labels.txt`.
+
+    Args:
+        path: the `.keras` file.
+        model: the model loaded from it.
+    """
+    info = model_info(model)
+    if info.get("class_names"):
+        facts = {**input_contract(model, info.get("resize", "stretch")), "task": task_of(model)}
+        return [str(c) for c in info["class_names"]], {**facts, **info}
     try:
         return read_contract(find_saved_model(path.parent))
     except FileNotFoundError:
@@ -239,18 +249,20 @@ def _contract_near(path: Path) -> tuple[list[str], dict]:
     labels = path.parent / LABELS_FILE
     if not labels.is_file():
         raise FileNotFoundError(
-            f"No {LABELS_FILE} beside {str(path)!r}: the class names are unknown. Keep the "
-            "model in its run folder, or put its class names, one per line, in "
+            f"The model {str(path)!r} does not carry its class names and has no {LABELS_FILE} "
+            "beside it. Keep the model in its run folder, or put its class names, one per "
+            "line, in "
             f"{str(labels)!r}."
         )
     return labels.read_text().splitlines(), {}
 
 
 class KerasClassifier(Classifier):
-    """A `.keras` model file, with the class names from its run folder.
+    """A `.keras` model file, with the class names it carries (or its run folder's).
 
     Args:
-        path: the `.keras` file (its folder holds `labels.txt` or a tfinetune export).
+        path: the `.keras` file (a tfinetune run's carries its class names; for older or
+            other files, its folder holds `labels.txt` or a tfinetune export).
 
     Example:
     >>> KerasClassifier("runs/flowers/model.keras").class_names  # doctest: +SKIP
@@ -260,7 +272,7 @@ class KerasClassifier(Classifier):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.model = load_keras_model(self.path)
-        self.class_names, contract = _contract_near(self.path)
+        self.class_names, contract = keras_contract(self.path, self.model)
         self.task = task_of(self.model)
         self._read_contract(contract)
         self.modality = modality_of(self.model)
