@@ -71,3 +71,36 @@ def test_export_notebook_serves_a_rest_body_and_a_tflite_file(tiny_photos, tmp_p
     _execute("03_export_and_serve", tmp_path, monkeypatch, data=tiny_photos, weights=weights,
              **TINY)  # fmt: skip
     assert (tmp_path / "work" / "serve-tflite" / "model.tflite").is_file()
+
+
+@pytest.mark.parametrize("name", ["01_quickstart", "02_tf_hub_backbones", "03_export_and_serve"])
+def test_install_cell_installs_nothing_by_name_and_says_what_to_set(name, monkeypatch):
+    # As on a fresh Colab: tfinetune not installed, no source named. The cell must stop with
+    # one line naming TFINETUNE_SOURCE, and never run pip (a bare `pip install tfinetune` would
+    # install whatever a stranger registers under that name).
+    import importlib.util
+    import subprocess
+
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    cell = next(c.source for c in notebook.cells if "TFINETUNE_SOURCE" in c.source)
+    installer = cell.split("\nimport tensorflow")[0]  # the install part, not the imports after
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda n, *a: None if n == "tfinetune" else real_find_spec(n, *a),
+    )
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.delenv("TFINETUNE_SOURCE", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        exec(installer, {})
+    message = str(stopped.value)
+    assert "\n" not in message and "Set TFINETUNE_SOURCE" in message
+    assert calls == []
+    monkeypatch.setenv("TFINETUNE_SOURCE", "git+https://example.invalid/tfinetune.git")
+    exec(installer, {})
+    assert calls and calls[0][0][-1] == "git+https://example.invalid/tfinetune.git"
+    assert "pip install tfinetune" not in "".join(c.source for c in notebook.cells)
