@@ -154,3 +154,17 @@ def test_one_seed_gives_bitwise_identical_weights(data, tmp_path):
         weights.append(train_run(e, tmp_path / name, verbose=0).model.get_weights())
     assert all(np.array_equal(x, y) for x, y in zip(weights[0], weights[1], strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(weights[0], weights[2], strict=True))
+
+
+def test_train_groups_all_is_accepted_by_the_flags_the_file_and_the_stages(capsys):
+    from tfinetune.cli.arguments import build_parser
+    from tfinetune.cli.runs import stages_of
+
+    parsed = build_parser().parse_args(["train", "--train-groups", "all"])
+    assert parsed.train_groups == "all"
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["train", "--train-groups", "none"])
+    assert refused.value.code == 2 and "invalid whole number: 'none'" in capsys.readouterr().err
+    experiment = apply_flags(Experiment(), {"train_groups": "all"})
+    assert experiment.stages[-1].train_groups == "all"
+    assert stages_of(from_dict(tomllib.loads(to_toml(experiment))))[-1].train_groups == "all"

@@ -29,6 +29,11 @@ def _at_least(lowest: int):
 _positive_int, _whole_number = _at_least(1), _at_least(0)
 
 
+def _groups(value: str) -> int | str:
+    """An argparse type: a number of layer groups (1 or more), or "all"."""
+    return "all" if value.strip().lower() == "all" else _positive_int(value)
+
+
 def _weights(value: str) -> str | None:
     return "none" if value.lower() == "none" else value
 
@@ -166,8 +171,8 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--freeze-epochs", type=_whole_number, help="epochs of the head alone (4)")
     train.add_argument(
         "--train-groups",
-        type=int,
-        help="groups trained in the last stage, counting the head (100: all; 5: head + 4 blocks)",
+        type=_groups,
+        help="groups trained in the last stage, counting the head ('all'; 5: head + 4 blocks)",
     )
     train.add_argument(
         "--learning-rate", "--lr", type=float, help="the head stage's learning rate (1e-3)"
@@ -250,7 +255,10 @@ def _add_lr_find(commands) -> None:
     finder.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
     _add_model_options(finder)
     finder.add_argument(
-        "--train-groups", type=int, default=1, help="layer groups that train (1: the head only)"
+        "--train-groups",
+        type=_groups,
+        default=1,
+        help="layer groups that train (1: the head only; 'all')",
     )
     finder.add_argument("--steps", type=_positive_int, default=100, help="batches in the sweep")
     finder.add_argument("--start-lr", type=float, default=1e-7)

@@ -25,7 +25,7 @@ def lr_find_run(
     backbone: str | BackboneSpec = "mobilenet_v2",
     weights: str | os.PathLike | None = "imagenet",
     image_size: int | None = None,
-    train_groups: int = 1,
+    train_groups: int | str = 1,
     num_steps: int = 100,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,

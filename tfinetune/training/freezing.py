@@ -77,7 +77,8 @@ def freeze_to(
 
     Args:
         model: a classifier made by `build_classifier`.
-        n: how many groups, from the top, train; `1` trains only the head.
+        n: how many groups, from the top, train; `1` trains only the head, `"all"` every
+            group.
         train_bn: also train BatchNormalization layers in the unfrozen groups (fastai's
             `train_bn`); by default they stay frozen and in inference mode.
         spec: the backbone's spec (see `layer_groups`).
@@ -93,10 +94,12 @@ def freeze_to(
     ['block4_conv1/kernel', 'block4_conv1/bias']
     """
     groups = layer_groups(model, spec)
+    if n == "all":
+        n = len(groups)
     if not isinstance(n, int) or not 1 <= n <= len(groups):
         raise ValueError(
-            f"n must be between 1 (the head only) and {len(groups)} (every group) for this "
-            f"model, whose groups are {[g.name for g in groups]}. Received: n={n!r}"
+            f"n must be between 1 (the head only) and {len(groups)} (every group, or 'all') "
+            f"for this model, whose groups are {[g.name for g in groups]}. Received: n={n!r}"
         )
     backbone = find_backbone(model)
     backbone.trainable = n > 1
