@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.cli.config import Experiment
-from tfinetune.cli.overrides import apply_flags
-from tfinetune.cli.runs import train_run
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.models.saving import load_keras_model
+from tfinetune.runs.experiment import Experiment
+from tfinetune.runs.overrides import apply_flags
+from tfinetune.runs.train import train_run
 from tfinetune.serving.inference import KerasClassifier
 
 

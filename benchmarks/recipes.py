@@ -7,7 +7,7 @@ keys) by K-fold cross-validation on the training folder only: one seeded, strati
 partition into K folds; fold `i` is held out while the rest trains, with training seed
 `seeds[i]`. Every training image is scored once; the mean and spread over the folds are
 reported. The published validation folders are not touched. This is how the default image
-recipe (`tfinetune.cli.config`) was chosen.
+recipe (`tfinetune.runs.experiment`) was chosen.
 
 `--final` runs, once per seed, the default `tfinetune train` (trained on `train`, validated
 and calibrated on `val`) and then `tfinetune evaluate` on the `--test` folders, beside the
@@ -132,9 +132,10 @@ def run_tfinetune(
     train: Path, val: Path, seed: int, changes: dict, out: Path, tests: dict[str, Path]
 ) -> dict:
     """One `tfinetune train` run with `changes`, then `tfinetune evaluate` on each test."""
-    from tfinetune.cli.config import Experiment
-    from tfinetune.cli.runs import evaluate_run, train_run
     from tfinetune.evaluation.calibration import scale_probabilities
+    from tfinetune.runs.evaluate import evaluate_run
+    from tfinetune.runs.experiment import Experiment
+    from tfinetune.runs.train import train_run
 
     values = {"data.train": str(train), "data.val": str(val), "seed": seed, **changes}
     values.setdefault("export.saved_model", bool(tests))

@@ -1,7 +1,7 @@
 """Text and sound recipes: frozen head against fine-tuned, with a no-pretraining baseline.
 
 Two uses. `--tune` compares the `CANDIDATES` on held-out parts of the *training* data only
-(a seeded, stratified 15 % per seed), which is how `tfinetune.cli.modalities.RECIPES` were
+(a seeded, stratified 15 % per seed), which is how `tfinetune.runs.modalities.RECIPES` were
 chosen. Without it, the chosen recipe runs through `tfinetune train`'s own code (`train_run`)
 once per seed on the published split, beside its head stage alone (10 epochs, backbone
 frozen) and, for sound, a Dense head on log-mel mean and standard deviation (YAMNet's own
@@ -26,10 +26,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.cli.config import Experiment, StageConfig
-from tfinetune.cli.modalities import RECIPES
-from tfinetune.cli.runs import train_run
 from tfinetune.data.audio import audio_dataset, scan_audio_folder
+from tfinetune.runs.experiment import Experiment, StageConfig
+from tfinetune.runs.modalities import RECIPES
+from tfinetune.runs.train import train_run
 
 
 def _head(epochs: int, rate: float) -> StageConfig:

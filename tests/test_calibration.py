@@ -8,8 +8,6 @@ import pytest
 import tensorflow as tf
 from tiny_hub import save_tiny_text
 
-from tfinetune.cli.config import Experiment
-from tfinetune.cli.runs import train_run
 from tfinetune.evaluation.calibration import (
     calibrated_report,
     fit_temperature,
@@ -18,6 +16,8 @@ from tfinetune.evaluation.calibration import (
 )
 from tfinetune.evaluation.report import classification_report
 from tfinetune.models.heads import apply_temperature, build_head
+from tfinetune.runs.experiment import Experiment
+from tfinetune.runs.train import train_run
 from tfinetune.serving.export import read_contract
 
 
@@ -139,7 +139,7 @@ def test_a_run_with_too_few_validation_examples_says_it_is_not_calibrated(tmp_pa
 
 
 def test_a_temperature_the_data_cannot_tell_is_refused_and_the_model_left_alone():
-    from tfinetune.cli.validation import calibrate
+    from tfinetune.runs.validation import calibrate
 
     x = keras.Input((1,))
     model = keras.Model(x, build_head(x, 2, dropout=0.0))

@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 
 from tfinetune.cli import main
-from tfinetune.cli.config import ConfigError, Experiment, from_dict, load_config, to_toml
-from tfinetune.cli.overrides import apply_flags
-from tfinetune.cli.run_folder import read_manifest
-from tfinetune.cli.runs import train_run
 from tfinetune.data.synthetic import write_shapes_folder
 from tfinetune.models.mirror import mirrors
 from tfinetune.models.saving import load_keras_model
+from tfinetune.runs.experiment import ConfigError, Experiment, from_dict, load_config, to_toml
+from tfinetune.runs.folder import read_manifest
+from tfinetune.runs.overrides import apply_flags
+from tfinetune.runs.train import train_run
 
 TINY = ["--backbone", "convnet_tiny", "--weights", "none", "--image-size", "16"]
 TINY += ["--batch-size", "8"]
@@ -158,7 +158,7 @@ def test_one_seed_gives_bitwise_identical_weights(data, tmp_path):
 
 def test_train_groups_all_is_accepted_by_the_flags_the_file_and_the_stages(capsys):
     from tfinetune.cli.arguments import build_parser
-    from tfinetune.cli.runs import stages_of
+    from tfinetune.runs.train import stages_of
 
     parsed = build_parser().parse_args(["train", "--train-groups", "all"])
     assert parsed.train_groups == "all"

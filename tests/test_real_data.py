@@ -11,8 +11,8 @@ import keras
 import pytest
 
 from tfinetune.cli import main
-from tfinetune.cli.exports import export_run
 from tfinetune.models.mirror import mirrors
+from tfinetune.runs.export import export_run
 
 from conftest import asset
 

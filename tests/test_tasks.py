@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 
 from tfinetune.cli import main
-from tfinetune.cli.config import Experiment
-from tfinetune.cli.overrides import apply_flags
-from tfinetune.cli.runs import train_run
 from tfinetune.data.tables import read_csv_files
 from tfinetune.models.classifier import build_classifier
 from tfinetune.models.heads import task_of
+from tfinetune.runs.experiment import Experiment
+from tfinetune.runs.overrides import apply_flags
+from tfinetune.runs.train import train_run
 from tfinetune.training.losses import default_loss, default_metrics
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}

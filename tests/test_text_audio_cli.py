@@ -7,8 +7,9 @@ import json
 import pytest
 from tiny_hub import save_tiny_audio, save_tiny_text
 
-from tfinetune.cli import main, modalities
+from tfinetune.cli import main
 from tfinetune.data.audio import write_tone
+from tfinetune.runs import modalities
 
 FAST = ["--freeze-epochs", "1", "--epochs", "3", "--batch-size", "8"]
 
@@ -80,7 +81,7 @@ def test_text_data_errors_are_clear(hubs, tmp_path, capsys):
 
 
 def test_text_and_sound_data_get_their_kind_of_backbone_and_recipe(hubs, tmp_path, monkeypatch):
-    from tfinetune.cli.config import Experiment
+    from tfinetune.runs.experiment import Experiment
 
     monkeypatch.setitem(modalities.DEFAULT_BACKBONES, "text", f"hub:{hubs[0]}")
     csv = str(_reviews(tmp_path / "reviews.csv"))

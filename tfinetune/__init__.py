@@ -84,12 +84,13 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.serving.tflite": ("TFLiteClassifier", "export_tflite"),
     "tfinetune.serving.verify": ("VerificationError", "verify_artifact"),
     # === whole runs (what the command line drives) ===
-    "tfinetune.cli.config": ("Experiment", "load_config"),
-    "tfinetune.cli.overrides": ("apply_flags",),
-    "tfinetune.cli.runs": ("evaluate_run", "train_run"),
-    "tfinetune.cli.validation": ("calibrate",),
-    "tfinetune.cli.lr_find": ("lr_find_run",),
-    "tfinetune.cli.exports": ("export_run",),
+    "tfinetune.runs.experiment": ("Experiment", "load_config"),
+    "tfinetune.runs.overrides": ("apply_flags",),
+    "tfinetune.runs.train": ("train_run",),
+    "tfinetune.runs.evaluate": ("evaluate_run",),
+    "tfinetune.runs.validation": ("calibrate",),
+    "tfinetune.runs.lr_find": ("lr_find_run",),
+    "tfinetune.runs.export": ("export_run",),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 

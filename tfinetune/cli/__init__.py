@@ -1,14 +1,13 @@
-"""The `tfinetune` command line, and the whole runs it drives over the public functions.
+"""The `tfinetune` command line: argument parsing, printing and the demo, over `tfinetune.runs`.
 
 - `arguments`: the argument parser of each command (standard library only).
 - `main`: runs a command, with one-line errors and exit codes; imports TensorFlow only
   once a command runs.
-- `runs`: `train_run` (a folder or CSV in, a run folder out; distillation with a teacher)
-  and `evaluate_run`; `run_data`: what a run reads (data, a teacher).
-- `lr_find`: `lr_find_run`, the learning-rate finder over a folder.
+- `doctor`: `tfinetune doctor`, what this machine offers and what a run would use.
 - `demo`: `tfinetune demo`, the whole workflow offline.
 
-Importing this package does not import TensorFlow.
+Nothing here is called from Python code or notebooks: they use `tfinetune.runs` (and the
+public names in `tfinetune`). Importing this package does not import TensorFlow.
 """
 
 from tfinetune.cli.main import main

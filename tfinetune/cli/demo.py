@@ -21,13 +21,13 @@ import keras
 import tensorflow as tf
 
 from tfinetune.atomic import MARKER, check_output_folder, written_kind
-from tfinetune.cli.config import Experiment
-from tfinetune.cli.overrides import apply_flags
-from tfinetune.cli.runs import train_run
 from tfinetune.data.datasets import image_folder_datasets
 from tfinetune.data.synthetic import write_shapes_folder
 from tfinetune.evaluation.predict import evaluate_classifier
 from tfinetune.models.classifier import build_classifier, find_backbone
+from tfinetune.runs.experiment import Experiment
+from tfinetune.runs.overrides import apply_flags
+from tfinetune.runs.train import train_run
 from tfinetune.serving.inference import ExportedClassifier
 from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.freezing import layer_groups

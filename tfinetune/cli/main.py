@@ -31,15 +31,15 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
 def experiment_from_args(args: argparse.Namespace, base=None):
     """The experiment a `train` or `distill` command describes: its file (or `base`, else the
     defaults), then its flags, then its `--set` values."""
-    from tfinetune.cli.config import Experiment, load_config, parse_assignment
-    from tfinetune.cli.overrides import FLAGS, apply_flags
+    from tfinetune.runs.experiment import Experiment, load_config, parse_assignment
+    from tfinetune.runs.overrides import FLAGS, apply_flags
 
     config = getattr(args, "config", None)
     experiment = load_config(config) if config else base or Experiment()
     given = {flag: getattr(args, flag) for flag in FLAGS if hasattr(args, flag)}
     if not config and base is None and given.get("data"):
         # Text and sound start from their kind's recipe; the flags then change it.
-        from tfinetune.cli.modalities import data_modality, with_recipe
+        from tfinetune.runs.modalities import data_modality, with_recipe
 
         columns = (given.get("text_column") or "text", given.get("path_column") or "path")
         experiment, _ = with_recipe(experiment, data_modality(str(given["data"]), *columns))
@@ -58,8 +58,8 @@ def experiment_from_args(args: argparse.Namespace, base=None):
 
 def _train(args: argparse.Namespace) -> int:
     from tfinetune.atomic import partial_folder, written_kind
-    from tfinetune.cli.config import load_config
-    from tfinetune.cli.runs import headline, train_run
+    from tfinetune.runs.experiment import load_config
+    from tfinetune.runs.train import headline, train_run
 
     options = {"overwrite": getattr(args, "overwrite", False),
                "verbose": 0 if getattr(args, "quiet", False) else 1}  # fmt: skip
@@ -89,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     from tfinetune.atomic import write_text
-    from tfinetune.cli.config import Experiment, to_toml
+    from tfinetune.runs.experiment import Experiment, to_toml
 
     path = Path(args.path)
     if path.exists():
@@ -103,7 +103,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from tfinetune.cli.lr_find import lr_find_run
+    from tfinetune.runs.lr_find import lr_find_run
 
     result = lr_find_run(
         args.data,
@@ -148,7 +148,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tfinetune.cli.runs import evaluate_run
+    from tfinetune.runs.evaluate import evaluate_run
 
     report = evaluate_run(
         args.model,
@@ -164,10 +164,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tfinetune.cli.modalities import print_text_predictions
     from tfinetune.data.audio import decode_audio
     from tfinetune.data.files import find_bad_files
     from tfinetune.data.images import decode_image
+    from tfinetune.runs.modalities import print_text_predictions
     from tfinetune.serving.inference import load_classifier
 
     classifier = load_classifier(args.model)
@@ -189,7 +189,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tfinetune.cli.exports import export_run
+    from tfinetune.runs.export import export_run
     from tfinetune.serving.verify import VerificationError
 
     try:
@@ -248,7 +248,7 @@ def _backbones(args: argparse.Namespace) -> int:
             f"{r['normalization']:<15}{r['layer_groups']:>7}  {'yes' if r['imagenet'] else 'no'}"
         )
     if not args.names:
-        from tfinetune.cli.modalities import print_hub_models
+        from tfinetune.runs.modalities import print_hub_models
 
         print_hub_models()
     return 0

@@ -2,13 +2,18 @@
 
 Modules, in the order the data passes through them:
 
+- `headers`: image dimensions from file headers, so decompression bombs are refused.
 - `images`: decode and resize encoded images (shared with the serving graphs).
 - `files`: `LabelledFiles`, `BadFile`; find unreadable files; seeded splits of file lists.
 - `folders`: list a folder of class sub-folders.
 - `tables`: labelled files from CSV files or `(path, label)` rows.
+- `labelled`: the labelled examples a model is checked or scored on (folder or CSV).
+- `text`: labelled texts from CSV files, and their datasets.
+- `audio`: sound files: decoding, resampling, clips, labelled folders and datasets.
 - `splits`: seeded, stratified split indices and class weights.
 - `augment`: augmentation policies from Keras preprocessing layers.
 - `pipeline`: `PipelineOptions` and the one `tf.data` pipeline every source goes through.
+- `memory_cache`: the in-memory cache of decoded batches the first epoch fills.
 - `datasets`: `ImageData`, and datasets from files, folders and arrays.
 - `records`: TFRecord shards (`tfinetune convert`) and reading them back.
 - `tfds`: TFDS datasets prepared in a local folder.

@@ -5,6 +5,7 @@
 - `multilabel`: the `MultiLabelReport` with per-class thresholds.
 - `regression`: the `RegressionReport` (MAE, RMSE, R²) and its predicted-vs-true plot.
 - `predict`: running a model over a dataset and reporting on it.
+- `calibration`: temperature scaling, fitted on validation predictions.
 - `plots`: confusion matrix, reliability diagram and image galleries.
 - `outputs`: writing a report's metrics, summary and figures to a folder.
 """

@@ -6,7 +6,10 @@
 - `weights`: finding ImageNet weight files offline before any download.
 - `backbones`: looking up and building backbones.
 - `hub`: TF Hub / Kaggle / local SavedModels as trainable Keras 3 layers.
+- `hub_groups`: a SavedModel's variables in named blocks, for staged unfreezing.
 - `normalization`: the pixel normalisation each backbone's weights expect, as a layer.
 - `heads`: heads for one label, several labels or a number (`task_of` reads it back).
+- `mirror`: mirror averaging inside the model (each image with its mirror).
 - `classifier`: `build_classifier`, pixels -> normalisation -> backbone -> head.
+- `saving`: `load_model`, a saved `.keras` file read back with clear errors.
 """

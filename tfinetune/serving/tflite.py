@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from tfinetune.atomic import folder_lock, staged_folder
 from tfinetune.models.mirror import mirrors
+from tfinetune.serving.classifier import Classifier, first_line
 from tfinetune.serving.export import read_contract, write_contract
-from tfinetune.serving.inference import Classifier, first_line
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 MODEL_FILE = "model.tflite"

@@ -26,15 +26,11 @@ import tensorflow as tf
 
 from tfinetune.data.files import LabelledFiles
 from tfinetune.data.images import decode_and_resize, decode_image
+from tfinetune.data.labelled import labelled_files
 from tfinetune.models.classifier import modality_of
 from tfinetune.models.saving import load_keras_model
 from tfinetune.serving.export import read_contract
-from tfinetune.serving.inference import (
-    ExportedClassifier,
-    find_saved_model,
-    labelled_files,
-    load_classifier,
-)
+from tfinetune.serving.inference import ExportedClassifier, find_saved_model, load_classifier
 from tfinetune.serving.signatures import image_example
 
 # What an artifact must meet: (least top-1 agreement, largest probability difference,

@@ -6,6 +6,11 @@
 - `optimizers`: discriminative learning rates as a Keras `MultiOptimizer`.
 - `recipe`: `Stage` (plain data) and `RECIPE`, the stages `tfinetune train` uses.
 - `stages`: checking stages, the simple two-stage spelling, and the history of every stage.
+- `performance`: the precision and XLA policy of the training step.
+- `distribution`: `tf.distribute` strategies, and how batches and rates scale.
+- `guards`: checks around `fit` that turn silent damage into clear messages.
+- `checkpoints`: a checkpoint after every epoch, to resume from.
+- `progress`: stage-labelled progress, the stage table, callbacks seeing one run.
 - `fine_tuning`: `fine_tune`, which trains the stages with `model.fit`.
 - `lr_finder`: the learning-rate finder.
 - `distillation`: `Distiller`, a student trained on a teacher's softened predictions.

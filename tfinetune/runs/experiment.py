@@ -190,7 +190,7 @@ def from_dict(values: dict, where: str = "") -> Experiment:
     Example:
     >>> from_dict({"model": {"pooling": 3}})
     Traceback (most recent call last):
-    tfinetune.cli.config.ConfigError: model.pooling must be a string, not 3 (int).
+    tfinetune.runs.experiment.ConfigError: model.pooling must be a string, not 3 (int).
     """
     return _build(Experiment, values, "", f" in {where}" if where else "")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tfinetune.cli.config import ConfigError, Experiment
+from tfinetune.runs.experiment import ConfigError, Experiment
 
 # Flag (its argparse `dest`) -> the experiment key it sets.
 FLAG_KEYS = {

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from tfinetune.atomic import write_text
-from tfinetune.cli.config import Experiment, load_config, to_toml
+from tfinetune.runs.experiment import Experiment, load_config, to_toml
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import LabelledFiles
 

@@ -15,8 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tfinetune.cli.config import Experiment, ModelConfig, StageConfig
-from tfinetune.cli.run_data import is_csv
+from tfinetune.runs.experiment import Experiment, ModelConfig, StageConfig
+from tfinetune.data.labelled import is_csv
 from tfinetune.data.audio import audio_dataset, is_audio_folder, scan_audio_folder
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.splits import split_parts

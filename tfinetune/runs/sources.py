@@ -10,6 +10,7 @@ import keras
 
 from tfinetune.data.datasets import ImageData, files_datasets
 from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.labelled import is_csv
 from tfinetune.data.pipeline import PipelineOptions
 from tfinetune.data.tables import read_csv_files
 from tfinetune.models.classifier import build_classifier
@@ -17,19 +18,6 @@ from tfinetune.models.saving import load_keras_model
 from tfinetune.models.specs import BackboneSpec
 from tfinetune.serving.export import read_contract
 from tfinetune.serving.inference import find_saved_model, keras_contract
-
-
-def is_csv(path: str | os.PathLike) -> bool:
-    """Whether a data argument names a CSV file rather than a folder.
-
-    Args:
-        path: the `--data` (or validation) argument.
-
-    Example:
-    >>> is_csv("labels.csv"), is_csv("photos/")
-    (True, False)
-    """
-    return Path(path).suffix.lower() == ".csv"
 
 
 def load_run_data(

@@ -1,7 +1,7 @@
-"""Whole runs over the public functions: train data into a run folder, evaluate an export.
+"""`train_run`: training data in, a complete run folder out.
 
 A run folder holds its record (`config.toml`, `environment.json`, `manifest.csv`,
-`README.md`; see `run_folder`), `labels.txt`, `metrics.json`, `history.json`,
+`README.md`; see `tfinetune.runs.folder`), `labels.txt`, `metrics.json`, `history.json`,
 `training_curves.png`, the evaluation's figures, `model.keras` and `saved_model/1/`, the
 SavedModel for TF Serving (and, for multi-label runs, `thresholds.json`).
 """
@@ -26,10 +26,11 @@ from tfinetune.atomic import (
     staged_folder,
     write_text,
 )
-from tfinetune.cli.config import Experiment, load_config, resolve_paths
-from tfinetune.cli.modalities import backbone_for, data_modality, load_signal_data, with_recipe
-from tfinetune.cli.run_data import build_run_model, is_csv, load_run_data, load_teacher
-from tfinetune.cli.run_folder import (
+from tfinetune.runs.experiment import Experiment, load_config, resolve_paths
+from tfinetune.runs.modalities import backbone_for, data_modality, load_signal_data, with_recipe
+from tfinetune.data.labelled import is_csv, labelled_files
+from tfinetune.runs.sources import build_run_model, load_run_data, load_teacher
+from tfinetune.runs.folder import (
     CHECKPOINTS,
     check_same_experiment,
     check_same_files,
@@ -37,7 +38,7 @@ from tfinetune.cli.run_folder import (
     write_readme,
     write_record,
 )
-from tfinetune.cli.validation import evaluate_validation
+from tfinetune.runs.validation import evaluate_validation
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile
 from tfinetune.data.pipeline import PipelineOptions
@@ -50,7 +51,7 @@ from tfinetune.models.backbones import BackboneSpec
 from tfinetune.models.heads import set_model_info
 from tfinetune.models.weights import check_weights_argument
 from tfinetune.serving.export import export_version
-from tfinetune.serving.inference import SAVED_MODEL_DIR, labelled_files, load_classifier
+from tfinetune.serving.inference import SAVED_MODEL_DIR, load_classifier
 from tfinetune.serving.verify import export_check
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
@@ -98,7 +99,7 @@ def train_run(
     `distill.teacher`, the model is distilled from a trained run (see `tfinetune.Distiller`).
 
     Args:
-        experiment: an `Experiment` (see `tfinetune.cli.config`) or an experiment file.
+        experiment: an `Experiment` (see `tfinetune.runs.experiment`) or an experiment file.
         out_dir: the run folder to write (new or empty unless `overwrite`).
         overwrite: replace an earlier run in `out_dir`, as a whole, when this one is done
             (and start over an unfinished one).
@@ -107,7 +108,7 @@ def train_run(
         verbose: 0 silent, 1 progress bars and a summary.
 
     Example:
-    >>> from tfinetune.cli.overrides import apply_flags
+    >>> from tfinetune.runs.overrides import apply_flags
     >>> from tfinetune.data.synthetic import write_shapes_folder
     >>> import tempfile
     >>> root = tempfile.mkdtemp()
@@ -318,56 +319,3 @@ def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
         print(f"Skipped {len(bad_files)} unreadable file(s):")
         for bad in bad_files:
             print(f"  {bad.path}: {bad.reason}")
-
-
-def evaluate_run(
-    model_path: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    batch_size: int = 32,
-    tta: bool = False,
-    overwrite: bool = False,
-    verbose: int = 1,
-) -> ClassificationReport | MultiLabelReport | RegressionReport:
-    """Evaluate an exported model (or a run folder) on labelled images: a folder or a CSV.
-
-    Reads every file as stored on disk (a SavedModel decodes it in `serving_default`; with
-    `tta`, `serve_images` averages each image and its mirror), and writes the files of
-    `write_evaluation` to `out_dir`.
-
-    Args:
-        model_path: a run folder, a SavedModel (version or base folder), a `.keras` or a
-            `.tflite` file.
-        data_dir: a folder with one sub-folder per class (classes the model knows), or a
-            CSV file with the columns the run was trained from (any task).
-        out_dir: where to write the metrics.
-        batch_size: images per call.
-        tta: test-time augmentation with horizontal flips.
-        verbose: 0 silent, 1 progress bars.
-
-    Example:
-    >>> report = evaluate_run("runs/shapes", "more_shapes/", "runs/shapes/eval")  # doctest: +SKIP
-    >>> report.accuracy  # doctest: +SKIP
-    0.97
-    """
-    check_output_folder(out_dir, overwrite, "evaluation")
-    classifier = load_classifier(model_path)
-    with folder_lock(out_dir):
-        contract = {**(classifier.contract or {}), "task": classifier.task}
-        files = labelled_files(data_dir, classifier.class_names, contract)
-        modality = classifier.modality
-        inputs = files.texts if modality == "text" else files.paths
-        outputs = classifier.predict_files(
-            inputs, batch_size=batch_size, tta=tta and modality == "image", verbose=bool(verbose)
-        )
-        report = report_for(
-            classifier.task, files.label_array(), outputs, classifier.class_names,
-            classifier.thresholds,
-        )  # fmt: skip
-        with staged_folder(out_dir, "evaluation", overwrite) as out:
-            write_evaluation(
-                out, report, inputs, files.bad_files, modality=modality,
-                model=str(classifier.path), tta=tta,
-            )  # fmt: skip
-    return report
