@@ -89,9 +89,39 @@ def test_the_tree_reads_as_the_flow_and_modules_stay_small():
 
 
 def test_private_keras_access_lives_only_in_the_compat_module():
+    # Outside compat.py: no keras.src, and no private attribute (`x._name`) of anything but
+    # the object's own class (self, cls, super()), so no Keras or TensorFlow internals.
     for path in PACKAGE.rglob("*.py"):
-        if path.name != "compat.py":
-            assert "keras.src" not in path.read_text(), path
+        if path.name == "compat.py":
+            continue
+        tree = ast.parse(path.read_text())
+        assert "keras.src" not in path.read_text(), path
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            if node.attr.startswith("__") and node.attr.endswith("__"):
+                continue
+            value = node.value
+            own = isinstance(value, ast.Name) and value.id in ("self", "cls")
+            own |= isinstance(value, ast.Call) and ast.unparse(value.func) == "super"
+            assert own, f"{path.relative_to(PACKAGE)}:{node.lineno} reads {ast.unparse(node)}"
+
+
+def test_the_compat_guard_checks_every_private_attribute_compat_uses():
+    from tfinetune import compat
+
+    tree = ast.parse((PACKAGE / "compat.py").read_text())
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    }
+    used |= {"reduce_per_replica"}  # a public name in a private module (keras.src)
+    checked = {name for _, name in compat.private_sites()}
+    assert used <= checked, used - checked
 
 
 def test_imports_run_down_the_flow():

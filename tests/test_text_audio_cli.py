@@ -10,6 +10,7 @@ from tiny_hub import save_tiny_audio, save_tiny_text
 from tfinetune.cli import main
 from tfinetune.data.audio import write_tone
 from tfinetune.runs import modalities
+from tfinetune.serving.inference import load_classifier
 
 FAST = ["--freeze-epochs", "1", "--epochs", "3", "--batch-size", "8"]
 
@@ -113,7 +114,10 @@ def test_sound_run_then_predict_any_rate_and_evaluate(hubs, tmp_path, capsys):
     stereo = write_tone(tmp_path / "stereo.wav", 2600, seconds=0.6, rate=44100, channels=2)
     assert main(["predict", str(run), str(stereo), str(data / "low" / "notes.wav")]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines[0]["label"] in ("high", "low") and 0 <= lines[0]["probability"] <= 1
+    keras_model = load_classifier(run / "model.keras")  # the stereo 44.1 kHz file, as served
+    probs = keras_model.predict_files([str(stereo)])[0]
+    assert lines[0]["label"] == keras_model.class_names[int(probs.argmax())]
+    assert lines[0]["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
     assert lines[1]["error"].startswith("cannot be decoded")
     assert main(["evaluate", str(run), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0
     assert "| path |" in (tmp_path / "ev" / "top_losses.md").read_text()

@@ -41,6 +41,22 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
+def private_sites() -> tuple[tuple[object, str], ...]:
+    """Every private attribute this module uses, with what holds it (for `check_keras`).
+
+    Example:
+    >>> sorted(name for _, name in private_sites())[:2]
+    ['_distribute_strategy', '_flatten_layers']
+    """
+    return (
+        (keras.layers.RandomFlip, "_get_seed_generator"),  # 1
+        (keras.layers.Layer, "_flatten_layers"),  # 1
+        (_tf_trainer, "reduce_per_replica"),  # 3
+        (keras.Sequential(), "_distribute_strategy"),  # 3: set on every model
+        (tf.distribute.StrategyExtended, "_in_multi_worker_mode"),  # 3
+    )
+
+
 def check_keras(version: str = keras.__version__) -> None:
     """Fail with a clear message when Keras is outside the range tfinetune was tested on.
 
@@ -58,12 +74,11 @@ def check_keras(version: str = keras.__version__) -> None:
             f"tfinetune needs Keras >= {low[0]}.{low[1]} and < {high[0]}.{high[1]}; this is "
             f"Keras {version}. Install a supported version: pip install 'keras>=3.15,<4'."
         )
-    sites = (
-        (keras.layers.RandomFlip, "_get_seed_generator"),
-        (keras.layers.Layer, "_flatten_layers"),
-        (_tf_trainer, "reduce_per_replica"),
-    )
-    missing = [f"{owner.__name__}.{name}" for owner, name in sites if not hasattr(owner, name)]
+    missing = [
+        f"{getattr(owner, '__name__', type(owner).__name__)}.{name}"
+        for owner, name in private_sites()
+        if not hasattr(owner, name)
+    ]
     if missing:
         raise ImportError(
             f"Keras {version} no longer has {', '.join(missing)}, which tfinetune.compat "

@@ -199,6 +199,11 @@ class HubLayer(keras.layers.Layer):
             self._attach(resolve_handle(self.handle))
         self.built = True
 
+    @property
+    def saved_model(self):
+        """The loaded SavedModel (None until a `.keras` file's copy is unpacked)."""
+        return self._loaded
+
     def build(self, input_shape=None):
         """Nothing to build: the SavedModel's variables are the weights (`_attach`)."""
         return None
@@ -357,7 +362,7 @@ def hub_spec(
             )
         inputs = keras.Input(input_shape, dtype="string" if kind == "text" else None, name=kind)
         layer = HubLayer(handle, input_range=key, name="hub")
-        sizes = fixed_input_sizes(layer._loaded) if kind == "image" else set()
+        sizes = fixed_input_sizes(layer.saved_model) if kind == "image" else set()
         if sizes and tuple(input_shape[:2]) not in sizes:
             height, width = sorted(sizes)[0]
             raise ValueError(
