@@ -146,6 +146,8 @@ def test_hub_backbone_classifier_on_real_photos(tmp_path):
     fine_tune(model, data.train, freeze_epochs=5, epochs=0, verbose=0)  # scored below
     accuracy = evaluate_classifier(model, data.val, data.class_names).accuracy
     print(f"hub backbone, head only: hymenoptera val accuracy {accuracy:.4f}")
+    # A linear probe on these frozen features reaches about 95 % on hymenoptera val
+    # (../shared/assets/README.md); five head epochs may fall a little short of a full probe.
     assert accuracy >= 0.93
 
     # A step with the hub backbone trainable changes its variables; the result reloads.

@@ -66,6 +66,8 @@ def test_default_train_reaches_accuracy_and_beats_its_head_stage(flowers_run):
         f"flowers, 224 px: head stage {head_accuracy:.4f}, unfrozen stage "
         f"{metrics['accuracy']:.4f}, {flowers_run['seconds']:.0f} s; peak rates {peaks}"
     )
+    # The recipe measured 90.4 / 91.2 / 91.2 % on this folder (seeds 1-3) after it was chosen
+    # by cross-validation on the training folder (benchmarks/results/recipes_final_chosen.json).
     assert metrics["accuracy"] >= 0.88
     assert metrics["accuracy"] > head_accuracy
     assert len(set(peaks.values())) == 20  # a rate per group: 19 backbone blocks and the head

@@ -3,6 +3,8 @@ with the served model checked on every validation sentence and test clip."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -39,9 +41,12 @@ def test_glove_fine_tuned_on_ag_news_reaches_86_percent_and_serves_raw_strings(t
     args += [str(text / "ag_news_val.csv"), "--backbone", f"hub:{hub}", "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    accuracy = float(out.split("validation accuracy ")[1].split("%")[0]) / 100
+    accuracy = json.loads((run / "metrics.json").read_text())["accuracy"]
     head = _head_stage_accuracy(run)
     print(f"AG News val: frozen head {head:.4f}, fine-tuned {accuracy:.4f}")
+    # The text recipe measured 0.863 / 0.857 / 0.866 over seeds 1-3, its frozen head 0.850 /
+    # 0.843 (benchmarks/results/text_audio.json; the assets README: frozen 0.840, trainable
+    # 0.852): 0.86 asks for the fine-tuning gain.
     assert "text recipe" in out and accuracy >= 0.86
     sentences = read_text_csv(text / "ag_news_val.csv").texts
     expected = load_keras_model(run / "model.keras").predict(tf.constant(sentences), verbose=0)
@@ -60,9 +65,11 @@ def test_yamnet_fine_tuned_on_spoken_digits_reaches_96_percent_and_serves_wav_by
     args += ["--backbone", f"hub:{hub}", "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    accuracy = float(out.split("validation accuracy ")[1].split("%")[0]) / 100
+    accuracy = json.loads((run / "metrics.json").read_text())["accuracy"]
     head = _head_stage_accuracy(run)
     print(f"FSDD test: frozen head {head:.4f}, fine-tuned {accuracy:.4f}")
+    # The audio recipe measured 0.972 and 0.980 (seeds 1, 2), its frozen head 0.52 and a
+    # log-mel baseline without pretraining 0.93-0.94 (benchmarks/results/text_audio.json).
     assert "audio recipe" in out and accuracy >= 0.96
     files = scan_audio_folder(fsdd / "test")
     encoded = [tf.io.read_file(p).numpy() for p in files.paths]  # the bytes as stored
