@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfinetune.runs.sources import load_run_model
 from tfinetune.data.images import decode_and_resize
-from tfinetune.serving.export import export_version
 from tfinetune.data.labelled import labelled_files
+from tfinetune.runs.sources import load_run_model
+from tfinetune.serving.export import export_version
 from tfinetune.serving.tflite import CALIBRATION_IMAGES, export_tflite
 from tfinetune.serving.verify import Verification, verify_artifact
 

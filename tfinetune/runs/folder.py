@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from tfinetune.atomic import write_text
-from tfinetune.runs.experiment import Experiment, load_config, to_toml
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import LabelledFiles
+from tfinetune.runs.experiment import Experiment, load_config, to_toml
 
 CONFIG_FILE, ENVIRONMENT_FILE, MANIFEST_FILE = "config.toml", "environment.json", "manifest.csv"
 CHECKPOINTS = "checkpoints"

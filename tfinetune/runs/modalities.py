@@ -15,14 +15,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tfinetune.runs.experiment import Experiment, ModelConfig, StageConfig
-from tfinetune.data.labelled import is_csv
 from tfinetune.data.audio import audio_dataset, is_audio_folder, scan_audio_folder
 from tfinetune.data.datasets import ImageData
+from tfinetune.data.labelled import is_csv
 from tfinetune.data.splits import split_parts
 from tfinetune.data.text import read_text_csv, text_datasets
 from tfinetune.models.backbones import BackboneSpec, get_spec
 from tfinetune.models.hub import HUB_MODELS
+from tfinetune.runs.experiment import Experiment, ModelConfig, StageConfig
 
 MODALITIES = ("image", "text", "audio")
 DEFAULT_BACKBONES = {kind: f"hub:{HUB_MODELS[kind][0][0]}" for kind in ("text", "audio")}

@@ -23,13 +23,19 @@ from tfinetune.atomic import (
     check_output_folder,
     folder_lock,
     resumable_folder,
-    staged_folder,
     write_text,
 )
+from tfinetune.data.datasets import ImageData
+from tfinetune.data.files import BadFile
+from tfinetune.data.labelled import is_csv
+from tfinetune.data.pipeline import PipelineOptions
+from tfinetune.evaluation.multilabel import MultiLabelReport
+from tfinetune.evaluation.regression import RegressionReport
+from tfinetune.evaluation.report import ClassificationReport
+from tfinetune.models.backbones import BackboneSpec
+from tfinetune.models.heads import set_model_info
+from tfinetune.models.weights import check_weights_argument
 from tfinetune.runs.experiment import Experiment, load_config, resolve_paths
-from tfinetune.runs.modalities import backbone_for, data_modality, load_signal_data, with_recipe
-from tfinetune.data.labelled import is_csv, labelled_files
-from tfinetune.runs.sources import build_run_model, load_run_data, load_teacher
 from tfinetune.runs.folder import (
     CHECKPOINTS,
     check_same_experiment,
@@ -38,20 +44,11 @@ from tfinetune.runs.folder import (
     write_readme,
     write_record,
 )
+from tfinetune.runs.modalities import backbone_for, data_modality, load_signal_data, with_recipe
+from tfinetune.runs.sources import build_run_model, load_run_data, load_teacher
 from tfinetune.runs.validation import evaluate_validation
-from tfinetune.data.datasets import ImageData
-from tfinetune.data.files import BadFile
-from tfinetune.data.pipeline import PipelineOptions
-from tfinetune.evaluation.multilabel import MultiLabelReport
-from tfinetune.evaluation.outputs import write_evaluation
-from tfinetune.evaluation.predict import report_for
-from tfinetune.evaluation.regression import RegressionReport
-from tfinetune.evaluation.report import ClassificationReport
-from tfinetune.models.backbones import BackboneSpec
-from tfinetune.models.heads import set_model_info
-from tfinetune.models.weights import check_weights_argument
 from tfinetune.serving.export import export_version
-from tfinetune.serving.inference import SAVED_MODEL_DIR, load_classifier
+from tfinetune.serving.inference import SAVED_MODEL_DIR
 from tfinetune.serving.verify import export_check
 from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history

@@ -1,0 +1,16 @@
+"""Whole runs over the five steps: what the command line drives, callable from Python.
+
+- `experiment`: `Experiment`, the schema of an experiment file, read, written and checked.
+- `overrides`: `apply_flags`, command-line flags and `--set` on an experiment.
+- `modalities`: the backbone and recipe a run uses for images, text or sound.
+- `sources`: what a run reads: its data, a teacher, a trained run's model.
+- `folder`: the run folder's record (config, environment, manifest, README).
+- `validation`: the validation report of a run, and `calibrate`.
+- `train`: `train_run`, a folder or CSV in and a complete run folder out.
+- `evaluate`: `evaluate_run`, a model scored on labelled data.
+- `export`: `export_run`, a run's model as a verified SavedModel or TFLite file.
+- `lr_find`: `lr_find_run`, the learning-rate finder over a folder.
+
+Runs import every step (data, models, training, evaluation, serving) and never `cli`.
+Importing this package does not import TensorFlow.
+"""
