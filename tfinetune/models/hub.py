@@ -226,7 +226,7 @@ class HubLayer(keras.layers.Layer):
 
     def save_assets(self, dir_path: str) -> None:
         """Copy the SavedModel into a `.keras` file, which then loads on any machine."""
-        if not (Path(self._folder) / "saved_model.pb").is_file():
+        if self._folder is None or not (Path(self._folder) / "saved_model.pb").is_file():
             raise FileNotFoundError(
                 f"The SavedModel of the hub layer {self.name!r} is no longer at "
                 f"{self._folder!r}, and a .keras file carries it. Restore that folder, or "
