@@ -222,3 +222,62 @@ def test_a_stop_request_interrupts_at_the_next_batch():
     finally:
         STOP_REQUESTED.clear()
     assert seen == [0]  # batch 1's end never reached the later callbacks
+
+
+GPU_RUN = """
+import json, sys
+from pathlib import Path
+from tfinetune.training import performance
+
+# A described GPU (an H200: compute capability 9.0); the step itself runs on this CPU.
+performance.device_kind = lambda: "gpu"
+performance.gpu_compute_capability = lambda: (9, 0)
+
+import tensorflow as tf
+enabled = []  # TensorFlow has no public "is determinism on": note the call instead
+turn_on = tf.config.experimental.enable_op_determinism
+tf.config.experimental.enable_op_determinism = lambda: (enabled.append(True), turn_on())[1]
+
+from tfinetune.data.synthetic import write_shapes_folder
+from tfinetune.runs.experiment import Experiment
+from tfinetune.runs.overrides import apply_flags
+from tfinetune.runs.train import train_run
+
+root = Path(sys.argv[1])
+data = write_shapes_folder(root / "data", ["ring", "star"], 6, size=16)
+flags = {"data": data, "backbone": "convnet_tiny", "weights": "none", "image_size": 16,
+         "batch_size": 4, "epochs": 1, "freeze_epochs": 1, **json.loads(sys.argv[2])}
+experiment = apply_flags(Experiment(), flags).with_values({"export.saved_model": False})
+run = train_run(experiment, root / "run", verbose=0)
+record = json.loads((root / "run" / "history.json").read_text())["performance"]
+print(json.dumps({"record": record, "model_jit": bool(run.model.jit_compile),
+                  "determinism": bool(enabled)}))
+"""
+
+
+def _train_on_a_described_gpu(tmp_path, **flags):
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_RUN, str(tmp_path), json.dumps(flags)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.processes
+def test_the_default_train_on_a_gpu_compiles_with_xla_and_mixed_precision(tmp_path):
+    facts = _train_on_a_described_gpu(tmp_path)
+    record = facts["record"]
+    assert record["device"] == "gpu" and record["precision"] == "mixed_bfloat16"
+    # read back from the model Keras compiled, not copied from the request
+    assert record["jit_compile"] is True and facts["model_jit"] is True
+    assert record["deterministic_ops"] is False and not facts["determinism"]
+
+
+@pytest.mark.processes
+def test_determinism_asked_for_on_a_gpu_is_kept_and_the_run_records_xla_off(tmp_path):
+    facts = _train_on_a_described_gpu(tmp_path, deterministic=True)
+    record = facts["record"]
+    assert record["deterministic_ops"] is True and facts["determinism"]
+    assert record["jit_compile"] is False and facts["model_jit"] is False
+    assert record["precision"] == "mixed_bfloat16"  # precision is not what determinism costs

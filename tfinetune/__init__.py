@@ -123,6 +123,8 @@ KERAS_OBJECT_MODULES = (
     "tfinetune.training.schedules",
     "tfinetune.training.losses",
 )
+# Of those, the ones that wrap TensorFlow SavedModels (and import TensorFlow).
+TENSORFLOW_ONLY = ("tfinetune.models.hub", "tfinetune.models.hub_groups")
 
 
 def register_keras_objects() -> None:
@@ -137,7 +139,11 @@ def register_keras_objects() -> None:
     >>> "tfinetune>PixelNormalization" in keras.saving.get_custom_objects()
     True
     """
+    import keras
+
     for module in KERAS_OBJECT_MODULES:
+        if module in TENSORFLOW_ONLY and keras.config.backend() != "tensorflow":
+            continue  # a TF SavedModel runs only under TensorFlow; JAX need not import it
         importlib.import_module(module)
 
 

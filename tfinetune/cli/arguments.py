@@ -164,6 +164,22 @@ def _add_train(commands) -> None:
     _add_training_options(distill)
 
 
+def _add_repeatability(train: argparse.ArgumentParser) -> None:
+    """--nondeterministic / --deterministic: TensorFlow's op determinism, against `auto`."""
+    repeatable = train.add_mutually_exclusive_group()
+    repeatable.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="allow nondeterministic TensorFlow ops on a CPU too (runs not repeatable)",
+    )
+    repeatable.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic TensorFlow ops on a GPU too: repeatable runs, but Keras then "
+        "compiles without XLA (default: on a CPU only)",
+    )
+
+
 def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--epochs", type=_whole_number, help="epochs of the last stage, the backbone unfrozen (10)"
@@ -202,11 +218,7 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
         "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
     )
     train.add_argument("--seed", type=int, help="(1337)")
-    train.add_argument(
-        "--nondeterministic",
-        action="store_true",
-        help="allow nondeterministic TensorFlow ops (faster on some GPUs; runs not repeatable)",
-    )
+    _add_repeatability(train)
     train.add_argument(
         "--precision",
         choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),

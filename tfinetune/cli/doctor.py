@@ -14,7 +14,7 @@ from tfinetune.models.catalogue import CATALOGUE
 from tfinetune.models.weights import find_local_weights, weights_search_dirs
 from tfinetune.sizes import to_size
 from tfinetune.training.distribution import replicas, resolve_strategy
-from tfinetune.training.performance import resolve_performance
+from tfinetune.training.performance import resolve_determinism, resolve_performance
 
 
 def diagnose() -> dict:
@@ -42,7 +42,8 @@ def diagnose() -> dict:
             "cudnn": build.get("cudnn_version", ""),
         },
         "devices": [_device(d) for d in tf.config.list_physical_devices()],
-        "auto_policy": policy.to_dict(),
+        # what a default `tfinetune train` runs: determinism off on a GPU, so XLA stays on
+        "auto_policy": {**policy.to_dict(), "deterministic_ops": resolve_determinism()},
         "auto_strategy": {
             "strategy": type(strategy).__name__.lstrip("_"),
             "replicas": replicas(strategy),
@@ -95,7 +96,8 @@ def format_diagnosis(facts: dict) -> str:
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"TensorFlow build: {cuda}",
         "devices: " + ", ".join(_describe(d) for d in facts["devices"]),
-        f"auto policy: precision {p['precision']}, XLA {'on' if p['jit_compile'] else 'off'}"
+        f"auto policy: precision {p['precision']}, XLA {'on' if p['jit_compile'] else 'off'}, "
+        f"deterministic ops {'on' if p['deterministic_ops'] else 'off'}"
         f" ({p['device']}: {p['reason']})",
         f"auto strategy: {facts['auto_strategy']['strategy']}, "
         f"{facts['auto_strategy']['replicas']} replica(s)",

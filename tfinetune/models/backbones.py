@@ -10,8 +10,7 @@ from pathlib import Path
 import keras
 
 from tfinetune.models.catalogue import CATALOGUE
-from tfinetune.models.hub import HUB_PREFIX, hub_spec
-from tfinetune.models.specs import BackboneSpec, group_layers
+from tfinetune.models.specs import HUB_PREFIX, BackboneSpec, group_layers
 from tfinetune.models.weights import (
     WEIGHTS_DIR_ENV,
     check_weights_argument,
@@ -36,6 +35,8 @@ def get_spec(backbone: str | BackboneSpec) -> BackboneSpec:
     if isinstance(backbone, BackboneSpec):
         return backbone
     if isinstance(backbone, str) and backbone.startswith(HUB_PREFIX):
+        from tfinetune.models.hub import hub_spec  # TensorFlow: imported only for hub models
+
         return hub_spec(backbone[len(HUB_PREFIX) :])
     if isinstance(backbone, str) and backbone in CATALOGUE:
         return CATALOGUE[backbone]

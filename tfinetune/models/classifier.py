@@ -10,9 +10,9 @@ import keras
 
 from tfinetune.models.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
 from tfinetune.models.heads import build_head, check_task
-from tfinetune.models.hub import AUDIO_RATE
 from tfinetune.models.mirror import MEAN_LAYER, VIEWS_LAYER, MirrorMean, MirrorViews
 from tfinetune.models.normalization import PixelNormalization
+from tfinetune.models.specs import AUDIO_RATE
 from tfinetune.sizes import to_size
 
 # The spec each classifier was built from, so that a backbone described by your own

@@ -20,9 +20,8 @@ import tensorflow as tf
 from keras import ops
 
 from tfinetune.models.hub_groups import make_blocks, used_variables
-from tfinetune.models.specs import BackboneSpec
+from tfinetune.models.specs import AUDIO_RATE, BackboneSpec
 
-HUB_PREFIX = "hub:"
 _RANGES = {(0.0, 1.0): "unit", (-1.0, 1.0): "tf", (0.0, 255.0): "none"}
 _RESOLVED: dict[str, str] = {}  # handle -> its folder in the TF Hub cache, once per process
 
@@ -303,7 +302,6 @@ class HubLayer(keras.layers.Layer):
         }
 
 
-AUDIO_RATE = 16000  # TF Hub audio models (YAMNet, TRILL, VGGish) take 16 kHz mono
 AUDIO_CLIP = 15600  # 0.975 s: one YAMNet frame of 96 log-mel rows
 
 # Known TF Hub backbones by kind: (handle, what it takes and gives). Any TF2 SavedModel with

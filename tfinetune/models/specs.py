@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 import keras
 
+# A backbone name that starts with this names a TF Hub handle or SavedModel folder.
+HUB_PREFIX = "hub:"
+# TF Hub audio models (YAMNet, TRILL, VGGish) take 16 kHz mono.
+AUDIO_RATE = 16000
+
 
 @dataclass(frozen=True)
 class BackboneSpec:

@@ -107,7 +107,7 @@ class DistillConfig:
 class PerformanceConfig:
     """How the work runs on the machine."""
 
-    deterministic_ops: bool = _key(True, "deterministic TensorFlow ops: same seed, same numbers")
+    deterministic_ops: str | bool = _key("auto", "repeatable TF ops: auto (CPU only), true, false")
     precision: str = _key("auto", "auto, float32, mixed_float16 or mixed_bfloat16")
     jit_compile: str | bool = _key("auto", "XLA for the training step: auto, true or false")
     strategy: str = _key(

@@ -52,7 +52,7 @@ LAST_STAGE = {
     "lr_mult": "lr_mult",
     "fine_tune_learning_rate": "learning_rate",
 }
-FLAGS = (*FLAG_KEYS, *FIRST_STAGE, *LAST_STAGE, "schedule", "nondeterministic")
+FLAGS = (*FLAG_KEYS, *FIRST_STAGE, *LAST_STAGE, "schedule", "nondeterministic", "deterministic")
 
 
 def apply_flags(experiment: Experiment, flags: Mapping[str, Any]) -> Experiment:
@@ -90,6 +90,8 @@ def apply_flags(experiment: Experiment, flags: Mapping[str, Any]) -> Experiment:
         values.update({f"stages.{n}.schedule": given["schedule"] for n in range(1, last + 1)})
     if given.get("nondeterministic"):
         values["performance.deterministic_ops"] = False
+    if given.get("deterministic"):
+        values["performance.deterministic_ops"] = True
     return experiment.with_values(values)
 
 

@@ -55,7 +55,7 @@ from tfinetune.training.curves import plot_history
 from tfinetune.training.distillation import Distiller
 from tfinetune.training.distribution import describe_strategy, replicas, resolve_strategy
 from tfinetune.training.fine_tuning import fine_tune
-from tfinetune.training.performance import resolve_performance
+from tfinetune.training.performance import resolve_determinism, resolve_performance
 from tfinetune.training.stages import FineTuneHistory, Stage
 
 
@@ -124,6 +124,7 @@ def train_run(
     # A multi-worker strategy must exist before other TensorFlow work; a bad name fails here.
     strategy = resolve_strategy(p.strategy)
     resolve_performance(p.precision, p.jit_compile)
+    resolve_determinism(p.deterministic_ops, device="cpu")  # a bad value fails here
     if not experiment.data.train:
         raise ValueError("The experiment names no training data: set data.train (or --data).")
     d = experiment.data
@@ -138,7 +139,7 @@ def train_run(
     if not resume:
         check_output_folder(out_dir, overwrite, "run")
     keras.utils.set_random_seed(experiment.seed)
-    if experiment.performance.deterministic_ops:
+    if resolve_determinism(experiment.performance.deterministic_ops):
         tf.config.experimental.enable_op_determinism()
     with folder_lock(out_dir), resumable_folder(out_dir, "run", overwrite, resume) as out:
         if resume and not allow_changes:
@@ -230,12 +231,13 @@ def _train(
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
     history.performance.update(describe_strategy(strategy, experiment.data.batch_size))
+    history.performance["deterministic_ops"] = resolve_determinism(p.deterministic_ops)
     return history
 
 
 def _jit_compile(p) -> bool | str:
     """Keras compiles without XLA while op determinism is on, so `auto` does not ask then."""
-    if p.deterministic_ops and p.jit_compile == "auto":
+    if resolve_determinism(p.deterministic_ops) and p.jit_compile == "auto":
         return False
     return p.jit_compile
 

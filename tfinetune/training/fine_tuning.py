@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
 
-from tfinetune.compat import multi_worker_fit
 from tfinetune.models.heads import task_of
 from tfinetune.models.specs import BackboneSpec
 from tfinetune.training.checkpoints import (
@@ -22,39 +22,34 @@ from tfinetune.training.checkpoints import (
     save_checkpoint,
 )
 from tfinetune.training.distillation import Distiller
-from tfinetune.training.distribution import check_in_scope, replicas, resolve_strategy
-from tfinetune.training.freezing import freeze_to, layer_groups
+from tfinetune.training.freezing import layer_groups
 from tfinetune.training.guards import TrainingGuard, check_training_data, explain_graph_error
 from tfinetune.training.losses import default_loss, default_metrics, resolve_loss
-from tfinetune.training.optimizers import (
-    OptimizerFactory,
-    discriminative_optimizer,
-    group_learning_rates,
-    learning_rates_of,
-    make_optimizer_factory,
-    scaled_rates,
-)
-from tfinetune.training.performance import (
-    Performance,
-    loss_scaled,
-    precision_scope,
-    resolve_performance,
-)
+from tfinetune.training.optimizers import OptimizerFactory, learning_rates_of
+from tfinetune.training.performance import Performance, precision_scope, resolve_performance
 from tfinetune.training.progress import OneRun, StageProgress, stage_table
-from tfinetune.training.schedules import make_schedule
 from tfinetune.training.stages import (
     FineTuneHistory,
     Stage,
     check_stages,
     default_stages,
-    train_group_count,
 )
+from tfinetune.training.step import (
+    OwnWeights,
+    compile_stage,
+    ends_on_averages,
+    optimizer_factory,
+    record_xla,
+)
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def fine_tune(
     model: keras.Model,
-    train_data: tf.data.Dataset,
-    val_data: tf.data.Dataset | None = None,
+    train_data: Any,
+    val_data: Any = None,
     *,
     epochs: int = 5,
     freeze_epochs: int = 3,
@@ -107,8 +102,12 @@ def fine_tune(
 
     Args:
         model: a model made by `build_classifier`, or a `Distiller` of two.
-        train_data: a dataset of `(pixels, labels)` batches.
-        val_data: an optional validation dataset of the same form.
+        train_data: a `tf.data` dataset of `(pixels, labels)` batches, a
+            `keras.utils.PyDataset` of such batches, or an `(x, y)` pair of arrays, which
+            `model.fit` batches as it does by default (32 per batch, shuffled every epoch).
+            On the JAX and PyTorch backends `tf.data` works too (Keras reads it), and the
+            other two need no TensorFlow.
+        val_data: optional validation data in any of those forms.
         epochs: epochs of the unfrozen stage (0 skips it).
         freeze_epochs: epochs of the head-only stage (0 skips it).
         learning_rate: the head stage's learning rate.
@@ -147,12 +146,14 @@ def fine_tune(
         jit_compile: "auto", True or False: compile the training step with XLA.
         strategy: a `tf.distribute` strategy or its name (see `resolve_strategy`); by
             default the one the model was built under. The model must be built in its
-            scope; each batch of `train_data` is split over the replicas.
+            scope; each batch of `train_data` is split over the replicas. TensorFlow
+            backend only: on JAX, set a `keras.distribution` instead.
         verbose: passed to `model.fit`; when not 0, each epoch is labelled with its stage
             ("stage 2/2 fine-tune, epoch 3/6") and each stage ends with a short table.
 
     Example:
     >>> import numpy as np
+    >>> import tensorflow as tf
     >>> from tfinetune.models.classifier import build_classifier
     >>> m = build_classifier("convnet_tiny", weights=None, image_size=32)
     >>> ds = tf.data.Dataset.from_tensor_slices(
@@ -176,13 +177,12 @@ def fine_tune(
         )
     groups = layer_groups(net, spec)
     check_stages(stages, [g.name for g in groups])
-    make_optimizer = _optimizer_factory(
+    make_optimizer = optimizer_factory(
         optimizer, optimizer_options, ema_momentum, gradient_accumulation_steps
     )
     check_training_data(net, train_data)
     performance = resolve_performance(precision, jit_compile)
-    strategy = model.distribute_strategy if strategy is None else resolve_strategy(strategy)
-    check_in_scope(model, strategy)
+    scope, replica_count = _distribution(model, strategy)
     if verbose:
         print(f"Training with {performance.describe()}.", flush=True)
     task = task_of(net)
@@ -201,8 +201,9 @@ def fine_tune(
     saved = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     progress, arrays = saved if saved else (Progress(), {})
     result = FineTuneHistory.from_dict(progress.history)
-    result.performance = {**performance.to_dict(), "replicas": replicas(strategy)}
-    with strategy.scope(), precision_scope(net, performance.precision):
+    result.performance = {**performance.to_dict(), "replicas": replica_count,
+                          "backend": keras.config.backend()}  # fmt: skip
+    with scope, precision_scope(net, performance.precision):
         for index, stage in enumerate(stages):
             if index < progress.stage:
                 continue  # done before the resume
@@ -221,8 +222,8 @@ class _StageRun:
 
     model: keras.Model
     net: keras.Model
-    train_data: tf.data.Dataset
-    val_data: tf.data.Dataset | None
+    train_data: Any
+    val_data: Any
     groups: list[str]
     loss: Any
     metrics: list
@@ -241,24 +242,20 @@ class _StageRun:
     ) -> None:  # fmt: skip
         """Train one stage (from where a checkpoint left it) and add it to `result`."""
         model = self.model
-        n_trained = train_group_count(stage, self.groups)
-        trained = freeze_to(self.net, n_trained, train_bn=self.train_bn, spec=self.spec)
-        optimizer = _stage_optimizer(
-            stage, trained[-n_trained:], self.schedule_steps * stage.epochs, self.make_optimizer
-        )
-        optimizer = loss_scaled(optimizer, self.performance)
-        model.compile(
-            optimizer=optimizer, loss=self.loss, metrics=self.metrics,
-            jit_compile=self.performance.jit_compile,
+        optimizer = compile_stage(
+            model, stage, self.groups, loss=self.loss, metrics=self.metrics,
+            make_optimizer=self.make_optimizer,
+            total_steps=self.schedule_steps * stage.epochs, performance=self.performance,
+            net=self.net, train_bn=self.train_bn, spec=self.spec,
         )  # fmt: skip
-        _record_xla(model, self.performance, result)
+        record_xla(model, self.performance, result.performance)
         start, name = result.epochs, stage.name or f"stage {index + 1}"
         done = resumed.epochs_done if resumed else 0
         if resumed:  # mid-stage: the optimizer's state too; at a boundary, the weights
             restore(model, optimizer if done else None, arrays)
         # The guard first (no checkpoint of a diverged epoch), then the checkpoint, so that
         # an interrupt in a user's callback comes after the epoch is saved.
-        callbacks: list = [TrainingGuard(name)]
+        callbacks: list = [TrainingGuard(name), OwnWeights()]
         if self.checkpoints:
             earlier = resumed.stage_logs if resumed else {}
             done_before = result.to_dict()
@@ -271,18 +268,16 @@ class _StageRun:
             # the first epoch ends; Keras warns about that, harmlessly, once per stage.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             try:
-                with multi_worker_fit(model, tf.distribute.get_strategy()):
+                with _multi_worker(model):
                     history = model.fit(
-                        self.train_data, validation_data=self.val_data,
+                        **_fit_data(self.train_data), validation_data=self.val_data,
                         initial_epoch=start + done, epochs=start + stage.epochs,
-                        callbacks=callbacks,
-                        shuffle=False,  # datasets shuffle themselves; Keras ignores it for them
-                        **self.fit_options,
+                        callbacks=callbacks, **self.fit_options,
                     )  # fmt: skip
-            except tf.errors.InvalidArgumentError as err:
+            except _graph_errors() as err:
                 raise ValueError(explain_graph_error(err)) from None
-        averaged = bool(getattr(optimizer, "use_ema", False))
-        facts = {"iterations": int(optimizer.iterations.numpy()),
+        averaged = ends_on_averages(optimizer)
+        facts = {"iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
                  "learning_rates": dict(learning_rates_of(optimizer)),
                  # the epochs' metrics are the raw weights'; the stage ends on their average
                  "ends_on_averaged_weights": averaged}  # fmt: skip
@@ -293,21 +288,8 @@ class _StageRun:
             save_checkpoint(self.checkpoints, model, None, Progress(index + 1, 0, result.to_dict()))
 
 
-def _record_xla(model: keras.Model, performance: Performance, result: FineTuneHistory) -> None:
-    """Record whether Keras compiled with XLA; say so when it declined a request for it."""
-    used = bool(model.jit_compile)
-    if performance.jit_compile and not used and result.performance.get("jit_compile", True):
-        warnings.warn(
-            "XLA was asked for, but Keras compiled the training step without it: TensorFlow "
-            "op determinism is on (a run's performance.deterministic_ops; --nondeterministic "
-            "turns it off), or a layer does not support XLA.",
-            stacklevel=3,
-        )
-    result.performance["jit_compile"] = used
-
-
 def _steps_for_schedules(
-    stages: Sequence[Stage], train_data: tf.data.Dataset, steps_per_epoch: int | None
+    stages: Sequence[Stage], train_data: Any, steps_per_epoch: int | None
 ) -> int:
     """Optimizer steps per epoch, as the schedules count them (1 when no stage needs it)."""
     if steps_per_epoch is not None:
@@ -321,46 +303,24 @@ def _steps_for_schedules(
     return 1
 
 
-def _stage_optimizer(
-    stage: Stage, trained: Sequence, total_steps: int, make_optimizer: OptimizerFactory
-) -> keras.optimizers.Optimizer:
-    """One optimizer per trained group's rate: the stage's schedule, spread down the groups."""
-    peak = make_schedule(stage.schedule, stage.learning_rate, total_steps)
-    factors = group_learning_rates(len(trained), 1.0, lr_mult=stage.lr_mult, decay=stage.lr_decay)
-    return discriminative_optimizer(trained, scaled_rates(peak, factors), make_optimizer)
-
-
-def _optimizer_factory(
-    optimizer: str | OptimizerFactory,
-    options: Mapping[str, Any] | None,
-    ema_momentum: float | None,
-    gradient_accumulation_steps: int | None,
-) -> OptimizerFactory:
-    """The function that makes each group's optimizer, with weight averaging and accumulation."""
-    if ema_momentum is not None and not 0.0 < ema_momentum < 1.0:
-        raise ValueError(
-            f"ema_momentum must be in (0, 1), or None for no averaging. Received: {ema_momentum!r}"
-        )
-    if callable(optimizer):
-        return optimizer
-    options = dict(options or {})
-    if ema_momentum is not None:
-        options.update(use_ema=True, ema_momentum=ema_momentum)
-    if gradient_accumulation_steps:
-        options["gradient_accumulation_steps"] = gradient_accumulation_steps
-    return make_optimizer_factory(optimizer, **options)
-
-
-def count_batches(dataset: tf.data.Dataset) -> int:
+def count_batches(dataset: Any) -> int:
     """The number of batches in one pass: the dataset's cardinality, or one pass to count.
 
     Args:
-        dataset: a finite dataset.
+        dataset: a finite `tf.data` dataset, a `keras.utils.PyDataset`, or an `(x, y)` pair
+            of arrays (batches of 32, as `model.fit` makes them).
 
     Example:
-    >>> count_batches(tf.data.Dataset.range(10).batch(4))
-    3
+    >>> import numpy as np, tensorflow as tf
+    >>> count_batches(tf.data.Dataset.range(10).batch(4)), count_batches((np.zeros(70), None))
+    (3, 3)
     """
+    if isinstance(dataset, tuple):
+        return math.ceil(len(dataset[0]) / ARRAY_BATCH)
+    if isinstance(dataset, keras.utils.PyDataset):
+        return len(dataset)
+    import tensorflow as tf
+
     known = int(dataset.cardinality())
     if known == tf.data.INFINITE_CARDINALITY:
         raise ValueError(
@@ -369,3 +329,61 @@ def count_batches(dataset: tf.data.Dataset) -> int:
     if known >= 0:
         return known
     return int(dataset.reduce(0, lambda count, _: count + 1))
+
+
+# The batch size `model.fit` uses for arrays when none is given.
+ARRAY_BATCH = 32
+
+
+def _fit_data(data: Any) -> dict:
+    """`model.fit`'s data arguments: arrays as `x` and `y`, anything else as `x`."""
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise ValueError(
+                f"Give training arrays as an (x, y) pair; received a tuple of {len(data)}."
+            )
+        return {"x": data[0], "y": data[1], "batch_size": ARRAY_BATCH, "shuffle": True}
+    # tf.data and PyDatasets shuffle themselves; Keras ignores shuffle for them
+    return {"x": data, "shuffle": False}
+
+
+def _distribution(model: keras.Model, strategy: Any) -> tuple[Any, int]:
+    """The scope training runs in, and how many replicas share each batch."""
+    if keras.config.backend() != "tensorflow":
+        if strategy is not None:
+            raise ValueError(
+                f"strategy={strategy!r} is TensorFlow's tf.distribute, and Keras runs on "
+                f"{keras.config.backend()}: set a keras.distribution (for example "
+                "keras.distribution.DataParallel()) before building the model instead."
+            )
+        distribution = keras.distribution.distribution()
+        devices = len(distribution.device_mesh.devices.flat) if distribution else 1
+        return contextlib.nullcontext(), devices
+    from tfinetune.training.distribution import check_in_scope, replicas, resolve_strategy
+
+    strategy = model.distribute_strategy if strategy is None else resolve_strategy(strategy)
+    check_in_scope(model, strategy)
+    return strategy.scope(), replicas(strategy)
+
+
+@contextlib.contextmanager
+def _multi_worker(model: keras.Model) -> Iterator[None]:
+    """TensorFlow's multi-worker `fit` fix (`tfinetune.compat`); nothing on other backends."""
+    if keras.config.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    from tfinetune.compat import multi_worker_fit
+
+    with multi_worker_fit(model, tf.distribute.get_strategy()):
+        yield
+
+
+def _graph_errors() -> tuple[type[BaseException], ...]:
+    """The errors `explain_graph_error` rewrites: TensorFlow's, on its backend."""
+    if keras.config.backend() != "tensorflow":
+        return ()
+    import tensorflow as tf
+
+    return (tf.errors.InvalidArgumentError,)

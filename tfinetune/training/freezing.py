@@ -8,6 +8,7 @@ run in inference mode (moving statistics, no updates) in `fit`, `evaluate` and `
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import keras
@@ -16,7 +17,6 @@ import numpy as np
 from tfinetune.models.backbones import BackboneSpec, group_layers
 from tfinetune.models.classifier import backbone_spec_of, find_backbone
 from tfinetune.models.heads import HEAD_PREFIX
-from tfinetune.models.hub import HubLayer
 
 
 @dataclass
@@ -57,7 +57,7 @@ def layer_groups(model: keras.Model, spec: BackboneSpec | None = None) -> list[L
     backbone = find_backbone(model)
     spec = spec or backbone_spec_of(model)
     pattern, boundary = (spec.group_pattern, spec.boundary_pattern) if spec else (None, None)
-    hubs = [layer for layer in backbone.layers if isinstance(layer, HubLayer)]
+    hubs = [layer for layer in backbone.layers if _is_hub_layer(layer)]
     if hubs:  # a SavedModel's blocks, named from its variable names (see models.hub_groups)
         groups = [(b.name.removeprefix(f"{h.name}_"), [b]) for h in hubs for b in h.blocks]
     else:
@@ -169,3 +169,9 @@ def trainable_summary(model: keras.Model, spec: BackboneSpec | None = None) -> s
         rows.append(f"{group.name:<10}{len(group.layers):>8}{t:>13,}{f:>13,}")
     rows.append(f"{'total':<10}{'':>8}{total_t:>13,}{total_f:>13,}")
     return "\n".join(rows)
+
+
+def _is_hub_layer(layer: keras.Layer) -> bool:
+    """Whether `layer` is a `HubLayer` (whose module, and TensorFlow, is imported only if used)."""
+    hub = sys.modules.get("tfinetune.models.hub")
+    return hub is not None and isinstance(layer, hub.HubLayer)

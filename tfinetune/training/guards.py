@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 STOP_REQUESTED = threading.Event()
 
@@ -34,7 +38,7 @@ def request_stop() -> None:
     STOP_REQUESTED.set()
 
 
-def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
+def check_training_data(model: keras.Model, dataset: Any) -> None:
     """Refuse a dataset of `(inputs, labels)` batches that cannot train this model.
 
     Args:
@@ -42,6 +46,7 @@ def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
         dataset: batches of `(pixels, labels)`.
 
     Example:
+    >>> import tensorflow as tf
     >>> m = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
     ...                       keras.layers.Dense(2)])
     >>> ds = tf.data.Dataset.from_tensors((tf.zeros([1, 4, 4, 1]), tf.zeros([1], tf.int32)))
@@ -49,7 +54,7 @@ def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
     Traceback (most recent call last):
     ValueError: The images have 1 channel(s) but the model takes 3...
     """
-    spec = dataset.element_spec
+    spec = _element_spec(dataset)
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise ValueError(
             "The training data must give (inputs, labels) batches, as model.fit expects. "
@@ -58,27 +63,27 @@ def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
     inputs, labels = spec[0], spec[1]
     channels, expected = inputs.shape[-1], model.input_shape[-1]
     takes_text = model.inputs[0].dtype == "string"
-    if inputs.dtype == tf.string and not takes_text:
+    if _is_string(inputs) and not takes_text:
         raise ValueError(
             "The inputs are strings: decode the images first (tfinetune's datasets do)."
         )
-    if takes_text and inputs.dtype != tf.string:
+    if takes_text and not _is_string(inputs):
         raise ValueError(
             f"The model takes text (a string per example) but the inputs are {inputs.dtype.name}: "
             "give the texts themselves, as tfinetune.data.text's datasets do."
         )
-    image = inputs.shape.rank == 4 and len(model.input_shape) == 4
+    image = _rank(inputs.shape) == 4 and len(model.input_shape) == 4
     if image and channels is not None and expected is not None and channels != expected:
         raise ValueError(
             f"The images have {channels} channel(s) but the model takes {expected}: give RGB "
             "images (tf.image.grayscale_to_rgb for grayscale), as tfinetune's datasets do."
         )
-    if labels.dtype == tf.string:
+    if _is_string(labels):
         raise ValueError(
             "The labels are strings: map them to class indices 0..n-1 (the order of the "
             "model's outputs) first, as tfinetune's datasets do."
         )
-    width, outputs = labels.shape[-1] if labels.shape.rank == 2 else None, model.output_shape[-1]
+    width, outputs = labels.shape[-1] if _rank(labels.shape) == 2 else None, model.output_shape[-1]
     if width not in (None, 1) and width != outputs:
         raise ValueError(
             f"The labels are rows of {width} values but the model predicts {outputs} classes."
@@ -86,38 +91,86 @@ def check_training_data(model: keras.Model, dataset: tf.data.Dataset) -> None:
 
 
 class TrainingGuard(keras.callbacks.Callback):
-    """Stop `fit` with a clear error on an epoch without batches or a non-finite loss."""
+    """Stop `fit` with a clear error on an epoch without batches or a non-finite loss.
+
+    The loss is checked off the training loop (`async_safe`): Keras then dispatches the
+    next step without waiting for this one's loss, which on a GPU added 17-27 % to the step
+    time (`benchmarks/gpu_train_step.py`: the `tfinetune_noguard` rows, without a per-batch
+    callback). A non-finite loss found off the loop is raised by the next batch to start
+    (or at the epoch's end, before any callback such as a checkpoint sees the epoch); a
+    stop request (`request_stop`) before the next batch, as it needs no loss.
+    """
+
+    async_safe = True
 
     def __init__(self, stage: str) -> None:
         super().__init__()
         self.stage = stage
-        self.batches = self.epoch = 0
+        self.epoch = 0
+        self.batches = 0
+        self.failure: str | None = None
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
-        self.batches, self.epoch = 0, epoch
+        self.batches, self.epoch, self.failure = 0, epoch, None
 
-    def on_train_batch_end(self, batch, logs=None) -> None:
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        # On the training loop, but reading no loss, so the device is not waited for.
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
-        self.batches += 1
+        if self.failure:
+            raise FloatingPointError(self.failure)
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.batches += 1  # read only as "none or some": a lost increment cannot matter
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt  # at once where Keras calls this on its loop
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(
+        if loss is not None and not math.isfinite(float(loss)) and self.failure is None:
+            self.failure = (
                 f"The training loss became {float(loss)} at batch {batch + 1} of epoch "
                 f"{self.epoch + 1} (stage {self.stage!r}); training stopped. Try a lower "
                 "learning rate, check the images and labels for NaN or infinite values, or "
                 "turn off mixed precision."
             )
+            raise FloatingPointError(self.failure)  # run off the loop: raised again below
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt
+        if self.failure:
+            raise FloatingPointError(self.failure)
         if self.batches == 0:
             raise ValueError(
                 f"The training data gave no batch in epoch {epoch + 1} (stage "
                 f"{self.stage!r}): it is empty. Check the dataset, or give steps_per_epoch "
                 "for one that repeats."
             )
+
+
+def _element_spec(data: Any) -> Any:
+    """What one batch holds: `tf.data`'s element spec, or arrays' shapes and dtypes.
+
+    Arrays (an `(x, y)` pair, or a `keras.utils.PyDataset`'s first batch) are described by
+    `np.ndarray`s of one example each (`len(shape)`, `shape[-1]` and `dtype` read alike).
+    """
+    spec = getattr(data, "element_spec", None)
+    if spec is not None:
+        return spec
+    if isinstance(data, keras.utils.PyDataset):
+        data = data[0]
+    if not isinstance(data, tuple):
+        return data
+    return tuple(np.asarray(part[:1]) if part is not None else None for part in data)
+
+
+def _rank(shape: Any) -> int | None:
+    """A TensorShape's rank (None when unknown), or a tuple's length."""
+    return shape.rank if hasattr(shape, "rank") else len(shape)
+
+
+def _is_string(spec: Any) -> bool:
+    dtype = spec.dtype
+    return getattr(dtype, "name", "") == "string" or getattr(dtype, "kind", "") in ("U", "S")
 
 
 def explain_graph_error(err: tf.errors.OpError) -> str:
@@ -127,6 +180,7 @@ def explain_graph_error(err: tf.errors.OpError) -> str:
         err: the error `fit` raised.
 
     Example:
+    >>> import tensorflow as tf
     >>> e = tf.errors.InvalidArgumentError(None, None, "Graph execution error:\\n\\nDetected at "
     ...     "node x\\nReceived a label value of 7 which is outside the valid range of [0, 3).")
     >>> explain_graph_error(e)  # doctest: +ELLIPSIS

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
-import tensorflow as tf
+import numpy as np
 from keras import ops
 
 
@@ -88,17 +90,19 @@ def resolve_loss(loss: str | keras.losses.Loss, label_smoothing: float = 0.0):
     )
 
 
-def default_loss(dataset: tf.data.Dataset, task: str = "single_label") -> str:
+def default_loss(dataset: Any, task: str = "single_label") -> str:
     """The loss for a task and its labels.
 
     Single-label: sparse cross-entropy for class indices, categorical for one-hot (or mixed)
     rows. Multi-label: binary cross-entropy. Regression: mean squared error.
 
     Args:
-        dataset: a dataset of `(inputs, labels)` batches.
+        dataset: a `tf.data` dataset of `(inputs, labels)` batches, a `(inputs, labels)` pair
+            of arrays, or a `keras.utils.PyDataset` of such batches.
         task: "single_label", "multi_label" or "regression" (see `tfinetune.models.task_of`).
 
     Example:
+    >>> import tensorflow as tf
     >>> default_loss(tf.data.Dataset.from_tensors((tf.zeros([2, 4]), tf.zeros([2, 3]))))
     'categorical_crossentropy'
     """
@@ -106,10 +110,20 @@ def default_loss(dataset: tf.data.Dataset, task: str = "single_label") -> str:
         return "binary_crossentropy"
     if task == "regression":
         return "mean_squared_error"
-    labels = dataset.element_spec[1]
-    if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] != 1:
+    shape = _label_shape(dataset)
+    if shape is not None and len(shape) >= 2 and shape[-1] != 1:
         return "categorical_crossentropy"
     return "sparse_categorical_crossentropy"
+
+
+def _label_shape(data: Any) -> tuple | None:
+    """The labels' shape (None where unknown) for any of the forms `default_loss` takes."""
+    spec = getattr(data, "element_spec", None)
+    if spec is not None:  # tf.data
+        shape = spec[1].shape
+        return None if shape.rank is None else tuple(shape)
+    labels = data[1] if isinstance(data, tuple) else data[0][1]  # arrays; a PyDataset's batch
+    return np.shape(labels)
 
 
 def default_metrics(task: str = "single_label") -> list[str | keras.metrics.Metric]:

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
 
 from tfinetune.models.heads import OUTPUT_LAYER, SCALING_LAYER
 
@@ -75,17 +74,13 @@ class Performance:
 
 
 def device_kind() -> str:
-    """The accelerator TensorFlow sees: "tpu", "gpu" or "cpu".
+    """The accelerator Keras's backend sees: "tpu", "gpu" or "cpu".
 
     Example:
     >>> device_kind() in ("tpu", "gpu", "cpu")
     True
     """
-    if tf.config.list_logical_devices("TPU"):
-        return "tpu"
-    if tf.config.list_physical_devices("GPU"):
-        return "gpu"
-    return "cpu"
+    return _accelerators()[0]
 
 
 def gpu_compute_capability() -> tuple[int, int] | None:
@@ -95,12 +90,43 @@ def gpu_compute_capability() -> tuple[int, int] | None:
     >>> gpu_compute_capability() is None or len(gpu_compute_capability()) == 2
     True
     """
-    found = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability:
-            found.append(tuple(capability))
+    found = _accelerators()[1]
     return min(found) if found else None
+
+
+def _accelerators() -> tuple[str, list[tuple[int, int]]]:
+    """The device kind and the GPUs' compute capabilities, asked of the backend in use."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        platforms = {d.platform for d in jax.devices()}
+        if "tpu" in platforms:
+            return "tpu", []
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        found = [_capability(getattr(d, "compute_capability", "")) for d in gpus]
+        return ("gpu" if gpus else "cpu"), [c for c in found if c]
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu", []
+        count = torch.cuda.device_count()
+        return "gpu", [tuple(torch.cuda.get_device_capability(i)) for i in range(count)]
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("TPU"):
+        return "tpu", []
+    gpus = tf.config.list_physical_devices("GPU")
+    found = [tuple(tf.config.experimental.get_device_details(g).get("compute_capability") or ())
+             for g in gpus]  # fmt: skip
+    return ("gpu" if gpus else "cpu"), [c for c in found if c]
+
+
+def _capability(text: str) -> tuple[int, int] | None:
+    """ "9.0" -> (9, 0); None for anything else."""
+    major, _, minor = str(text).partition(".")
+    return (int(major), int(minor or 0)) if major.isdigit() and minor.isdigit() else None
 
 
 def resolve_performance(
@@ -141,6 +167,35 @@ def resolve_performance(
         device=device,
         reason="as given" if given else reason,
     )
+
+
+def resolve_determinism(deterministic: bool | str = "auto", device: str | None = None) -> bool:
+    """Whether TensorFlow's ops run deterministically: `auto` means on a CPU only.
+
+    Keras's TensorFlow trainer compiles without XLA while op determinism is on, so on a GPU
+    or TPU determinism would cost the fast step: `auto` leaves it off there (ask for it
+    with True, and XLA stays off, as the run records). On a CPU, where XLA is off anyway,
+    `auto` keeps it on: the same seed gives the same numbers.
+
+    Args:
+        deterministic: "auto", True or False (or "true" / "false", as a file may spell it).
+        device: the device to decide for (default: `device_kind()`).
+
+    Example:
+    >>> resolve_determinism(device="cpu"), resolve_determinism(device="gpu")
+    (True, False)
+    >>> resolve_determinism("true", device="gpu")
+    True
+    """
+    if isinstance(deterministic, str) and deterministic.lower() in ("true", "false"):
+        deterministic = deterministic.lower() == "true"
+    if deterministic not in ("auto", True, False):
+        raise ValueError(
+            f"deterministic_ops must be 'auto', true or false. Received: {deterministic!r}"
+        )
+    if deterministic == "auto":
+        return (device or device_kind()) == "cpu"
+    return bool(deterministic)
 
 
 def _auto_choice(device: str, capability: tuple[int, int] | None) -> tuple[str, bool, str]:

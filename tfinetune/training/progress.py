@@ -112,6 +112,8 @@ class OneRun(keras.callbacks.Callback):
     def __init__(self, callback: keras.callbacks.Callback) -> None:
         super().__init__()
         self.callback, self.begun = callback, False
+        # Keras runs batch hooks off the training loop only for callbacks that say so
+        self.async_safe = getattr(callback, "async_safe", False)
         for name in _DELEGATED:
             setattr(self, name, getattr(callback, name))
 

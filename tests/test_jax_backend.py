@@ -1,0 +1,68 @@
+"""tfinetune on Keras's JAX backend: `fine_tune` on arrays, in a fresh process.
+
+The process runs `tests/backends/jax_fine_tune.py` under `KERAS_BACKEND=jax` (Keras picks
+its backend once per process) and prints what it found; the assertions are here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(
+        importlib.util.find_spec("jax") is None,
+        reason="jax is not installed (pip install '.[dev]' installs it)",
+    ),
+]
+
+SCRIPT = Path(__file__).parent / "backends" / "jax_fine_tune.py"
+
+
+@pytest.fixture(scope="module")
+def facts():
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_fine_tune_trains_on_arrays_under_jax_without_importing_tensorflow(facts):
+    assert facts["backend"] == "jax"
+    assert facts["performance"]["backend"] == "jax"
+    assert not facts["tensorflow_imported"]
+    assert len(facts["losses"]) == 3 and all(0 < loss < 1 for loss in facts["losses"])
+
+
+def test_frozen_groups_stay_bitwise_unchanged_and_trained_ones_move_at_their_rates(facts):
+    # stage 1 trains the head only; stage 2 the head and the top two blocks (lr_mult 10)
+    assert facts["unchanged_after_head_stage"] == ["stem", "block1", "block2", "block3", "block4"]
+    assert facts["unchanged_after_both"] == ["stem", "block1", "block2"]
+    # Adam moves each weight by about its rate per step: block3 at 1/10 of the head's rate,
+    # block4 at 1/sqrt(10), so block4 moves about sqrt(10) = 3.2 times as far as block3
+    ratio = facts["mean_step"]["block4"] / facts["mean_step"]["block3"]
+    assert 2.0 < ratio < 5.0, facts["mean_step"]
+
+
+def test_every_stage_ends_on_averaged_weights_and_fit_works_after_fine_tune(facts):
+    assert facts["averaged"] == [True, True]  # a MultiOptimizer's inner optimizers average
+    # the averages swapped in left weights sharing device buffers, and the next fit failed
+    assert len(facts["fit_after"]) == 1 and 0 < facts["fit_after"][0] < 1
+
+
+def test_a_checkpoint_written_on_jax_resumes_on_jax(facts):
+    assert facts["interrupted"]
+    ordered, resumed = facts["ordered_losses"], facts["resumed_losses"]
+    assert resumed[:2] == ordered[:2]  # the epochs before the interrupt, from the checkpoint
+    # the resumed epoch trains from the checkpoint's weights and optimizer state; dropout's
+    # random masks are not in the checkpoint, so it is close, not equal
+    assert resumed[2] == pytest.approx(ordered[2], abs=0.01)
+    assert facts["resumed_max_difference"] < 0.01
