@@ -68,6 +68,41 @@ def train(folder, resume=False, callbacks=(), stages=STAGES, data=None):
     return model, history, start
 
 
+def options() -> dict:
+    """The other training options, each once on JAX: what they report, for the test."""
+    from tfinetune import apply_temperature
+    from tfinetune.training.distillation import Distiller
+
+    x, y = arrays()
+    found = {}
+    keras.utils.set_random_seed(1)
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=32, mirror=True)
+    history = fine_tune(
+        model, (x, y), stages=[Stage(1, 1, 1e-3, "head"),
+                               Stage(1, "all", 1e-3, "all", lr_decay=0.5,
+                                     schedule="warmup_cosine")],
+        precision="mixed_bfloat16", gradient_accumulation_steps=2, label_smoothing=0.1,
+        verbose=0,
+    )  # fmt: skip
+    found["mixed"] = {"precision": history.performance["precision"],
+                      "iterations": [s["optimizer"]["iterations"] for s in
+                                     history.to_dict()["stages"]],
+                      "losses": history.history["loss"]}  # fmt: skip
+    probabilities = numpy(model.predict(x[:4], verbose=0))  # mirrored: two views averaged
+    apply_temperature(model, 2.0)
+    softer = numpy(model.predict(x[:4], verbose=0))
+    found["mirror_and_temperature"] = {
+        "rows_sum_to_one": bool(np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)),
+        "float32_output": str(probabilities.dtype),
+        "softer": bool((np.abs(softer - 0.5) <= np.abs(probabilities - 0.5) + 1e-7).all()),
+    }
+    student = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
+    distilled = fine_tune(Distiller(student, model), (x, y), stages=[Stage(1, 1, 1e-3)],
+                          verbose=0)  # fmt: skip
+    found["distillation_losses"] = distilled.history["loss"]
+    return found
+
+
 def main() -> None:
     facts = {"backend": keras.config.backend()}
     # First, before Keras's set_random_seed (which imports TensorFlow where installed, to
@@ -118,6 +153,7 @@ def main() -> None:
         float(np.abs(numpy(a) - numpy(b)).max())
         for a, b in zip(whole.weights, resumed.weights, strict=True)
     )
+    facts["options"] = options()
     facts["tfinetune"] = tfinetune.__version__
     print(json.dumps(facts))
 
