@@ -292,3 +292,18 @@ def test_exit_codes_are_the_documented_ones(data, trained, tmp_path, capsys):
     assert "is not empty" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
     assert os.path.isdir(trained)
+
+
+def test_fine_tune_given_images_without_labels_says_to_pass_x_and_y():
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=16)
+    x = np.zeros((8, 16, 16, 3), "float32")
+    with pytest.raises(ValueError, match=r"pass \(x, y\) for arrays. Received an array of shape"):
+        fine_tune(model, x, epochs=0, freeze_epochs=1, verbose=0)
+
+
+def test_fine_tune_trains_on_an_x_y_pair_of_arrays_as_fit_does():
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=16)
+    x, y = np.zeros((40, 16, 16, 3), "float32"), np.arange(40) % 2
+    history = fine_tune(model, (x, y), (x[:8], y[:8]), epochs=0, freeze_epochs=1, verbose=0)
+    assert history.optimizer[0]["iterations"] == 2  # 40 examples in fit's batches of 32
+    assert len(history.history["val_loss"]) == 1

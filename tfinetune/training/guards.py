@@ -56,9 +56,10 @@ def check_training_data(model: keras.Model, dataset: Any) -> None:
     """
     spec = _element_spec(dataset)
     if not isinstance(spec, tuple) or len(spec) < 2:
+        got = f"an array of shape {spec.shape}" if hasattr(spec, "shape") else f"{spec}"
         raise ValueError(
-            "The training data must give (inputs, labels) batches, as model.fit expects. "
-            f"Received elements of {spec}."
+            "The training data must give (inputs, labels) batches, as model.fit expects: "
+            f"pass (x, y) for arrays. Received {got}."
         )
     inputs, labels = spec[0], spec[1]
     channels, expected = inputs.shape[-1], model.input_shape[-1]
