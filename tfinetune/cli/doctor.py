@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import platform
 
-import keras
-import numpy as np
 import tensorflow as tf
 
-import tfinetune
 from tfinetune.models.catalogue import CATALOGUE
 from tfinetune.models.weights import find_local_weights, weights_search_dirs
+from tfinetune.runs.folder import devices, versions
 from tfinetune.sizes import to_size
 from tfinetune.training.distribution import replicas, resolve_strategy
 from tfinetune.training.performance import resolve_determinism, resolve_performance
@@ -29,19 +26,13 @@ def diagnose() -> dict:
     policy = resolve_performance()
     strategy = resolve_strategy("auto")
     return {
-        "versions": {
-            "tfinetune": tfinetune.__version__,
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
         "cuda": {
             "built_with_cuda": bool(build.get("is_cuda_build")),
             "cuda": build.get("cuda_version", ""),
             "cudnn": build.get("cudnn_version", ""),
         },
-        "devices": [_device(d) for d in tf.config.list_physical_devices()],
+        "devices": devices(),
         # what a default `tfinetune train` runs: determinism off on a GPU, so XLA stays on
         "auto_policy": {**policy.to_dict(), "deterministic_ops": resolve_determinism()},
         "auto_strategy": {
@@ -51,15 +42,6 @@ def diagnose() -> dict:
         "imports": {name: _import(name) for name in ("tensorflow_hub", "tensorflow_datasets")},
         "offline_weights": _offline_weights(),
     }
-
-
-def _device(device) -> dict:
-    found = {"name": device.name, "type": device.device_type}
-    if device.device_type == "GPU":
-        details = tf.config.experimental.get_device_details(device)
-        found["model"] = details.get("device_name", "")
-        found["compute_capability"] = ".".join(map(str, details.get("compute_capability", ())))
-    return found
 
 
 def _import(name: str) -> str:

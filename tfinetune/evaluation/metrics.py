@@ -25,6 +25,47 @@ def safe_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
 
 
+def f1_scores(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """Per class: the harmonic mean of precision and recall (0 when both are 0).
+
+    Args:
+        precision: each class's precision.
+        recall: each class's recall.
+
+    Example:
+    >>> f1_scores([0.5, 0.0], [1.0, 0.0]).round(3).tolist()
+    [0.667, 0.0]
+    """
+    precision, recall = np.asarray(precision, float), np.asarray(recall, float)
+    return safe_ratio(2 * precision * recall, precision + recall)
+
+
+def per_class_metrics(report, **extra: list) -> dict:
+    """Each class's metrics by name, as `metrics.json` holds them.
+
+    Args:
+        report: has `class_names` and per-class `precision`, `recall`, `f1` and `support`.
+        **extra: more per-class values, listed first (e.g. a multi-label threshold).
+
+    Example:
+    >>> from types import SimpleNamespace
+    >>> r = SimpleNamespace(class_names=["a"], precision=[0.5], recall=[1.0], f1=[0.6],
+    ...                     support=[3])
+    >>> per_class_metrics(r, threshold=[0.4])
+    {'a': {'threshold': 0.4, 'precision': 0.5, 'recall': 1.0, 'f1': 0.6, 'support': 3}}
+    """
+    return {
+        name: {
+            **{key: values[i] for key, values in extra.items()},
+            "precision": float(report.precision[i]),
+            "recall": float(report.recall[i]),
+            "f1": float(report.f1[i]),
+            "support": int(report.support[i]),
+        }
+        for i, name in enumerate(report.class_names)
+    }
+
+
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
     """The area under the ROC curve (ties count half), or None with one kind of label only.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfinetune.evaluation.metrics import roc_auc, safe_ratio
+from tfinetune.evaluation.metrics import f1_scores, per_class_metrics, roc_auc, safe_ratio
 
 
 def choose_thresholds(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ class MultiLabelReport:
     @property
     def f1(self) -> np.ndarray:
         """Per class: the harmonic mean of precision and recall."""
-        return safe_ratio(2 * self.precision * self.recall, self.precision + self.recall)
+        return f1_scores(self.precision, self.recall)
 
     @property
     def auc(self) -> list[float | None]:
@@ -106,17 +106,9 @@ class MultiLabelReport:
                 "auc": float(np.mean(aucs)) if aucs else None,
             },
             "class_names": self.class_names,
-            "per_class": {
-                name: {
-                    "threshold": float(self.thresholds[i]),
-                    "auc": self.auc[i],
-                    "precision": float(self.precision[i]),
-                    "recall": float(self.recall[i]),
-                    "f1": float(self.f1[i]),
-                    "support": int(self.support[i]),
-                }
-                for i, name in enumerate(self.class_names)
-            },
+            "per_class": per_class_metrics(
+                self, threshold=[float(t) for t in self.thresholds], auc=list(self.auc)
+            ),
         }
 
     def to_markdown(self) -> str:

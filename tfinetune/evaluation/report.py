@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfinetune.evaluation.metrics import calibration_bins, safe_ratio
+from tfinetune.evaluation.metrics import (
+    calibration_bins,
+    f1_scores,
+    per_class_metrics,
+    safe_ratio,
+)
 
 TOP_K = (3, 5)
 
@@ -67,7 +72,7 @@ class ClassificationReport:
     @property
     def f1(self) -> np.ndarray:
         """Per class: the harmonic mean of precision and recall (0 when both are 0)."""
-        return safe_ratio(2 * self.precision * self.recall, self.precision + self.recall)
+        return f1_scores(self.precision, self.recall)
 
     def average(self, metric: str, how: str = "macro") -> float:
         """The `"macro"` (every class alike) or `"weighted"` (by support) mean of a metric."""
@@ -139,15 +144,7 @@ class ClassificationReport:
             "expected_calibration_error": self.expected_calibration_error,
             **self._calibration_dict(),
             "class_names": self.class_names,
-            "per_class": {
-                name: {
-                    "precision": float(self.precision[i]),
-                    "recall": float(self.recall[i]),
-                    "f1": float(self.f1[i]),
-                    "support": int(self.support[i]),
-                }
-                for i, name in enumerate(self.class_names)
-            },
+            "per_class": per_class_metrics(self),
             "confusion_matrix": self.confusion_matrix.tolist(),
             "most_confused": [
                 {"true": t, "predicted": p, "count": c} for t, p, c in self.most_confused()

@@ -26,12 +26,12 @@ CONFIG_FILE, ENVIRONMENT_FILE, MANIFEST_FILE = "config.toml", "environment.json"
 CHECKPOINTS = "checkpoints"
 
 
-def environment() -> dict:
-    """Package versions, Python, the platform, the devices and the command line.
+def versions() -> dict:
+    """tfinetune's, TensorFlow's, Keras's (and its backend), NumPy's and Python's versions.
 
     Example:
-    >>> sorted(environment())[:3]
-    ['command', 'devices', 'keras']
+    >>> sorted(versions())
+    ['keras', 'keras_backend', 'numpy', 'python', 'tensorflow', 'tfinetune']
     """
     import keras
     import numpy as np
@@ -43,12 +43,42 @@ def environment() -> dict:
         "tfinetune": __version__,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "keras_backend": keras.config.backend(),
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "platform": platform.platform(),
-        "devices": [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()],
-        "command": sys.argv,
     }
+
+
+def devices() -> list[dict]:
+    """The devices TensorFlow sees: name and type, and a GPU's model and compute capability.
+
+    Example:
+    >>> devices()[0]["type"]
+    'CPU'
+    """
+    import tensorflow as tf
+
+    found = []
+    for device in tf.config.list_physical_devices():
+        facts = {"name": device.name, "type": device.device_type}
+        if device.device_type == "GPU":
+            details = tf.config.experimental.get_device_details(device)
+            facts["model"] = details.get("device_name", "")
+            capability = details.get("compute_capability", ())
+            facts["compute_capability"] = ".".join(map(str, capability))
+        found.append(facts)
+    return found
+
+
+def environment() -> dict:
+    """The versions, the platform, the devices and the command line: `environment.json`.
+
+    Example:
+    >>> sorted(environment())[:3]
+    ['command', 'devices', 'keras']
+    """
+    return {**versions(), "platform": platform.platform(), "devices": devices(),
+            "command": sys.argv}  # fmt: skip
 
 
 def write_record(out: Path, experiment: Experiment) -> None:
