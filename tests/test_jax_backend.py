@@ -107,3 +107,28 @@ def test_two_host_devices_train_to_the_weights_of_one(tmp_path):
     for key in a.files:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
     assert two["losses"] == pytest.approx(one["losses"], abs=1e-5)
+
+
+def test_the_command_line_trains_on_jax_and_exports_a_verified_saved_model(tmp_path):
+    from tfinetune.data.synthetic import write_shapes_folder
+
+    data = write_shapes_folder(tmp_path / "data", ["ring", "star"], 8, size=16)
+    run = tmp_path / "run"
+    args = ["train", "--backend", "jax", "--data", str(data), "--val-split", "0.25",
+            "--backbone", "convnet_tiny", "--weights", "none", "--image-size", "16",
+            "--batch-size", "4", "--freeze-epochs", "1", "--epochs", "1",
+            "--out", str(run)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    done = subprocess.run([sys.executable, "-m", "tfinetune.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "environment.json").read_text())["keras_backend"] == "jax"
+    assert json.loads((run / "history.json").read_text())["performance"]["backend"] == "jax"
+    # exported by TensorFlow from the .keras file, and checked through every signature
+    assert (run / "saved_model" / "1" / "saved_model.pb").is_file()
+    assert not (run / "export_options.json").exists()
+    verify = subprocess.run(
+        [sys.executable, "-m", "tfinetune.cli", "verify", str(run / "saved_model" / "1"),
+         "--data", str(data)], capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0 and "passed" in verify.stdout, verify.stdout + verify.stderr

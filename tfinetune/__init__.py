@@ -110,6 +110,30 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+def use_backend(name: str | None) -> None:
+    """Start Keras on the backend `name` ("tensorflow" or "jax"; None: as `KERAS_BACKEND` says).
+
+    Keras reads `KERAS_BACKEND` once, when first imported: call this before that.
+
+    Args:
+        name: the backend, or None to leave the choice to the environment.
+
+    Example:
+    >>> use_backend(None)
+    """
+    if not name:
+        return
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.config.backend() != name:
+        raise ValueError(
+            f"Keras already runs on {keras.config.backend()} in this process, so it cannot "
+            f"switch to {name}: set KERAS_BACKEND={name} before starting Python instead."
+        )
+    import os
+
+    os.environ["KERAS_BACKEND"] = name
+
+
 # === Keras deserialization ===
 # The modules whose classes a saved tfinetune model can hold (layers of every head, mirror
 # and hub backbone; the schedules and loss a compiled model holds); each registers its

@@ -48,9 +48,14 @@ def private_sites() -> tuple[tuple[object, str], ...]:
     >>> sorted(name for _, name in private_sites())[:2]
     ['_distribute_strategy', '_flatten_layers']
     """
-    return (
+    sites: tuple[tuple[object, str], ...] = (
         (keras.layers.RandomFlip, "_get_seed_generator"),  # 1
         (keras.layers.Layer, "_flatten_layers"),  # 1
+    )
+    if keras.config.backend() != "tensorflow":
+        return sites  # 3 patches the TensorFlow trainer, which other backends never use
+    return (
+        *sites,
         (_tf_trainer, "reduce_per_replica"),  # 3
         (keras.Sequential(), "_distribute_strategy"),  # 3: set on every model
         (tf.distribute.StrategyExtended, "_in_multi_worker_mode"),  # 3

@@ -165,7 +165,13 @@ def _add_train(commands) -> None:
 
 
 def _add_repeatability(train: argparse.ArgumentParser) -> None:
-    """--nondeterministic / --deterministic: TensorFlow's op determinism, against `auto`."""
+    """--backend, and --nondeterministic / --deterministic (TensorFlow's op determinism)."""
+    train.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax"),
+        help="Keras's backend for the training step (default: $KERAS_BACKEND, else "
+        "tensorflow); the data pipeline and the exports run on TensorFlow either way",
+    )
     repeatable = train.add_mutually_exclusive_group()
     repeatable.add_argument(
         "--nondeterministic",

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tfinetune import use_backend
 from tfinetune.cli.arguments import VERBOSE_ENV, build_parser, parse_augment
 
 # Exit codes: 0 done, 1 failed (the environment or an unexpected error), 2 bad input
@@ -315,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tfinetune: error: No SavedModel found at '/no/such/model' ...
     """
     args = build_parser().parse_args(argv)
+    use_backend(getattr(args, "backend", None))  # before TensorFlow, which imports Keras
     quiet_tensorflow(args.verbose or os.environ.get(VERBOSE_ENV) == "1")
     handlers = {
         "train": _train,

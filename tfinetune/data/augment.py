@@ -198,11 +198,15 @@ class Augmenter:
             return images, labels
         data = {"images": tf.cast(images, tf.float32), "labels": labels}
         with seeded_layers(self.layers, seed) if seed is not None else contextlib.nullcontext():
+            # Fusing calls Keras ops directly, which run on TensorFlow only when it is
+            # Keras's backend; called as layers, Keras switches them to TensorFlow itself.
+            fuse = keras.config.backend() == "tensorflow"
             for run in self._runs():
-                if any(isinstance(layer, _GEOMETRIC) for layer in run) and len(run) > 1:
+                if fuse and any(isinstance(layer, _GEOMETRIC) for layer in run) and len(run) > 1:
                     data["images"] = _fuse(run, data["images"])
                 else:
-                    data = run[0](data, training=True)
+                    for layer in run:
+                        data = layer(data, training=True)
         return data["images"], data["labels"]
 
     def _runs(self) -> list[list[keras.layers.Layer]]:

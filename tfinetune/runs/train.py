@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -122,7 +123,7 @@ def train_run(
     experiment = resolve_paths(experiment, Path.cwd())
     p = experiment.performance
     # A multi-worker strategy must exist before other TensorFlow work; a bad name fails here.
-    strategy = resolve_strategy(p.strategy)
+    strategy = _strategy(p.strategy)
     resolve_performance(p.precision, p.jit_compile)
     resolve_determinism(p.deterministic_ops, device="cpu")  # a bad value fails here
     if not experiment.data.train:
@@ -226,13 +227,27 @@ def _train(
         ema_momentum=t.ema_momentum or None,
         class_weight=data.class_weights() if experiment.data.balance_classes else None,
         checkpoint_dir=checkpoints, resume=resume,
-        precision=p.precision, jit_compile=_jit_compile(p), strategy=strategy,
+        precision=p.precision, jit_compile=_jit_compile(p),
+        strategy=strategy if keras.config.backend() == "tensorflow" else None,
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
     history.performance.update(describe_strategy(strategy, experiment.data.batch_size))
     history.performance["deterministic_ops"] = resolve_determinism(p.deterministic_ops)
     return history
+
+
+def _strategy(name: str):
+    """The run's `tf.distribute` strategy; on another Keras backend, TensorFlow's default one
+    (a scope that changes nothing), since `tf.distribute` cannot place JAX's arrays."""
+    if keras.config.backend() == "tensorflow":
+        return resolve_strategy(name)
+    if name not in ("auto", "default"):
+        raise ValueError(
+            f"performance.strategy = {name!r} is TensorFlow's tf.distribute, and Keras runs "
+            f"on {keras.config.backend()}: use strategy 'auto', or the TensorFlow backend."
+        )
+    return tf.distribute.get_strategy()
 
 
 def _jit_compile(p) -> bool | str:
@@ -274,12 +289,62 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
         return
     sources = {"training_data": d.train, "validation_data": d.val or None,
                "teacher": experiment.distill.teacher or None}  # fmt: skip
+    options = {"class_names": list(data.class_names), "resize": d.resize,
+               "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+               "top_k": experiment.export.top_k,
+               "metadata": {**_export_facts(spec, sources, csv_columns),
+                            **_calibration_facts(report)}}  # fmt: skip
+    if keras.config.backend() != "tensorflow":  # a SavedModel is TensorFlow's: export there
+        export_in_tensorflow(out / "model.keras", out / SAVED_MODEL_DIR, options, data.val_files)
+        return
+    export_saved_version(model, out / SAVED_MODEL_DIR, options, data.val_files)
+
+
+def export_saved_version(model: keras.Model, base: Path, options: dict, val_files) -> None:
+    """Version 1 of the run's SavedModel, checked through every signature on `val_files`."""
     export_version(
-        model, out / SAVED_MODEL_DIR, data.class_names, version=1, resize=d.resize,
-        thresholds=thresholds, top_k=experiment.export.top_k,
-        metadata={**_export_facts(spec, sources, csv_columns), **_calibration_facts(report)},
-        check=export_check(model, data.val_files),  # every signature, on real photos
+        model, base, options["class_names"], version=1, resize=options["resize"],
+        thresholds=options["thresholds"], top_k=options["top_k"], metadata=options["metadata"],
+        check=export_check(model, val_files),  # every signature, on real photos
     )  # fmt: skip
+
+
+# Run by `export_in_tensorflow` as `python -c`: argv is the .keras file, the base folder,
+# and a JSON file of the options and the validation files.
+_EXPORT_SCRIPT = """
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+from pathlib import Path
+from tfinetune.data.files import LabelledFiles
+from tfinetune.models.saving import load_model
+from tfinetune.runs.train import export_saved_version
+given = json.loads(Path(sys.argv[3]).read_text())
+files = given["val_files"] and LabelledFiles(**given["val_files"])
+export_saved_version(load_model(sys.argv[1]), Path(sys.argv[2]), given["options"], files)
+"""
+
+
+def export_in_tensorflow(model_file: Path, base: Path, options: dict, val_files) -> None:
+    """Export a model trained on another Keras backend: its `.keras` file is backend-neutral,
+    so a fresh process loads it on TensorFlow and exports and checks it there."""
+    files = val_files and {"paths": list(val_files.paths), "labels": list(val_files.labels),
+                           "class_names": list(val_files.class_names)}  # fmt: skip
+    given = base.parent / "export_options.json"
+    given.write_text(json.dumps({"options": options, "val_files": files}))
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _EXPORT_SCRIPT, str(model_file), str(base), str(given)],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        given.unlink(missing_ok=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(
+            f"Exporting the SavedModel on TensorFlow (Keras trained on "
+            f"{keras.config.backend()}) failed: {last}"
+        )
 
 
 def headline(report) -> str:
