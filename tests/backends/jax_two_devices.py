@@ -7,8 +7,18 @@ JSON line of facts to stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+
+import jax
+
+# One step at a time on the CPU. Seen once in CI (a loaded 2-core machine): an all-reduce
+# whose second device never joined, until the test's 600 s ran out. The likely cause is
+# asynchronous dispatch: the CPU client's small thread pool held by one device's part of a
+# step waiting in the all-reduce and by the next step waiting for its inputs.
+with contextlib.suppress(AttributeError):  # jax before 0.4.32 had no such option
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 import keras
 import numpy as np
