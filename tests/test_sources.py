@@ -165,7 +165,9 @@ def test_multi_label_rows_become_multi_hot_targets_in_every_source(folder, tmp_p
 def test_csv_errors_name_the_problem(folder, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("file,class\nx.png,cat\n")
-    with pytest.raises(ValueError, match=r"columns 'path' and 'label'; it has \['file', 'class'\]"):
+    with pytest.raises(
+        ValueError, match=r"no column 'path'; its header row names \['file', 'class'\]"
+    ):
         read_csv_files(bad)
     listed = tmp_path / "listed.csv"
     good = next(folder.rglob("*.png"))

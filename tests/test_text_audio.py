@@ -99,7 +99,7 @@ def test_text_model_learns_from_a_csv_and_exports_from_raw_strings(tiny_text, tm
 def test_text_csv_errors_name_the_problem(tmp_path):
     (tmp_path / "a.csv").write_text("sentence,label\nhello,x\n")
     with pytest.raises(
-        ValueError, match=r"no column 'text'.*\['sentence', 'label'\].*--text-column"
+        ValueError, match=r"no column 'text'.*\['sentence', 'label'\].*text_column="
     ):
         read_text_csv(tmp_path / "a.csv")
     assert read_text_csv(tmp_path / "a.csv", text_column="sentence").texts == ["hello"]

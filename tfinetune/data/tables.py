@@ -158,8 +158,8 @@ def _check_one_label_each(rows, parsed, label_delim: str | None) -> None:
         if len(names) != 1:
             raise ValueError(
                 f"Row {number} ({str(path)!r}) has {len(names)} labels ({label!r}) but the "
-                f"task is single-label. Use the multi-label task (task='multi_label', "
-                f"--task multi_label) or give each row one label."
+                f"task is single-label. Use the multi-label task (task='multi_label') or "
+                "give each row one label."
             )
 
 
@@ -172,6 +172,47 @@ def _check_known(rows, parsed, class_names: Sequence[str]) -> None:
                 f"Row {number} ({str(path)!r}): the label(s) {unknown} are not among the "
                 f"classes {list(class_names)}. Fix the row or add the class."
             )
+
+
+def read_csv_rows(
+    csv_path: str | os.PathLike, columns: dict[str, str]
+) -> list[tuple[int, dict[str, str]]]:
+    """A UTF-8 CSV's rows (with their line numbers), after checking its header row.
+
+    A byte-order mark (Excel's "CSV UTF-8") is dropped; another encoding is a clear error.
+
+    Args:
+        csv_path: the CSV file.
+        columns: the columns that must be there, by the argument that names them (the
+            error says which argument chooses another).
+
+    Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = path.write_bytes(b"\\xef\\xbb\\xbfpath,label\\na.png,cat\\n")
+    >>> read_csv_rows(path, {"path_column": "path"})
+    [(2, {'path': 'a.png', 'label': 'cat'})]
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {str(path)!r}.")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            found = reader.fieldnames or []
+            missing = [c for c in columns.values() if c not in found]
+            if missing:
+                choose = " and ".join(f"{a}=" for a in columns)
+                raise ValueError(
+                    f"{str(path)!r} has no column {missing[0]!r}; its header row names "
+                    f"{found}. Name the columns with {choose}."
+                )
+            return [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}). Save it as "
+            "UTF-8 (in a spreadsheet: CSV UTF-8)."
+        ) from err
 
 
 def read_csv_files(
@@ -207,17 +248,8 @@ def read_csv_files(
     [0]
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {str(csv_path)!r}.")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {path_column, label_column} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(
-                f"{str(csv_path)!r} needs a header row with the columns {path_column!r} and "
-                f"{label_column!r}; it has {reader.fieldnames}. Pass path_column/label_column."
-            )
-        rows = [(r[path_column], r[label_column]) for r in reader]
+    table = read_csv_rows(csv_path, {"path_column": path_column, "label_column": label_column})
+    rows = [(r[path_column], r[label_column]) for _, r in table]
     return files_from_rows(
         rows,
         root=csv_path.parent if root is None else root,

@@ -7,7 +7,6 @@ Rows with an empty text are skipped and reported, as unreadable images are.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile, label_array
 from tfinetune.data.pipeline import AUTOTUNE
 from tfinetune.data.splits import split_parts
-from tfinetune.data.tables import parse_labels
+from tfinetune.data.tables import parse_labels, read_csv_rows
 
 
 @dataclass
@@ -108,25 +107,8 @@ def read_text_csv(
     (['Great, thanks', 'awful'], [1, 0], ['neg', 'pos'], ['empty text'])
     """
     path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {str(path)!r}.")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            missing = [c for c in (text_column, label_column) if c not in columns]
-            if missing:
-                raise ValueError(
-                    f"{str(path)!r} has no column {missing[0]!r}; its header row names "
-                    f"{columns}. Choose the columns with text_column= and label_column= "
-                    "(--text-column, --label-column)."
-                )
-            rows = [(reader.line_num, r[text_column], r[label_column]) for r in reader]
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}). Save it as "
-            "UTF-8 (in a spreadsheet: CSV UTF-8)."
-        ) from err
+    table = read_csv_rows(path, {"text_column": text_column, "label_column": label_column})
+    rows = [(line, r[text_column], r[label_column]) for line, r in table]
     skipped = [
         BadFile(f"{path}:{line}", "empty text") for line, text, _ in rows if not text.strip()
     ]
