@@ -66,18 +66,35 @@ def test_evaluate_writes_metrics_and_figures_for_a_folder(trained_run, tmp_path,
 def test_predict_prints_one_json_line_per_image(trained_run, capsys):
     data, run = trained_run
     images = sorted(str(p) for p in (data / "cross").iterdir())[:2]
-    bad, folder = str(data / "ring" / "broken.jpg"), str(data / "ring")
-    assert main(["predict", str(run / "saved_model"), *images, bad, folder]) == 1
+    bad, folder = str(data / "ring" / "broken.jpg"), data / "ring"
+    assert main(["predict", str(run / "saved_model"), *images, bad, str(folder)]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["path"] for line in lines] == [*images, bad, folder]
+    # a folder stands for each of its files, sorted
+    in_folder = sorted(str(p) for p in folder.iterdir())
+    assert [line["path"] for line in lines] == [*images, bad, *in_folder]
     # What the SavedModel answers is what the run's Keras model predicts for those files.
     keras_model = load_classifier(run / "model.keras")
     expected = keras_model.predict_files(images)
     for line, probs in zip(lines[:2], expected, strict=True):
         assert line["label"] == keras_model.class_names[int(probs.argmax())]
         assert line["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
+        assert "top" not in line
     assert "cannot be decoded" in lines[2]["error"]
-    assert lines[3]["error"] == "a folder, not a file"
+    assert [line.get("error") is not None for line in lines[3:]] == [p == bad for p in in_folder]
+
+
+def test_predict_top_k_lists_the_likeliest_classes_in_order(trained_run, capsys):
+    data, run = trained_run
+    folder = data / "cross"
+    assert main(["predict", str(run), str(folder), "--top-k", "3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == len(list(folder.iterdir())) == 10
+    for line in lines:
+        top = line["top"]  # 3 asked, the model knows 2 classes
+        assert sorted(t["label"] for t in top) == ["cross", "ring"]
+        assert top[0] == {"label": line["label"], "probability": line["probability"]}
+        assert top[0]["probability"] >= top[1]["probability"]
+        assert sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize(

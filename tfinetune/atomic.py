@@ -137,7 +137,7 @@ def check_output_folder(
         if not overwrite:
             raise FileExistsError(
                 f"Output folder {str(out)!r} is not empty. Choose a new folder or pass "
-                "overwrite=True (--overwrite) to replace an earlier tfinetune output."
+                "overwrite=True to replace an earlier tfinetune output."
             )
         if found is None:
             raise FileExistsError(

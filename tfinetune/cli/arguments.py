@@ -8,69 +8,53 @@ from __future__ import annotations
 
 import argparse
 
+from tfinetune import __version__
+from tfinetune.cli.parser import Parser
+from tfinetune.cli.values import groups, hidden_units, positive_int, weights, whole_number
+
 VERBOSE_ENV = "TFINETUNE_VERBOSE"
 
 
-def _at_least(lowest: int):
-    """An argparse type: a whole number of at least `lowest`."""
-
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid whole number: {value!r}") from None
-        if number < lowest:
-            raise argparse.ArgumentTypeError(f"must be {lowest} or more, not {value}")
-        return number
-
-    return parse
-
-
-_positive_int, _whole_number = _at_least(1), _at_least(0)
-
-
-def _groups(value: str) -> int | str:
-    """An argparse type: a number of layer groups (1 or more), or "all"."""
-    return "all" if value.strip().lower() == "all" else _positive_int(value)
-
-
-def _weights(value: str) -> str | None:
-    return "none" if value.lower() == "none" else value
-
-
-def parse_augment(value: str) -> str | list[str] | None:
-    if value == "none":
-        return None
-    return value.split(",") if "," in value else value
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The `tfinetune` argument parser, with a sub-command per job.
 
     Example:
-    >>> build_parser().parse_args(["predict", "run", "a.jpg"]).images
-    ['a.jpg']
+    >>> build_parser().parse_args(["predict", "run", "a.jpg", "--debug"]).debug
+    True
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tfinetune",
         description="Fine-tune pretrained image models with Keras 3 and ship them to TF Serving.",
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help=f"show TensorFlow's own log messages (also: {VERBOSE_ENV}=1)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"tfinetune {__version__}")
+    _add_global_flags(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands)
     init = commands.add_parser("init", help="write an example experiment file, with comments")
     init.add_argument("path", help="the .toml file to write")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
     _add_lr_find(commands)
     _add_convert(commands)
     _add_evaluate_and_predict(commands)
     _add_export_and_verify(commands)
     _add_backbones_and_demo(commands)
+    parser.commands = dict(commands.choices)
+    for command in parser.commands.values():  # also after the command: tfinetune train --debug
+        _add_global_flags(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default) -> None:
+    """--verbose and --debug (on a command, absent unless given: the top level's stand)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default,
+        help=f"show TensorFlow's own log messages (also: {VERBOSE_ENV}=1)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show the full traceback of an error"
+    )
 
 
 def _add_model_options(command: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -79,26 +63,11 @@ def _add_model_options(command: argparse.ArgumentParser, defaults: bool = True) 
     command.add_argument("--backbone", **default, help="catalogue name")
     default = {"default": "imagenet"} if defaults else {}
     command.add_argument(
-        "--weights", **default, type=_weights, help="imagenet, a weights file, or none"
+        "--weights", **default, type=weights, help="imagenet, a weights file, or none"
     )
     command.add_argument(
-        "--image-size", type=_positive_int, help="input size (default: the backbone's)"
+        "--image-size", type=positive_int, help="input size (default: the backbone's)"
     )
-
-
-def _hidden_units(value: str) -> list[int]:
-    """An argparse type: layer sizes separated by commas ("" or "none" for none)."""
-    if value.strip().lower() in ("", "none"):
-        return []
-    try:
-        units = [int(v) for v in value.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected sizes separated by commas such as 256,128, not {value!r}"
-        ) from None
-    if any(u < 1 for u in units):
-        raise argparse.ArgumentTypeError(f"layer sizes must be 1 or more, not {value!r}")
-    return units
 
 
 def _add_data_and_head(command: argparse.ArgumentParser) -> None:
@@ -131,7 +100,7 @@ def _add_data_and_head(command: argparse.ArgumentParser) -> None:
     _add_model_options(command, defaults=False)
     command.add_argument("--pooling", choices=("avg", "max", "avgmax", "attention"))
     command.add_argument(
-        "--hidden-units", type=_hidden_units, help="hidden head layers, e.g. 256,128"
+        "--hidden-units", type=hidden_units, help="hidden head layers, e.g. 256,128"
     )
     command.add_argument("--head-dropout", type=float, help="(0.2)")
     command.add_argument(
@@ -188,12 +157,12 @@ def _add_repeatability(train: argparse.ArgumentParser) -> None:
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
     train.add_argument(
-        "--epochs", type=_whole_number, help="epochs of the last stage, the backbone unfrozen (10)"
+        "--epochs", type=whole_number, help="epochs of the last stage, the backbone unfrozen (10)"
     )
-    train.add_argument("--freeze-epochs", type=_whole_number, help="epochs of the head alone (4)")
+    train.add_argument("--freeze-epochs", type=whole_number, help="epochs of the head alone (4)")
     train.add_argument(
         "--train-groups",
-        type=_groups,
+        type=groups,
         help="groups trained in the last stage, counting the head ('all'; 5: head + 4 blocks)",
     )
     train.add_argument(
@@ -213,7 +182,7 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--label-smoothing", type=float, help="(0.1)")
     train.add_argument("--ema", type=float, help="weight-average momentum; 0 trains without it")
-    train.add_argument("--batch-size", type=_positive_int, help="(32)")
+    train.add_argument("--batch-size", type=positive_int, help="(32)")
     train.add_argument("--val-split", type=float, help="(0.2)")
     train.add_argument(
         "--augment",
@@ -274,14 +243,14 @@ def _add_lr_find(commands) -> None:
     _add_model_options(finder)
     finder.add_argument(
         "--train-groups",
-        type=_groups,
+        type=groups,
         default=1,
         help="layer groups that train (1: the head only; 'all')",
     )
-    finder.add_argument("--steps", type=_positive_int, default=100, help="batches in the sweep")
+    finder.add_argument("--steps", type=positive_int, default=100, help="batches in the sweep")
     finder.add_argument("--start-lr", type=float, default=1e-7)
     finder.add_argument("--end-lr", type=float, default=10.0)
-    finder.add_argument("--batch-size", type=_positive_int, default=32)
+    finder.add_argument("--batch-size", type=positive_int, default=32)
     finder.add_argument("--seed", type=int, default=1337)
     finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
     finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
@@ -293,7 +262,7 @@ def _add_convert(commands) -> None:
     convert.add_argument("--out", required=True, help="new folder for the shards")
     convert.add_argument("--val-split", type=float, default=0.2)
     convert.add_argument("--test-split", type=float, default=0.0)
-    convert.add_argument("--shard-size", type=_positive_int, default=1000, help="images per shard")
+    convert.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
     convert.add_argument("--seed", type=int, default=1337)
 
 
@@ -310,7 +279,7 @@ def _add_evaluate_and_predict(commands) -> None:
         help="folder DIR/<class>/<images>, or a CSV with the run's columns (any task)",
     )
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+    evaluate.add_argument("--batch-size", type=positive_int, default=32)
     evaluate.add_argument(
         "--tta",
         action="store_true",
@@ -325,7 +294,14 @@ def _add_evaluate_and_predict(commands) -> None:
     predict.add_argument(
         "images",
         nargs="+",
-        help="image or sound files; for a text model, texts (-: one per line of stdin)",
+        help="image or sound files, or folders of them; for a text model, texts (-: one per "
+        "line of stdin)",
+    )
+    predict.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=1,
+        help='also list the K likeliest classes of each file, under "top" (default: 1)',
     )
     predict.add_argument(
         "--tta",
@@ -349,7 +325,7 @@ def _add_export_and_verify(commands) -> None:
         "tflite: the folder for model.tflite and labels.txt",
     )
     export.add_argument(
-        "--version", type=_positive_int, help="the SavedModel version (default: the next free)"
+        "--version", type=positive_int, help="the SavedModel version (default: the next free)"
     )
     export.add_argument(
         "--quantize",
@@ -358,7 +334,7 @@ def _add_export_and_verify(commands) -> None:
         help="TFLite weights (and, with int8, activations and a uint8 input)",
     )
     export.add_argument(
-        "--top-k", type=_positive_int, default=5, help="classes in the top_k_* outputs"
+        "--top-k", type=positive_int, default=5, help="classes in the top_k_* outputs"
     )
     export.add_argument(
         "--data", help="labelled folder or CSV to verify on (default: the run's validation data)"
@@ -391,5 +367,5 @@ def _add_backbones_and_demo(commands) -> None:
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
     demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
-    demo.add_argument("--labels-per-class", type=_positive_int, default=20)
+    demo.add_argument("--labels-per-class", type=positive_int, default=20)
     demo.add_argument("--seed", type=int, default=0)

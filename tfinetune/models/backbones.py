@@ -104,11 +104,12 @@ def load_backbone_weights(model: keras.Model, path: str | os.PathLike, spec_name
         if skipped:
             raise ValueError(f"{len(skipped)} parts of the file matched no layer: {skipped[0]}")
     except Exception as err:  # Keras raises ValueError, KeyError or OSError by format.
+        expected = getattr(CATALOGUE.get(spec_name), "weights_file", None)
+        which = f"Keras's ImageNet file is {expected}" if expected else "Keras's have no top"
         raise ValueError(
             f"The weights file {str(path)!r} does not fit the backbone {spec_name!r}, or is "
-            f"damaged "
-            f"({type(err).__name__}: {err}). Pass a file saved from the same architecture "
-            "(for Keras applications: the matching *_notop.h5 file), or weights=None."
+            f"damaged ({type(err).__name__}: {str(err)[:200]}). Pass a file saved from the "
+            f"same architecture without its top ({which}), or weights=None."
         ) from err
 
 

@@ -1,6 +1,7 @@
 """Whole runs over the five steps: what the command line drives, callable from Python.
 
 - `experiment`: `Experiment`, the schema of an experiment file, read, written and checked.
+- `checks`: `check_values`, each value in its range or set before any data is read.
 - `overrides`: `apply_flags`, command-line flags and `--set` on an experiment.
 - `modalities`: the backbone and recipe a run uses for images, text or sound.
 - `sources`: what a run reads: its data, a teacher, a trained run's model.

@@ -36,6 +36,7 @@ from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec
 from tfinetune.models.heads import set_model_info
 from tfinetune.models.weights import check_weights_argument
+from tfinetune.runs.checks import check_values
 from tfinetune.runs.experiment import Experiment, load_config, resolve_paths
 from tfinetune.runs.folder import (
     CHECKPOINTS,
@@ -121,6 +122,7 @@ def train_run(
     if not isinstance(experiment, Experiment):
         experiment = load_config(experiment)
     experiment = resolve_paths(experiment, Path.cwd())
+    check_values(experiment)  # before anything is read: an error names its key
     p = experiment.performance
     # A multi-worker strategy must exist before other TensorFlow work; a bad name fails here.
     strategy = _strategy(p.strategy)

@@ -55,11 +55,13 @@ class Classifier:
         """The serving output that holds the model's own output."""
         return "values" if self.task == "regression" else "probabilities"
 
-    def describe(self, outputs: np.ndarray) -> dict:
+    def describe(self, outputs: np.ndarray, top_k: int = 1) -> dict:
         """One image's outputs as a JSON-ready answer: the label, the labels, or the number.
 
         Args:
             outputs: the model's outputs for one image.
+            top_k: for one label per image, also list the `top_k` likeliest classes (with
+                their probabilities) under "top", when more than 1.
         """
         if self.task == "regression":
             return {self.class_names[0]: float(outputs[0])}
@@ -68,8 +70,12 @@ class Classifier:
             chosen = [c for c, p, t in zip(self.class_names, outputs, cut, strict=True) if p >= t]
             scores = {c: round(float(p), 6) for c, p in zip(self.class_names, outputs, strict=True)}
             return {"labels": chosen, "probabilities": scores}
-        top = int(np.argmax(outputs))
-        return {"label": self.class_names[top], "probability": float(outputs[top])}
+        order = np.argsort(-np.asarray(outputs), kind="stable")
+        answer = {"label": self.class_names[order[0]], "probability": float(outputs[order[0]])}
+        if top_k > 1:
+            answer["top"] = [{"label": self.class_names[i], "probability": float(outputs[i])}
+                             for i in order[:top_k]]  # fmt: skip
+        return answer
 
     def predict_pixels(self, pixels: np.ndarray | tf.Tensor, tta: bool = False) -> np.ndarray:
         """Class probabilities for `uint8` images at `image_size`; `tta` adds mirrors (unless

@@ -310,7 +310,7 @@ def export_version(
         if (Path(base) / str(version)).exists() and not overwrite:
             raise FileExistsError(
                 f"Version {version} already exists in {str(base)!r}. Pass another version, "
-                "leave it out to take the next free one, or use overwrite=True (--overwrite) "
+                "leave it out to take the next free one, or use overwrite=True "
                 "to replace it."
             )
         return export_saved_model(
