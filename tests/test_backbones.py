@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tfinetune.models.backbones import CATALOGUE, build_backbone, get_spec, group_layers
+from tfinetune.models.catalogue import LISTING
 from tfinetune.models.normalization import PixelNormalization
 
 from conftest import asset
@@ -31,6 +32,8 @@ def test_every_entry_builds_normalises_like_keras_and_groups_its_layers(name):
     assert grouped == [layer for layer in model.layers if layer.weights]  # once each, in order
     names = [n for n, _ in groups]
     assert len(set(names)) == len(names) >= 4
+    # what `tfinetune backbones` lists without building anything
+    assert LISTING[name] == (model.count_params(), len(groups))
 
     if spec.keras_module:
         pixels = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")

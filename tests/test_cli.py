@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -7,6 +9,7 @@ import pytest
 
 from tfinetune import image_folder_datasets, predict_dataset
 from tfinetune.cli import main
+from tfinetune.models.catalogue import CATALOGUE
 from tfinetune.serving.export import read_contract
 from tfinetune.serving.inference import load_classifier
 
@@ -129,6 +132,17 @@ def test_backbones_lists_names_sizes_parameters_normalisation_and_groups(capsys)
     assert rows["convnet_tiny"][-1] == "no"
     assert main(["backbones", "resnet5O"]) == 2
     assert "Did you mean 'resnet50'" in capsys.readouterr().err
+
+
+def test_backbones_lists_the_catalogue_without_loading_keras_or_tensorflow():
+    code = ("import sys\nfrom tfinetune.cli import main\nmain(['backbones'])\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "False False"
+    assert sum(line.split()[0] in CATALOGUE for line in lines if line.strip()) == len(CATALOGUE)
+    assert "yamnet" in done.stdout  # and the TF Hub models by kind
 
 
 def test_lr_find_prints_suggestions_and_writes_the_curve(trained_run, tmp_path, capsys):

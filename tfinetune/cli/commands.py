@@ -234,17 +234,11 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _backbones(args: argparse.Namespace) -> int:
-    import keras
+    # The catalogue's own facts: nothing is built, and neither Keras nor TensorFlow loaded.
+    from tfinetune.models.catalogue import CATALOGUE, listing
+    from tfinetune.models.specs import HUB_MODELS
 
-    from tfinetune.models.backbones import describe_backbone
-    from tfinetune.models.catalogue import CATALOGUE
-
-    names = args.names or sorted(CATALOGUE)
-    progress = keras.utils.Progbar(len(names), unit_name="backbone", verbose=sys.stderr.isatty())
-    rows = []
-    for name in names:
-        rows.append(describe_backbone(name))
-        progress.add(1)
+    rows = [listing(name) for name in args.names or sorted(CATALOGUE)]
     print(
         f"{'name':<22}{'size':>6}{'parameters':>14}  {'normalisation':<15}{'groups':>7}  imagenet"
     )
@@ -254,9 +248,10 @@ def _backbones(args: argparse.Namespace) -> int:
             f"{r['normalization']:<15}{r['layer_groups']:>7}  {'yes' if r['imagenet'] else 'no'}"
         )
     if not args.names:
-        from tfinetune.runs.modalities import print_hub_models
-
-        print_hub_models()
+        print("\nTF Hub backbones (--backbone hub:<handle or SavedModel folder>), by input:")
+        for kind, models in HUB_MODELS.items():
+            for handle, contract in models:
+                print(f"  {kind:<6}{handle}\n        {contract}")
     return 0
 
 

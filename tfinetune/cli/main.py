@@ -23,6 +23,8 @@ from tfinetune.cli.commands import EXIT_FAILED, HANDLERS
 # Exit codes: 0 done, 1 failed (the environment or an unexpected error), 2 bad input
 # (including argparse's own usage errors), 130 interrupted (Ctrl-C or SIGTERM).
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+# Commands that load neither TensorFlow nor Keras: they answer at once.
+WITHOUT_TENSORFLOW = ("backbones",)
 # A user's mistake: the message says what was wrong and what to do.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, FloatingPointError)  # fmt: skip
@@ -84,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     use_backend(getattr(args, "backend", None))  # before TensorFlow, which imports Keras
-    quiet_tensorflow(args.verbose or os.environ.get(VERBOSE_ENV) == "1")
+    if args.command not in WITHOUT_TENSORFLOW:
+        quiet_tensorflow(args.verbose or os.environ.get(VERBOSE_ENV) == "1")
     if args.debug:
         return HANDLERS[args.command](args)
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from pathlib import Path
 
 import keras
 
-from tfinetune.models.catalogue import CATALOGUE
+from tfinetune.models.catalogue import CATALOGUE, LISTING, catalogue_entry, listing
 from tfinetune.models.specs import HUB_PREFIX, BackboneSpec, group_layers
 from tfinetune.models.weights import (
     WEIGHTS_DIR_ENV,
@@ -38,14 +37,7 @@ def get_spec(backbone: str | BackboneSpec) -> BackboneSpec:
         from tfinetune.models.hub import hub_spec  # TensorFlow: imported only for hub models
 
         return hub_spec(backbone[len(HUB_PREFIX) :])
-    if isinstance(backbone, str) and backbone in CATALOGUE:
-        return CATALOGUE[backbone]
-    close = difflib.get_close_matches(str(backbone).lower(), list(CATALOGUE), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
-        f"Unknown backbone {backbone!r}.{hint} Run `tfinetune backbones` for the "
-        f"{len(CATALOGUE)} known names, or pass a BackboneSpec."
-    )
+    return catalogue_entry(backbone)
 
 
 # === Weights ===
@@ -153,8 +145,9 @@ def build_backbone(
 def describe_backbone(backbone: str | BackboneSpec) -> dict:
     """Facts about a backbone for listings: sizes, parameters, normalisation, layer groups.
 
-    Builds it once with random weights at its smallest input size (the parameter count of a
-    network without its top does not depend on the input size).
+    A catalogue entry's come from the catalogue (`tfinetune.models.catalogue.listing`);
+    another spec is built once with random weights at its smallest input size (the
+    parameter count of a network without its top does not depend on the input size).
 
     Args:
         backbone: a catalogue name or a `BackboneSpec`.
@@ -164,6 +157,8 @@ def describe_backbone(backbone: str | BackboneSpec) -> dict:
     5
     """
     spec = get_spec(backbone)
+    if spec.name in LISTING and CATALOGUE[spec.name] is spec:
+        return listing(spec.name)
     model = build_backbone(spec, image_size=max(spec.min_size, 32), weights=None)
     groups = group_layers(model.layers, spec.group_pattern, spec.boundary_pattern)
     return {

@@ -7,17 +7,22 @@ model) and how its layers group into blocks for staged unfreezing.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
-
-import keras
+from typing import TYPE_CHECKING
 
 from tfinetune.models.specs import BackboneSpec
+
+if TYPE_CHECKING:  # Keras is imported where a network is built: listing needs none
+    import keras
 
 
 def _application(function: str, **options) -> Callable[..., keras.Model]:
     """A builder for `keras.applications.<function>` without its classification top."""
 
     def build(input_shape, weights=None):
+        import keras
+
         make = getattr(keras.applications, function)
         return make(include_top=False, weights=weights, input_shape=input_shape, **options)
 
@@ -36,6 +41,8 @@ def convnet_tiny(input_shape, weights=None, widths=(16, 32, 64, 128)) -> keras.M
     >>> convnet_tiny((32, 32, 3)).output_shape
     (None, 2, 2, 128)
     """
+    import keras
+
     if weights is not None:
         raise ValueError(f"convnet_tiny has no published weights. Received: weights={weights!r}")
     inputs = keras.Input(input_shape)
@@ -189,3 +196,93 @@ CATALOGUE: dict[str, BackboneSpec] = {
     ),
 }
 # fmt: on
+
+
+# Each entry's parameters (without the top) and layer groups, so that listing the catalogue
+# builds nothing; tests/test_backbones.py checks both against the built network.
+LISTING: dict[str, tuple[int, int]] = {
+    "convnet_tiny": (297824, 5),
+    "convnext_base": (87566464, 38),
+    "convnext_large": (196230336, 38),
+    "convnext_small": (49454688, 38),
+    "convnext_tiny": (27820128, 20),
+    "convnext_xlarge": (348147968, 38),
+    "densenet121": (7037504, 63),
+    "densenet169": (12642880, 87),
+    "densenet201": (18321984, 103),
+    "efficientnet_b0": (4049571, 18),
+    "efficientnet_b1": (6575239, 25),
+    "efficientnet_b2": (7768569, 25),
+    "efficientnet_b3": (10783535, 28),
+    "efficientnet_b4": (17673823, 34),
+    "efficientnet_b5": (28513527, 41),
+    "efficientnet_b6": (40960143, 47),
+    "efficientnet_b7": (64097687, 57),
+    "efficientnetv2_b0": (5919312, 23),
+    "efficientnetv2_b1": (6931124, 29),
+    "efficientnetv2_b2": (8769374, 30),
+    "efficientnetv2_b3": (12930622, 34),
+    "efficientnetv2_l": (117746848, 81),
+    "efficientnetv2_m": (53150388, 59),
+    "efficientnetv2_s": (20331360, 42),
+    "inception_resnet_v2": (54336736, 43),
+    "inception_v3": (21802784, 11),
+    "mobilenet": (3228864, 14),
+    "mobilenet_v2": (2257984, 19),
+    "mobilenet_v2_035": (410208, 19),
+    "mobilenet_v3_large": (2996352, 17),
+    "mobilenet_v3_small": (939120, 13),
+    "nasnet_large": (84916818, 23),
+    "nasnet_mobile": (4269716, 17),
+    "resnet101": (42658176, 34),
+    "resnet101_v2": (42626560, 35),
+    "resnet152": (58370944, 51),
+    "resnet152_v2": (58331648, 52),
+    "resnet50": (23587712, 17),
+    "resnet50_v2": (23564800, 18),
+    "vgg16": (14714688, 5),
+    "vgg19": (20024384, 5),
+    "xception": (20861480, 14),
+}
+
+
+def catalogue_entry(name: str) -> BackboneSpec:
+    """A catalogue entry by name, or an error with the close names.
+
+    Args:
+        name: a catalogue name such as "mobilenet_v2".
+
+    Example:
+    >>> catalogue_entry("resnet50").default_size
+    224
+    """
+    if isinstance(name, str) and name in CATALOGUE:
+        return CATALOGUE[name]
+    close = difflib.get_close_matches(str(name).lower(), list(CATALOGUE), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone {name!r}.{hint} Run `tfinetune backbones` for the "
+        f"{len(CATALOGUE)} known names, or pass a BackboneSpec."
+    )
+
+
+def listing(name: str) -> dict:
+    """A catalogue entry's facts for listings, without building it.
+
+    Args:
+        name: a catalogue name.
+
+    Example:
+    >>> listing("mobilenet_v2")["parameters"]
+    2257984
+    """
+    spec = catalogue_entry(name)
+    parameters, groups = LISTING[spec.name]
+    return {
+        "name": spec.name,
+        "default_size": spec.default_size,
+        "parameters": parameters,
+        "normalization": spec.normalization,
+        "layer_groups": groups,
+        "imagenet": spec.imagenet,
+    }

@@ -304,29 +304,6 @@ class HubLayer(keras.layers.Layer):
 
 AUDIO_CLIP = 15600  # 0.975 s: one YAMNet frame of 96 log-mel rows
 
-# Known TF Hub backbones by kind: (handle, what it takes and gives). Any TF2 SavedModel with
-# one of these calling conventions works as `hub:<handle or folder>`; the first of each kind
-# is the command line's default for that kind of data.
-HUB_MODELS = {
-    "text": [
-        ("https://tfhub.dev/google/nnlm-en-dim50/2",
-         "string [batch] sentences -> float32 [batch, 50]; embedding table in blocks"),
-        ("https://tfhub.dev/google/nnlm-en-dim128/2",
-         "string [batch] sentences -> float32 [batch, 128]"),
-        ("https://tfhub.dev/google/universal-sentence-encoder/4",
-         "string [batch] sentences -> float32 [batch, 512]"),
-    ],
-    "audio": [
-        ("https://tfhub.dev/google/yamnet/1",
-         "float32 [samples] 16 kHz mono in [-1, 1] -> embeddings [frames, 1024], a frame of "
-         "0.96 s every 0.48 s; blocks layer1..layer14"),
-    ],
-    "image": [
-        ("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
-         "float32 [batch, 224, 224, 3] in [0, 1] -> float32 [batch, 1280]; blocks block_1.."),
-    ],
-}  # fmt: skip
-
 
 def hub_spec(
     handle: str,

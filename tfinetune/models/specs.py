@@ -5,13 +5,38 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
+if TYPE_CHECKING:  # only named in annotations: the catalogue lists without loading Keras
+    import keras
 
 # A backbone name that starts with this names a TF Hub handle or SavedModel folder.
 HUB_PREFIX = "hub:"
 # TF Hub audio models (YAMNet, TRILL, VGGish) take 16 kHz mono.
 AUDIO_RATE = 16000
+
+# Known TF Hub backbones by kind: (handle, what it takes and gives). Any TF2 SavedModel with
+# one of these calling conventions works as `hub:<handle or folder>`; the first of each kind
+# is the command line's default for that kind of data.
+HUB_MODELS = {
+    "text": [
+        ("https://tfhub.dev/google/nnlm-en-dim50/2",
+         "string [batch] sentences -> float32 [batch, 50]; embedding table in blocks"),
+        ("https://tfhub.dev/google/nnlm-en-dim128/2",
+         "string [batch] sentences -> float32 [batch, 128]"),
+        ("https://tfhub.dev/google/universal-sentence-encoder/4",
+         "string [batch] sentences -> float32 [batch, 512]"),
+    ],
+    "audio": [
+        ("https://tfhub.dev/google/yamnet/1",
+         "float32 [samples] 16 kHz mono in [-1, 1] -> embeddings [frames, 1024], a frame of "
+         "0.96 s every 0.48 s; blocks layer1..layer14"),
+    ],
+    "image": [
+        ("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
+         "float32 [batch, 224, 224, 3] in [0, 1] -> float32 [batch, 1280]; blocks block_1.."),
+    ],
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

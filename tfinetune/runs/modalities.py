@@ -21,7 +21,7 @@ from tfinetune.data.labelled import is_csv
 from tfinetune.data.splits import split_parts
 from tfinetune.data.text import read_text_csv, text_datasets
 from tfinetune.models.backbones import BackboneSpec, get_spec
-from tfinetune.models.hub import HUB_MODELS
+from tfinetune.models.specs import HUB_MODELS
 from tfinetune.runs.experiment import Experiment, ModelConfig, StageConfig
 
 MODALITIES = ("image", "text", "audio")
@@ -179,11 +179,3 @@ def print_text_predictions(classifier, arguments: list[str]) -> int:
     for text, probs in zip(texts, classifier.predict_files(texts), strict=True):
         print(json.dumps({"text": text, **classifier.describe(probs)}))
     return 0
-
-
-def print_hub_models() -> None:
-    """Print the known TF Hub backbones by input kind, with what each takes and gives."""
-    print("\nTF Hub backbones (--backbone hub:<handle or SavedModel folder>), by input:")
-    for kind, models in HUB_MODELS.items():
-        for handle, contract in models:
-            print(f"  {kind:<6}{handle}\n        {contract}")
