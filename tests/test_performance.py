@@ -174,7 +174,7 @@ def test_cli_refuses_a_bad_precision_before_work(tiny_folder, tmp_path, capsys):
     config.write_text(f'[data]\ntrain = "{tiny_folder}"\n[performance]\nprecision = "fp8"\n')
     assert main(["train", "--config", str(config), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "Unknown precision 'fp8'" in err and len(err.strip().splitlines()) == 1
+    assert "performance.precision is 'fp8'" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 

@@ -19,9 +19,12 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 import warnings
 from typing import Any
+
+from tfinetune.logs import quiet_next_tensorflow_import
 
 __version__ = "0.1.0"
 
@@ -129,8 +132,6 @@ def use_backend(name: str | None) -> None:
             f"Keras already runs on {keras.config.backend()} in this process, so it cannot "
             f"switch to {name}: set KERAS_BACKEND={name} before starting Python instead."
         )
-    import os
-
     os.environ["KERAS_BACKEND"] = name
 
 
@@ -198,3 +199,5 @@ if "keras" in sys.modules:
     register_keras_objects()
 elif not any(isinstance(finder, _AfterKeras) for finder in sys.meta_path):
     sys.meta_path.insert(0, _AfterKeras())
+
+quiet_next_tensorflow_import()  # TensorFlow's C++ start-up log: TFINETUNE_VERBOSE=1 shows it

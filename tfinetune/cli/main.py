@@ -17,8 +17,9 @@ import sys
 from collections.abc import Sequence
 
 from tfinetune import use_backend
-from tfinetune.cli.arguments import VERBOSE_ENV, build_parser
+from tfinetune.cli.arguments import build_parser
 from tfinetune.cli.commands import EXIT_FAILED, HANDLERS
+from tfinetune.logs import VERBOSE_ENV, quiet_tensorflow, show_tensorflow_log
 
 # Exit codes: 0 done, 1 failed (the environment or an unexpected error), 2 bad input
 # (including argparse's own usage errors), 130 interrupted (Ctrl-C or SIGTERM).
@@ -28,38 +29,6 @@ WITHOUT_TENSORFLOW = ("backbones",)
 # A user's mistake: the message says what was wrong and what to do.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, FloatingPointError)  # fmt: skip
-
-
-def quiet_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow with its C++ start-up log (oneDNN, CUDA, CPU features) kept quiet.
-
-    TensorFlow's libraries log while they load, before absl's logging is initialised, and
-    such messages ignore every threshold (abseil-cpp#1718): so the process's stderr (file
-    descriptor 2) points at the null device while TensorFlow is imported, and
-    `TF_CPP_MIN_LOG_LEVEL=3` keeps later C++ messages (a failed `cuInit` on a machine
-    without a GPU) out too. A `TF_CPP_MIN_LOG_LEVEL` the user set is kept. Python errors
-    and warnings are not affected.
-
-    Args:
-        verbose: leave TensorFlow's logging alone.
-
-    Example:
-    >>> quiet_tensorflow(verbose=True)
-    """
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _after_interrupt(args: argparse.Namespace) -> str:
@@ -86,8 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     use_backend(getattr(args, "backend", None))  # before TensorFlow, which imports Keras
-    if args.command not in WITHOUT_TENSORFLOW:
-        quiet_tensorflow(args.verbose or os.environ.get(VERBOSE_ENV) == "1")
+    verbose = args.verbose or os.environ.get(VERBOSE_ENV) == "1"
+    if verbose:
+        show_tensorflow_log()
+    elif args.command not in WITHOUT_TENSORFLOW:
+        quiet_tensorflow()
     if args.debug:
         return HANDLERS[args.command](args)
     try:

@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.bars import progress_bar
 from tfinetune.data.images import decode_image, undecodable_reason
 from tfinetune.data.splits import stratified_split
 
@@ -145,7 +145,7 @@ def find_bad_files(
         num_parallel_calls=AUTOTUNE,
         deterministic=False,
     ).ignore_errors()
-    progress = keras.utils.Progbar(len(paths), unit_name="file") if verbose else None
+    progress = progress_bar(len(paths), "file", "checking", verbose)
     readable = set()
     for index, _ in ds.batch(256).as_numpy_iterator():
         readable.update(index.tolist())

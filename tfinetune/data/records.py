@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfinetune.atomic import check_output_folder, folder_lock, staged_folder
+from tfinetune.bars import progress_bar
 from tfinetune.data.datasets import ImageData, build_image_data
 from tfinetune.data.files import LabelledFiles
 from tfinetune.data.folders import scan_image_folder
@@ -71,7 +71,7 @@ def write_tfrecords(
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1. Received: {shard_size!r}")
     n_shards = max(1, -(-len(files) // shard_size))
-    progress = keras.utils.Progbar(len(files), unit_name="image") if verbose else None
+    progress = progress_bar(len(files), "image", "writing", verbose)
     paths = []
     for shard in range(n_shards):
         path = f"{os.fspath(prefix)}-{shard:05d}-of-{n_shards:05d}.tfrecord"

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinetune.bars import progress_bar
 from tfinetune.data.images import decode_and_resize
 
 
@@ -119,7 +119,7 @@ class Classifier:
             tta: average each image's prediction with its mirror's.
             verbose: show a progress bar.
         """
-        progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
+        progress = progress_bar(len(paths), "input", "predicting", verbose)
         chunks = []
         for start in range(0, len(paths), batch_size):
             batch = list(paths[start : start + batch_size])

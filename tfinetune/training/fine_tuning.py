@@ -184,19 +184,21 @@ def fine_tune(
     performance = resolve_performance(precision, jit_compile)
     scope, replica_count = _distribution(model, strategy)
     if verbose:
-        print(f"Training with {performance.describe()}.", flush=True)
+        print(f"Training on {performance.describe()} (why: tfinetune doctor).", flush=True)
     task = task_of(net)
+    schedule_steps = _steps_for_schedules(stages, train_data, steps_per_epoch)
+    counted = steps_per_epoch is None and any(s.schedule != "constant" for s in stages)
     run = _StageRun(
         model, net, train_data, val_data, groups=[g.name for g in groups],
         loss=resolve_loss(loss or default_loss(train_data, task), label_smoothing),
         metrics=default_metrics(task) if metrics is None else list(metrics),
         make_optimizer=make_optimizer,
-        schedule_steps=_steps_for_schedules(stages, train_data, steps_per_epoch),
+        schedule_steps=schedule_steps,
         fit_options={"steps_per_epoch": steps_per_epoch, "verbose": verbose,
                      "class_weight": dict(class_weight) if class_weight else None},
         callbacks=[OneRun(c) for c in callbacks], train_bn=train_bn, spec=spec,
         checkpoints=checkpoint_dir,
-        performance=performance,
+        performance=performance, batches=schedule_steps if counted else None,
     )  # fmt: skip
     saved = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     progress, arrays = saved if saved else (Progress(), {})
@@ -235,6 +237,7 @@ class _StageRun:
     spec: BackboneSpec | None
     checkpoints: str | os.PathLike | None
     performance: Performance
+    batches: int | None = None  # in one epoch, when counted (for the progress bar)
 
     def stage(
         self, index: int, stage: Stage, count: int, result: FineTuneHistory,
@@ -261,7 +264,8 @@ class _StageRun:
             done_before = result.to_dict()
             callbacks.append(EpochCheckpoint(self.checkpoints, index, done_before, earlier, start))
         if self.fit_options["verbose"]:
-            callbacks.append(StageProgress(index, count, name, start))
+            steps = self.fit_options["steps_per_epoch"] or self.batches
+            callbacks.append(StageProgress(index, count, name, start, steps))
         callbacks += self.callbacks
         with warnings.catch_warnings():
             # tfinetune's datasets skip unreadable files, so their length is unknown until

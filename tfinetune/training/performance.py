@@ -64,9 +64,8 @@ class Performance:
         return self.precision == "mixed_float16"
 
     def describe(self) -> str:
-        """One line for the log, e.g. "precision float32, XLA off (cpu: ...)"."""
-        xla = "on" if self.jit_compile else "off"
-        return f"precision {self.precision}, XLA {xla} ({self.device}: {self.reason})"
+        """One short line for the log, e.g. "cpu: float32, XLA off" (`reason` says why)."""
+        return f"{self.device}: {self.precision}, XLA {'on' if self.jit_compile else 'off'}"
 
     def to_dict(self) -> dict:
         """The policy as a JSON-ready dict, saved with a run."""
@@ -148,7 +147,7 @@ def resolve_performance(
     >>> resolve_performance(device="cpu").precision
     'float32'
     >>> resolve_performance(device="gpu", capability=(7, 5)).describe()
-    'precision mixed_float16, XLA on (gpu: compute capability 7.5: float16 tensor cores)'
+    'gpu: mixed_float16, XLA on'
     """
     if isinstance(jit_compile, str) and jit_compile.lower() in ("true", "false"):
         jit_compile = jit_compile.lower() == "true"  # as a config file may spell it

@@ -9,23 +9,44 @@ import keras
 from tfinetune.training.stages import FineTuneHistory
 
 
-class StageProgress(keras.callbacks.Callback):
-    """Prints "stage 2/2 fine-tune, epoch 3/6" before each epoch of a stage.
+class StageProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, each epoch introduced by its stage: "stage 2/2 fine-tune, epoch 1/6".
+
+    It takes the place of the bar `fit` would add, whose own "Epoch 5/10" line (counting
+    across the stages) it leaves out. Given the batches in an epoch, it shows a bar with an
+    ETA from the first epoch on, where Keras, with a dataset of unknown length, would show
+    "1/Unknown" until the first epoch ends.
 
     Args:
         index: the stage's index (from 0).
         count: how many stages the call trains.
         name: the stage's name.
         start: the global number of the stage's first epoch (from 0).
+        steps: the batches in one epoch, when known.
     """
 
-    def __init__(self, index: int, count: int, name: str, start: int) -> None:
+    # As for Keras's own bar (which Keras adds after deciding): batch ends may be handled
+    # off the training loop.
+    async_safe = True
+
+    def __init__(
+        self, index: int, count: int, name: str, start: int, steps: int | None = None
+    ) -> None:
         super().__init__()
-        self.label, self.start = f"stage {index + 1}/{count} {name}", start
+        self.label, self.start, self.steps = f"stage {index + 1}/{count} {name}", start, steps
+
+    def set_params(self, params: dict) -> None:
+        super().set_params(params)
+        self.target = self.target or self.steps
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        total = self.params.get("epochs", 0) - self.start
-        print(f"{self.label}, epoch {epoch - self.start + 1}/{total}", flush=True)
+        epochs, self.epochs = self.epochs, 1  # 1: Keras prints no "Epoch 5/10" line
+        try:
+            super().on_epoch_begin(epoch, logs)
+        finally:
+            self.epochs = epochs
+        if self.verbose:
+            print(f"{self.label}, epoch {epoch - self.start + 1}/{epochs - self.start}", flush=True)
 
 
 def stage_table(
