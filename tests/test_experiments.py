@@ -76,7 +76,7 @@ def test_a_config_file_runs_and_flags_and_set_override_it(data, tmp_path, capsys
     environment = json.loads((run / "environment.json").read_text())
     assert environment["tensorflow"] and environment["keras"] == keras.__version__
     readme = (run / "README.md").read_text()
-    assert f"tfinetune predict {run.resolve()}" in readme and "validation accuracy" in readme
+    assert f"tfinetune predict {run.name} " in readme and "validation accuracy" in readme
     # The run's own config.toml runs the same experiment again.
     again = ["train", "--config", str(run / "config.toml"), "--out", str(tmp_path / "again")]
     assert main(again) == 0

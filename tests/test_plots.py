@@ -9,6 +9,7 @@ from tfinetune import classification_report, scan_image_folder, write_evaluation
 from tfinetune.evaluation.plots import (
     plot_confusion_matrix,
     plot_reliability,
+    plot_top_losses,
 )
 from tfinetune.training.curves import plot_history, plot_lr_finder
 from tfinetune.training.stages import FineTuneHistory
@@ -59,6 +60,22 @@ def test_history_marks_stage_boundaries(tmp_path):
     assert boundaries == [2.5]
     assert {t.get_text() for t in loss_ax.texts} == {"head", "fine-tune"}
     assert loss_ax.get_xlabel() == "epoch"
+    # whole epochs only (matplotlib's default would tick 1.25, 1.5, ...)
+    ticks = [t for t in loss_ax.get_xticks() if 1 <= t <= 4]
+    assert ticks == [1, 2, 3, 4]
+
+
+def test_top_losses_keep_each_images_shape_and_name_its_file(tmp_path):
+    wide, tall = tmp_path / "wide_photo.png", tmp_path / "tall.png"
+    Image.new("RGB", (400, 100), "red").save(wide)
+    Image.new("RGB", (90, 300), "blue").save(tall)
+    report = classification_report(np.array([0, 1]), np.array([[0.3, 0.7], [0.8, 0.2]]),
+                                   ["a", "b"])  # fmt: skip
+    fig = plot_top_losses(report, [str(wide), str(tall)], tmp_path / "top.png")
+    shown = {ax.get_title().splitlines()[0]: ax.images[0].get_array().shape
+             for ax in fig.axes if ax.images}  # fmt: skip
+    assert shown == {"wide_photo.png": (40, 160, 3), "tall.png": (160, 48, 3)}
+    assert (tmp_path / "top.png").stat().st_size < 300_000
 
 
 def test_reliability_diagram_and_lr_finder_render(tmp_path):

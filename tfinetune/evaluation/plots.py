@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from tfinetune.data.images import load_image
+from tfinetune.data.images import decode_image
 from tfinetune.evaluation.metrics import calibration_bins
 from tfinetune.evaluation.report import ClassificationReport, top_losses
 
-GALLERY_SIZE = 160  # pixels each image is shown at
+GALLERY_SIZE = 160  # the longer side of each image shown, in pixels
 
 
 def _font_size(n_classes: int) -> float:
@@ -116,6 +116,15 @@ def plot_reliability(report: ClassificationReport, path: str | os.PathLike) -> F
     return fig
 
 
+def _thumbnail(path: str) -> np.ndarray:
+    """An image at most `GALLERY_SIZE` pixels a side, in its own aspect ratio."""
+    import tensorflow as tf
+
+    image = decode_image(tf.io.read_file(str(path)))
+    image = tf.image.resize(image, (GALLERY_SIZE, GALLERY_SIZE), preserve_aspect_ratio=True)
+    return tf.cast(tf.round(image), tf.uint8).numpy()
+
+
 def _gallery(items: Sequence[dict], title: str, path: str | os.PathLike) -> Figure:
     """A grid of images, each with a two-line caption coloured by right or wrong."""
     cols = min(4, max(len(items), 1))
@@ -125,9 +134,12 @@ def _gallery(items: Sequence[dict], title: str, path: str | os.PathLike) -> Figu
     for ax in axes:
         ax.axis("off")
     for ax, item in zip(axes, items, strict=False):
-        ax.imshow(load_image(item["path"], GALLERY_SIZE).numpy())
+        ax.imshow(_thumbnail(item["path"]))
         right = item["true"] == item["predicted"]
-        ax.set_title(item["caption"], fontsize=9, color="green" if right else "red")
+        name = os.path.basename(item["path"])
+        name = name if len(name) <= 28 else name[:12] + "..." + name[-13:]
+        caption = f"{name}\n{item['caption']}"
+        ax.set_title(caption, fontsize=8, color="green" if right else "red")
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return fig

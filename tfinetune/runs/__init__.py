@@ -5,7 +5,8 @@
 - `overrides`: `apply_flags`, command-line flags and `--set` on an experiment.
 - `modalities`: the backbone and recipe a run uses for images, text or sound.
 - `sources`: what a run reads: its data, a teacher, a trained run's model.
-- `folder`: the run folder's record (config, environment, manifest, README).
+- `folder`: the run folder's record (config, environment, manifest).
+- `card`: the run folder's `README.md`, a model card.
 - `validation`: the validation report of a run, and `calibrate`.
 - `train`: `train_run`, a folder or CSV in and a complete run folder out.
 - `evaluate`: `evaluate_run`, a model scored on labelled data.

@@ -4,8 +4,7 @@
 - `environment.json`: package versions, Python, the devices, the command line;
 - `manifest.csv`: every file used, per split, with its label; every file skipped, with
   the reason; the junk passed over;
-- `README.md`: for a person: what was trained, on what, the results, and the commands to
-  evaluate, predict, export, serve and resume it.
+- `README.md`: for a person, a model card (`tfinetune.runs.card`).
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def check_same_experiment(run: Path, experiment: Experiment) -> None:
     """
     if not (run / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{str(run)!r} holds no {CONFIG_FILE}: it is not a run to resume.")
-    before, now = _flat(load_config(run / CONFIG_FILE).to_dict()), _flat(experiment.to_dict())
+    before, now = flat(load_config(run / CONFIG_FILE).to_dict()), flat(experiment.to_dict())
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
@@ -164,12 +163,22 @@ def check_same_experiment(run: Path, experiment: Experiment) -> None:
         )
 
 
-def _flat(tree, prefix: str = "") -> dict:
+def flat(tree, prefix: str = "") -> dict:
+    """A nested dict (lists of dicts numbered from 1) as one dict of dotted keys.
+
+    Args:
+        tree: the nested values.
+        prefix: put before every key.
+
+    Example:
+    >>> flat({"data": {"seed": 1}, "stages": [{"epochs": 2}]})
+    {'data.seed': 1, 'stages.1.epochs': 2}
+    """
     if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
     if isinstance(tree, list) and tree and isinstance(tree[0], dict):
         return {
-            k: v for i, sub in enumerate(tree, 1) for k, v in _flat(sub, f"{prefix}{i}.").items()
+            k: v for i, sub in enumerate(tree, 1) for k, v in flat(sub, f"{prefix}{i}.").items()
         }
     return {prefix.rstrip("."): tree}
 
@@ -195,66 +204,3 @@ def check_same_files(run: Path, data: ImageData) -> None:
             f"example {example[1]!r}); resuming would train on other files. Pass "
             "--allow-changes to resume anyway, or start a new run."
         )
-
-
-def _performance_line(p: dict) -> str:
-    if not p:
-        return "the default policy"
-    xla = "on" if p.get("jit_compile") else "off"
-    where = f"{p.get('replicas', 1)} replica(s), global batch {p.get('global_batch', '?')}"
-    return f"precision {p.get('precision')}, XLA {xla}, {p.get('strategy', '')} {where}"
-
-
-def write_readme(out: Path, final: Path, experiment: Experiment, data: ImageData, facts: dict):
-    """Write `README.md`: what was trained, on what, the results, and what to run next.
-
-    Args:
-        out: the folder being written.
-        final: the run folder's final path (for the commands).
-        experiment: the resolved experiment.
-        data: the run's datasets.
-        facts: `headline` (the result line), `seconds`, `performance` (how it trained) and
-            `modality` ("image", "text" or "audio").
-    """
-    counts = {s: len(f) for s in ("train", "val", "test") if (f := getattr(data, f"{s}_files"))}
-    stages = ", ".join(f"{s.name} ({s.epochs} epochs)" for s in experiment.stages if s.epochs)
-    run, val_files = str(final), data.val_files
-    example = val_files.paths[0] if val_files else "IMAGE"
-    evaluate = f"--data MORE_IMAGES --out {run}-eval   # or --csv FILE"
-    export = f"tfinetune export {run} --format tflite --out {run}-tflite"
-    modality = facts.get("modality", "image")
-    if modality == "text":
-        example = json.dumps(val_files.texts[0][:60]) if val_files else '"a sentence"'
-        evaluate = f"--csv MORE_TEXTS.csv --out {run}-eval"
-        export = f"tfinetune predict {run} - < sentences.txt   # one per line"
-    elif modality == "audio":
-        evaluate = f"--data MORE_SOUNDS --out {run}-eval"
-        export = f"tfinetune predict {run} *.wav   # any sample rate, mono or stereo"
-    val = f" and validated on `{experiment.data.val}`" if experiment.data.val else ""
-    text = f"""# Run `{final.name}`
-
-A {data.task.replace("_", "-")} model on **{experiment.model.backbone}**
-(weights: {experiment.model.weights}), trained with tfinetune on
-`{experiment.data.train}`{val}.
-
-- Classes ({len(data.class_names)}): {", ".join(data.class_names[:20])}
-- Files used: {", ".join(f"{n} {s}" for s, n in counts.items())}; skipped:
-  {len(data.bad_files)}; ignored: {len(data.ignored)} (see `manifest.csv`)
-- Stages: {stages}; seed {experiment.seed}
-- Trained with {_performance_line(facts.get("performance", {}))}
-- **Result: {facts["headline"] or "no validation data"}** in {facts["seconds"]:.0f} s
-
-The experiment is `config.toml`; the machine and package versions, `environment.json`.
-
-## Next
-
-```bash
-tfinetune evaluate {run} {evaluate}
-tfinetune predict {run} {example}
-{export}
-tfinetune train --config {run}/config.toml --out {run}-again  # the same experiment again
-docker run -p 8501:8501 -v "{run}/saved_model:/models/{final.name}" \\
-  -e MODEL_NAME={final.name} tensorflow/serving                  # TF Serving, REST on :8501
-```
-"""
-    write_text(out / "README.md", text)

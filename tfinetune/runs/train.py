@@ -36,6 +36,7 @@ from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec
 from tfinetune.models.heads import set_model_info
 from tfinetune.models.weights import check_weights_argument
+from tfinetune.runs.card import write_model_card
 from tfinetune.runs.checks import check_values
 from tfinetune.runs.experiment import Experiment, load_config, resolve_paths
 from tfinetune.runs.folder import (
@@ -43,7 +44,6 @@ from tfinetune.runs.folder import (
     check_same_experiment,
     check_same_files,
     write_manifest,
-    write_readme,
     write_record,
 )
 from tfinetune.runs.modalities import backbone_for, data_modality, load_signal_data, with_recipe
@@ -167,7 +167,7 @@ def train_run(
         seconds = time.perf_counter() - started
         facts = {"headline": headline(report), "seconds": seconds,
                  "performance": history.performance, "modality": spec.modality}  # fmt: skip
-        write_readme(out, Path(out_dir).resolve(), experiment, data, facts)
+        write_model_card(out, Path(out_dir).resolve(), experiment, data, facts)
     return RunResult(
         Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:
     from tfinetune.training.stages import FineTuneHistory
@@ -49,6 +50,7 @@ def plot_history(history: FineTuneHistory, path: str | os.PathLike) -> Figure:
                 ha="center",
                 fontsize=9,
             )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 1.25
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
