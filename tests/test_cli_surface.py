@@ -172,3 +172,13 @@ def test_help_and_usage_errors_answer_without_tensorflow():
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.split() == ["False", "False"]
     assert "Did you mean --weights?" in done.stderr
+
+
+def test_every_flag_has_help_and_defaults_are_shown():
+    parser = build_parser()
+    for name, command in parser.commands.items():
+        for action in command._actions:
+            assert action.help, (name, action.option_strings or action.dest)
+    text = parser.commands["export"].format_help()
+    assert "(default: saved_model)" in text and "(default: float32)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -11,8 +11,7 @@ import argparse
 from tfinetune import __version__
 from tfinetune.cli.parser import Parser
 from tfinetune.cli.values import groups, hidden_units, positive_int, weights, whole_number
-
-VERBOSE_ENV = "TFINETUNE_VERBOSE"
+from tfinetune.logs import VERBOSE_ENV
 
 
 def build_parser() -> Parser:
@@ -98,7 +97,11 @@ def _add_data_and_head(command: argparse.ArgumentParser) -> None:
         "--clip-seconds", type=float, help="sound clips' length (default: the backbone's)"
     )
     _add_model_options(command, defaults=False)
-    command.add_argument("--pooling", choices=("avg", "max", "avgmax", "attention"))
+    command.add_argument(
+        "--pooling",
+        choices=("avg", "max", "avgmax", "attention"),
+        help="how the head pools the backbone's features (avg; attention: sound)",
+    )
     command.add_argument(
         "--hidden-units", type=hidden_units, help="hidden head layers, e.g. 256,128"
     )
@@ -176,7 +179,11 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
         type=float,
         help="the head's rate in the last stage (2e-4; with --learning-rate alone, half of that)",
     )
-    train.add_argument("--schedule", choices=("constant", "warmup_cosine", "one_cycle"))
+    train.add_argument(
+        "--schedule",
+        choices=("constant", "warmup_cosine", "one_cycle"),
+        help="the last stage's learning-rate schedule (warmup_cosine)",
+    )
     train.add_argument(
         "--train-bn", action="store_true", help="train BatchNormalization in unfrozen groups"
     )
@@ -188,7 +195,11 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
         "--augment",
         help="none, light, medium, heavy, or layer names with commas (flip,rotation,cutmix)",
     )
-    train.add_argument("--resize", choices=("stretch", "crop", "pad"))
+    train.add_argument(
+        "--resize",
+        choices=("stretch", "crop", "pad"),
+        help="how images reach the input size: stretch, centre crop or pad (stretch)",
+    )
     train.add_argument(
         "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
     )
@@ -248,10 +259,10 @@ def _add_lr_find(commands) -> None:
         help="layer groups that train (1: the head only; 'all')",
     )
     finder.add_argument("--steps", type=positive_int, default=100, help="batches in the sweep")
-    finder.add_argument("--start-lr", type=float, default=1e-7)
-    finder.add_argument("--end-lr", type=float, default=10.0)
-    finder.add_argument("--batch-size", type=positive_int, default=32)
-    finder.add_argument("--seed", type=int, default=1337)
+    finder.add_argument("--start-lr", type=float, default=1e-7, help="the sweep's first rate")
+    finder.add_argument("--end-lr", type=float, default=10.0, help="the sweep's last rate")
+    finder.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
+    finder.add_argument("--seed", type=int, default=1337, help="seeds the data order")
     finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
     finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
 
@@ -260,10 +271,14 @@ def _add_convert(commands) -> None:
     convert = commands.add_parser("convert", help="write a folder as split TFRecord shards")
     convert.add_argument("--data", required=True, help="folder: DIR/<class>/<images>")
     convert.add_argument("--out", required=True, help="new folder for the shards")
-    convert.add_argument("--val-split", type=float, default=0.2)
-    convert.add_argument("--test-split", type=float, default=0.0)
+    convert.add_argument(
+        "--val-split", type=float, default=0.2, help="share of each class for validation"
+    )
+    convert.add_argument(
+        "--test-split", type=float, default=0.0, help="share of each class for testing"
+    )
     convert.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
-    convert.add_argument("--seed", type=int, default=1337)
+    convert.add_argument("--seed", type=int, default=1337, help="seeds the split")
 
 
 MODEL_HELP = "a run folder, a SavedModel (version or base folder), a .keras or a .tflite file"
@@ -279,7 +294,7 @@ def _add_evaluate_and_predict(commands) -> None:
         help="folder DIR/<class>/<images>, or a CSV with the run's columns (any task)",
     )
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
-    evaluate.add_argument("--batch-size", type=positive_int, default=32)
+    evaluate.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
     evaluate.add_argument(
         "--tta",
         action="store_true",
@@ -367,5 +382,10 @@ def _add_backbones_and_demo(commands) -> None:
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
     demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
-    demo.add_argument("--labels-per-class", type=positive_int, default=20)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--labels-per-class",
+        type=positive_int,
+        default=20,
+        help="labelled images per class the demo trains on",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seeds the data and the training")

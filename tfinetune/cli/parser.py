@@ -18,6 +18,17 @@ from typing import NoReturn
 USAGE_ERROR = 2
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Help that ends with "(default: X)" where a flag has a default its text does not give."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text or not text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` with one-line errors and close-match suggestions.
 
@@ -32,6 +43,7 @@ class Parser(argparse.ArgumentParser):
         self.flags: list[str] = []  # before argparse adds --help
         self.commands: dict[str, Parser] = {}
         self.given: list[str] = []
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *names, **kwargs):
