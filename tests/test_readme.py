@@ -261,3 +261,30 @@ def test_the_tflite_block_reads_the_export_and_predicts_its_label(quick_start, m
     keras_label = names[int(np.argmax(model.predict(
         decode_and_resize(pixels, (32, 32))[None], verbose=0)))]  # fmt: skip
     assert printed.strip() == keras_label
+
+
+def test_the_table_of_contents_lists_every_section_in_order():
+    text = README.read_text()
+    contents = re.search(r"^## Contents\n\n((?:- .*\n)+)", text, re.M).group(1)
+    listed = re.findall(r"^- \[(.+)\]\(#([\w-]+)\)$", contents, re.M)
+    headings = [h for h in re.findall(r"^## (.+)$", text, re.M) if h != "Contents"]
+    assert [title for title, _ in listed] == headings
+    for title, anchor in listed:  # GitHub's anchors: lower case, punctuation out, - for space
+        assert anchor == re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def test_the_backbone_table_holds_the_committed_benchmark_and_the_catalogue():
+    from tfinetune.models.catalogue import LISTING
+
+    measured = json.loads((README.parent / "benchmarks/results/backbone_cpu.json").read_text())
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| ([\d.]+) M \| [^|]+ \| ([\d.]+) \| ([\d.]+)x \|$",
+                      README.read_text(), re.M)  # fmt: skip
+    assert len(rows) == len(measured["rows"]) >= 10
+    by_name = {r["backbone"]: r for r in measured["rows"]}
+    for name, size, millions, cpu, ratio in rows:
+        found = by_name[name]
+        assert int(size) == found["image_size"]
+        assert millions == f"{LISTING[name][0] / 1e6:.1f}"
+        assert cpu == f"{found['cpu_ms_per_image']:.1f}"
+        assert ratio == f"{found['cpu_vs_mobilenet_v2']:.2f}"
+    assert [float(cpu) for *_, cpu, _ in rows] == sorted(float(cpu) for *_, cpu, _ in rows)
