@@ -179,6 +179,8 @@ def test_every_flag_has_help_and_defaults_are_shown():
     for name, command in parser.commands.items():
         for action in command._actions:
             assert action.help, (name, action.option_strings or action.dest)
+        example = command.format_help().split("example:\n  ")[1].strip()
+        assert example.startswith(f"tfinetune {name} "), name
     text = parser.commands["export"].format_help()
     assert "(default: saved_model)" in text and "(default: float32)" in text
     assert "(default: None)" not in text and "(default: False)" not in text

@@ -180,8 +180,8 @@ def test_importing_tfinetune_registers_every_class_a_saved_model_can_hold(import
 
 def test_cli_holds_only_argument_parsing_printing_and_the_demo():
     modules = sorted(p.stem for p in (PACKAGE / "cli").glob("*.py"))
-    assert modules == ["__init__", "__main__", "arguments", "commands", "demo", "doctor", "main",
-                       "parser", "values"]  # fmt: skip
+    assert modules == ["__init__", "__main__", "arguments", "commands", "demo", "doctor",
+                       "examples", "main", "parser", "values"]  # fmt: skip
     for path in PACKAGE.rglob("*.py"):  # nothing but the command line imports it
         if path.parent.name != "cli" and path.parent != PACKAGE:
             assert "tfinetune.cli" not in path.read_text(), path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from tfinetune import __version__
+from tfinetune.cli.examples import epilog
 from tfinetune.cli.parser import Parser
 from tfinetune.cli.values import groups, hidden_units, positive_int, weights, whole_number
 from tfinetune.logs import VERBOSE_ENV
@@ -38,8 +39,9 @@ def build_parser() -> Parser:
     _add_export_and_verify(commands)
     _add_backbones_and_demo(commands)
     parser.commands = dict(commands.choices)
-    for command in parser.commands.values():  # also after the command: tfinetune train --debug
-        _add_global_flags(command, default=argparse.SUPPRESS)
+    for name, command in parser.commands.items():
+        _add_global_flags(command, default=argparse.SUPPRESS)  # also: tfinetune train --debug
+        command.epilog = epilog(name)
     return parser
 
 

@@ -18,8 +18,9 @@ from typing import NoReturn
 USAGE_ERROR = 2
 
 
-class HelpWithDefaults(argparse.HelpFormatter):
-    """Help that ends with "(default: X)" where a flag has a default its text does not give."""
+class HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
+    """Help that ends with "(default: X)" where a flag has a default its text does not give
+    (and an example under the flags, as written)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
