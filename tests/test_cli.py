@@ -161,6 +161,21 @@ def test_lr_find_prints_suggestions_and_writes_the_curve(trained_run, tmp_path, 
     assert "num_steps must be a whole number from 4 to 1000" in capsys.readouterr().err
 
 
+def test_lr_find_takes_trains_data_flags_a_csv_and_set(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    rows = "".join(f"{p.relative_to(data)},{p.parent.name}\n" for p in sorted(data.rglob("*.jpg")))
+    (data / "all.csv").write_text("path,label\n" + rows)
+    args = ["lr-find", "--csv", str(data / "all.csv"), "--backbone", "convnet_tiny", "--weights",
+            "none", "--image-size", "32", "--batch-size", "4", "--augment", "none",
+            "--steps", "8", "--set", "model.hidden_units=[8]",
+            "--out", str(tmp_path / "lr")]  # fmt: skip
+    assert main(args) == 0
+    assert len(json.loads((tmp_path / "lr" / "lr_finder.json").read_text())["losses"]) <= 8
+    bad = [*args[:-2], "--set", "model.pooling=mean", "--out", str(tmp_path / "lr2")]
+    assert main(bad) == 2
+    assert "model.pooling is 'mean'" in capsys.readouterr().err
+
+
 def test_train_with_mixing_augmentation_a_schedule_and_crop_resize(trained_run, tmp_path):
     data, _ = trained_run
     args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]

@@ -225,16 +225,7 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
     """The experiment file, the run folder, resuming and quiet."""
-    train.add_argument(
-        "--config", help="an experiment file (TOML; `tfinetune init` writes one); flags override"
-    )
-    train.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override one experiment value, e.g. --set stages.2.epochs=3 (repeatable)",
-    )
+    _add_experiment_file(train)
     train.add_argument("--out", help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     train.add_argument(
@@ -250,23 +241,38 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bars, the result only")
 
 
-def _add_lr_find(commands) -> None:
-    finder = commands.add_parser("lr-find", help="sweep the learning rate and suggest one")
-    finder.add_argument("--data", required=True, help="training folder: DIR/<class>/<images>")
-    _add_model_options(finder)
-    finder.add_argument(
-        "--train-groups",
-        type=groups,
-        default=1,
-        help="layer groups that train (1: the head only; 'all')",
+def _add_experiment_file(command: argparse.ArgumentParser) -> None:
+    """--config FILE and --set KEY=VALUE (the flags override the file, --set the flags)."""
+    command.add_argument(
+        "--config", help="an experiment file (TOML; `tfinetune init` writes one); flags override"
     )
-    finder.add_argument("--steps", type=positive_int, default=100, help="batches in the sweep")
-    finder.add_argument("--start-lr", type=float, default=1e-7, help="the sweep's first rate")
-    finder.add_argument("--end-lr", type=float, default=10.0, help="the sweep's last rate")
-    finder.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
-    finder.add_argument("--seed", type=int, default=1337, help="seeds the data order")
+    command.add_argument(
+        "--set", dest="assignments", action="append", metavar="KEY=VALUE",
+        help="override one experiment value, e.g. --set stages.2.epochs=3 (repeatable)",
+    )  # fmt: skip
+
+
+def _add_lr_find(commands) -> None:
+    # The data, model and head flags, --config and --set are train's (left out: the
+    # experiment's); the sweep's own flags have their defaults here.
+    finder = commands.add_parser(
+        "lr-find",
+        help="sweep the learning rate and suggest one, on train's data and model flags",
+        argument_default=argparse.SUPPRESS,
+    )
+    _add_data_and_head(finder)
+    for flag, kind, text in (("--batch-size", positive_int, "(32)"), ("--seed", int, "(1337)")):
+        finder.add_argument(flag, type=kind, help=text)
+    finder.add_argument("--augment", help="as for train: none, light, medium, heavy (light)")
+    sweep = (("--train-groups", groups, 1, "layer groups that train (1: the head; 'all')"),
+             ("--steps", positive_int, 100, "batches in the sweep"),
+             ("--start-lr", float, 1e-7, "the sweep's first rate"),
+             ("--end-lr", float, 10.0, "the sweep's last rate"))  # fmt: skip
+    for flag, kind, default, text in sweep:
+        finder.add_argument(flag, type=kind, default=default, help=text)
+    _add_experiment_file(finder)
     finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
-    finder.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    finder.add_argument("--overwrite", action="store_true", default=False, help="replace --out")
 
 
 def _add_convert(commands) -> None:

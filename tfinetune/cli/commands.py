@@ -93,20 +93,15 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from tfinetune.runs.lr_find import lr_find_run
+    from tfinetune.runs.lr_find import lr_find_experiment
 
-    result = lr_find_run(
-        args.data,
+    result = lr_find_experiment(
+        experiment_from_args(args),
         args.out,
-        backbone=args.backbone,
-        weights=None if args.weights == "none" else args.weights,
-        image_size=args.image_size,
         train_groups=args.train_groups,
         num_steps=args.steps,
         start_lr=args.start_lr,
         end_lr=args.end_lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
         overwrite=args.overwrite,
     )
     stopped = " (stopped early: the loss diverged)" if result.diverged else ""

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,13 +28,12 @@ from tfinetune.atomic import (
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile
 from tfinetune.data.labelled import is_csv
-from tfinetune.data.pipeline import PipelineOptions
 from tfinetune.evaluation.multilabel import MultiLabelReport
 from tfinetune.evaluation.regression import RegressionReport
 from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec
 from tfinetune.models.heads import set_model_info
-from tfinetune.models.weights import check_weights_argument
+from tfinetune.runs.build import data_and_model, resolved_backbone
 from tfinetune.runs.card import write_model_card
 from tfinetune.runs.checks import check_values
 from tfinetune.runs.experiment import Experiment, load_config, resolve_paths
@@ -46,13 +44,11 @@ from tfinetune.runs.folder import (
     write_manifest,
     write_record,
 )
-from tfinetune.runs.modalities import backbone_for, data_modality, load_signal_data, with_recipe
-from tfinetune.runs.sources import build_run_model, load_run_data, load_teacher
+from tfinetune.runs.sources import load_teacher
 from tfinetune.runs.validation import evaluate_validation
 from tfinetune.serving.export import export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR
 from tfinetune.serving.verify import export_check
-from tfinetune.sizes import to_size
 from tfinetune.training.curves import plot_history
 from tfinetune.training.distillation import Distiller
 from tfinetune.training.distribution import describe_strategy, replicas, resolve_strategy
@@ -128,17 +124,7 @@ def train_run(
     strategy = _strategy(p.strategy)
     resolve_performance(p.precision, p.jit_compile)
     resolve_determinism(p.deterministic_ops, device="cpu")  # a bad value fails here
-    if not experiment.data.train:
-        raise ValueError("The experiment names no training data: set data.train (or --data).")
-    d = experiment.data
-    modality = data_modality(d.train, d.text_column, d.path_column)
-    experiment, spec, backbone_note = backbone_for(experiment, modality)
-    experiment, recipe_note = with_recipe(experiment, modality)
-    for note in (backbone_note, recipe_note) if verbose else ():
-        if note:
-            print(note)
-    weights = _weights_of(experiment.model.weights)
-    check_weights_argument(weights)  # before the data scan: a bad file fails at once
+    experiment, spec, weights = resolved_backbone(experiment, bool(verbose))
     if not resume:
         check_output_folder(out_dir, overwrite, "run")
     keras.utils.set_random_seed(experiment.seed)
@@ -148,7 +134,7 @@ def train_run(
         if resume and not allow_changes:
             check_same_experiment(out, experiment)
         write_record(out, experiment)
-        data, model = _data_and_model(experiment, spec, weights, verbose, strategy)
+        data, model = data_and_model(experiment, spec, weights, verbose, strategy)
         if resume and not allow_changes:
             check_same_files(out, data)
         write_manifest(out, data)
@@ -171,40 +157,6 @@ def train_run(
     return RunResult(
         Path(out_dir), model, data.class_names, history, report, data.bad_files, seconds
     )
-
-
-def _weights_of(value: str) -> str | None:
-    return None if value.lower() == "none" else value
-
-
-def _data_and_model(
-    experiment: Experiment, spec: BackboneSpec, weights: str | None, verbose: int, strategy
-) -> tuple[ImageData, keras.Model]:
-    """The run's datasets (bad files reported; global batches) and the model for them, made
-    in the strategy's scope."""
-    d, m = experiment.data, experiment.model
-    batch = d.batch_size * replicas(strategy)
-    head = {"pooling": m.pooling, "hidden_units": m.hidden_units, "dropout": m.dropout,
-            "batch_norm": m.batch_norm}  # fmt: skip
-    size = to_size(d.image_size or (spec.default_size if spec.modality == "image" else 1))
-    if spec.modality != "image":
-        data = load_signal_data(experiment, spec.modality, spec, batch, bool(verbose))
-        head["clip_seconds"] = d.clip_seconds or None if spec.modality == "audio" else None
-    else:
-        head["mirror"] = experiment.evaluation.tta  # the model averages the mirrors itself
-        augment = None if d.augment == "none" else d.augment
-        options = PipelineOptions(size, batch, augment=augment, resize=d.resize,
-                                  seed=experiment.seed)  # fmt: skip
-        data = load_run_data(
-            d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
-            label_delim=d.label_delim or None, path_column=d.path_column,
-            label_column=d.label_column, verbose=bool(verbose),
-        )  # fmt: skip
-    if verbose:
-        _print_bad_files(data.bad_files)
-    with strategy.scope():
-        model = build_run_model(spec, data, size, weights, **head)
-    return data, model
 
 
 def _train(
@@ -378,10 +330,3 @@ def _calibration_facts(report) -> dict:
     if getattr(report, "temperature", None) is None:
         return {}
     return {"calibration": {"temperature": report.temperature, "fitted_on": "validation data"}}
-
-
-def _print_bad_files(bad_files: Sequence[BadFile]) -> None:
-    if bad_files:
-        print(f"Skipped {len(bad_files)} unreadable file(s):")
-        for bad in bad_files:
-            print(f"  {bad.path}: {bad.reason}")
