@@ -31,8 +31,10 @@ def test_the_run_readme_is_a_model_card_with_relative_paths(trained_run):
     for name in embedded:
         assert (run / name).is_file(), name
     assert sorted(embedded) == sorted(p.name for p in run.glob("*.png"))
-    # no absolute path: the run can move
+    # no absolute path: the run can move (its export's record of the data too)
     assert str(run.parent) not in card and not re.search(r"(?<![\w.$])/(tmp|home|root)\b", card)
+    contract = run / "saved_model" / "1" / "assets.extra" / "preprocessing.json"
+    assert json.loads(contract.read_text())["training_data"] == "../data"
 
 
 def test_the_cards_commands_work_from_the_runs_parent(trained_run, monkeypatch, capsys):

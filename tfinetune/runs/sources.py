@@ -109,7 +109,14 @@ def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict
         class_names, contract = read_contract(find_saved_model(model_file.parent))
     except FileNotFoundError:  # a bare .keras file: what the model carries
         class_names, contract = keras_contract(model_file, model)
+    for key in RUN_RELATIVE:  # recorded relative to the run folder (absolute before 0.1)
+        if contract.get(key):
+            contract[key] = str((model_file.parent / contract[key]).resolve())
     return model, class_names, contract, model_file
+
+
+# The paths a run's export records relative to the run folder.
+RUN_RELATIVE = ("training_data", "validation_data", "teacher")
 
 
 def load_teacher(path: str | os.PathLike, class_names: list[str]) -> keras.Model:

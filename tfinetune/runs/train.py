@@ -246,7 +246,7 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
     options = {"class_names": list(data.class_names), "resize": d.resize,
                "thresholds": None if thresholds is None else [float(t) for t in thresholds],
                "top_k": experiment.export.top_k,
-               "metadata": {**_export_facts(spec, sources, csv_columns),
+               "metadata": {**_export_facts(spec, sources, csv_columns, out),
                             **_calibration_facts(report)}}  # fmt: skip
     if keras.config.backend() != "tensorflow":  # a SavedModel is TensorFlow's: export there
         export_in_tensorflow(out / "model.keras", out / SAVED_MODEL_DIR, options, data.val_files)
@@ -316,10 +316,12 @@ def headline(report) -> str:
     return f"validation macro F1 {report.to_dict()['macro_avg']['f1']:.3f}"
 
 
-def _export_facts(spec: BackboneSpec, sources: dict, csv_columns: dict | None) -> dict:
-    """What an export records of its run: backbone, data and teacher paths, CSV columns."""
+def _export_facts(spec: BackboneSpec, sources: dict, csv_columns: dict | None, run: Path) -> dict:
+    """What an export records of its run: backbone, data and teacher paths (relative to the
+    run folder, so that the two can move together), CSV columns."""
     facts = {"backbone": spec.name, "normalization": spec.normalization}
-    facts.update({k: str(Path(v).resolve()) for k, v in sources.items() if v})
+    facts.update({k: os.path.relpath(Path(v).resolve(), run.resolve())
+                  for k, v in sources.items() if v})  # fmt: skip
     if csv_columns:  # how to read the CSVs again, to evaluate and verify
         facts["csv"] = csv_columns
     return facts
