@@ -184,3 +184,10 @@ def test_every_flag_has_help_and_defaults_are_shown():
     text = parser.commands["export"].format_help()
     assert "(default: saved_model)" in text and "(default: float32)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+    # train's many flags come in groups, in the order a run needs them
+    help_text = parser.commands["train"].format_help()
+    titles = ["data:", "model and head:", "training:", "performance and repeatability:",
+              "experiment file and run folder:"]  # fmt: skip
+    places = [help_text.index(f"\n{t}\n") for t in titles]
+    assert places == sorted(places)
+    assert help_text.index("\n  --freeze-epochs") > help_text.index("\ntraining:\n")

@@ -1,7 +1,6 @@
-"""The command line's arguments: one parser builder per command, and the value types.
+"""The command line's flags: one parser builder per command, the flags in groups.
 
-Only the standard library is imported here: `tfinetune --help` and argument errors answer
-without loading TensorFlow.
+Nothing here loads TensorFlow: `tfinetune --help` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
-def _add_model_options(command: argparse.ArgumentParser, defaults: bool = True) -> None:
+def _add_model_options(command, defaults: bool = True) -> None:
     """--backbone, --weights, --image-size (without defaults for `train`: its experiment's)."""
     default = {"default": "mobilenet_v2"} if defaults else {}
     command.add_argument("--backbone", **default, help="catalogue name")
@@ -73,42 +72,42 @@ def _add_model_options(command: argparse.ArgumentParser, defaults: bool = True) 
 
 def _add_data_and_head(command: argparse.ArgumentParser) -> None:
     """The data and head flags of `train` and `distill` (their defaults: the experiment's)."""
-    sources = command.add_mutually_exclusive_group()
+    data = command.add_argument_group("data")
+    sources = data.add_mutually_exclusive_group()
     sources.add_argument("--data", help="training folder: DIR/<class>/<images or WAV files>")
     sources.add_argument(
         "--csv",
         dest="data",
         help="training CSV: a path (or text) column and a label (or number) column",
     )
-    val = command.add_mutually_exclusive_group()
+    val = data.add_mutually_exclusive_group()
     val.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
     val.add_argument("--val-csv", dest="val_data", help="validation CSV, with the same columns")
-    command.add_argument(
+    data.add_argument(
         "--task",
         choices=("single_label", "multi_label", "regression"),
         help="what a CSV's label column holds (default: multi_label with --label-delim, "
         "else single_label)",
     )
-    command.add_argument(
+    data.add_argument(
         "--label-delim", help="separator of several labels in one CSV cell (multi-label)"
     )
-    command.add_argument("--path-column", help="the CSV's image path column (path)")
-    command.add_argument("--label-column", help="the CSV's label column (label)")
-    command.add_argument("--text-column", help="a text CSV's text column (text)")
-    command.add_argument(
+    data.add_argument("--path-column", help="the CSV's image path column (path)")
+    data.add_argument("--label-column", help="the CSV's label column (label)")
+    data.add_argument("--text-column", help="a text CSV's text column (text)")
+    data.add_argument(
         "--clip-seconds", type=float, help="sound clips' length (default: the backbone's)"
     )
-    _add_model_options(command, defaults=False)
-    command.add_argument(
+    model = command.add_argument_group("model and head")
+    _add_model_options(model, defaults=False)
+    model.add_argument(
         "--pooling",
         choices=("avg", "max", "avgmax", "attention"),
         help="how the head pools the backbone's features (avg; attention: sound)",
     )
-    command.add_argument(
-        "--hidden-units", type=hidden_units, help="hidden head layers, e.g. 256,128"
-    )
-    command.add_argument("--head-dropout", type=float, help="(0.2)")
-    command.add_argument(
+    model.add_argument("--hidden-units", type=hidden_units, help="hidden head layers, e.g. 256,128")
+    model.add_argument("--head-dropout", type=float, help="(0.2)")
+    model.add_argument(
         "--head-batchnorm", action="store_true", help="BatchNormalization after hidden layers"
     )
 
@@ -138,7 +137,7 @@ def _add_train(commands) -> None:
     _add_training_options(distill)
 
 
-def _add_repeatability(train: argparse.ArgumentParser) -> None:
+def _add_repeatability(train) -> None:
     """--backend, and --nondeterministic / --deterministic (TensorFlow's op determinism)."""
     train.add_argument(
         "--backend",
@@ -160,7 +159,8 @@ def _add_repeatability(train: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_training_options(train: argparse.ArgumentParser) -> None:
+def _add_training_options(command: argparse.ArgumentParser) -> None:
+    train = command.add_argument_group("training")
     train.add_argument(
         "--epochs", type=whole_number, help="epochs of the last stage, the backbone unfrozen (10)"
     )
@@ -206,25 +206,30 @@ def _add_training_options(train: argparse.ArgumentParser) -> None:
         "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
     )
     train.add_argument("--seed", type=int, help="(1337)")
-    _add_repeatability(train)
-    train.add_argument(
+    _add_performance(command.add_argument_group("performance and repeatability"))
+    _add_run_options(command)
+
+
+def _add_performance(performance) -> None:  # --backend, determinism, precision, XLA, strategy
+    _add_repeatability(performance)
+    performance.add_argument(
         "--precision",
         choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
         help="compute precision while training (auto: per device, see tfinetune doctor)",
     )
-    train.add_argument(
+    performance.add_argument(
         "--jit-compile", choices=("auto", "true", "false"), help="XLA for the training step"
     )
-    train.add_argument(
+    performance.add_argument(
         "--strategy",
         choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
         help="tf.distribute strategy (auto: every local GPU, or a TPU); --batch-size per replica",
     )
-    _add_run_options(train)
 
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
     """The experiment file, the run folder, resuming and quiet."""
+    train = train.add_argument_group("experiment file and run folder")
     _add_experiment_file(train)
     train.add_argument("--out", help="run folder to write")
     train.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
@@ -241,7 +246,7 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bars, the result only")
 
 
-def _add_experiment_file(command: argparse.ArgumentParser) -> None:
+def _add_experiment_file(command) -> None:
     """--config FILE and --set KEY=VALUE (the flags override the file, --set the flags)."""
     command.add_argument(
         "--config", help="an experiment file (TOML; `tfinetune init` writes one); flags override"
@@ -268,9 +273,10 @@ def _add_lr_find(commands) -> None:
              ("--steps", positive_int, 100, "batches in the sweep"),
              ("--start-lr", float, 1e-7, "the sweep's first rate"),
              ("--end-lr", float, 10.0, "the sweep's last rate"))  # fmt: skip
+    group = finder.add_argument_group("the sweep")
     for flag, kind, default, text in sweep:
-        finder.add_argument(flag, type=kind, default=default, help=text)
-    _add_experiment_file(finder)
+        group.add_argument(flag, type=kind, default=default, help=text)
+    _add_experiment_file(finder.add_argument_group("experiment file and output"))
     finder.add_argument("--out", required=True, help="folder for lr_finder.png and .json")
     finder.add_argument("--overwrite", action="store_true", default=False, help="replace --out")
 
@@ -390,10 +396,5 @@ def _add_backbones_and_demo(commands) -> None:
     demo = commands.add_parser("demo", help="the whole workflow offline on data it makes")
     demo.add_argument("--out", default="tfinetune-demo", help="folder to write")
     demo.add_argument("--weights", help="ImageNet MobileNetV2 weights file to fine-tune instead")
-    demo.add_argument(
-        "--labels-per-class",
-        type=positive_int,
-        default=20,
-        help="labelled images per class the demo trains on",
-    )
+    demo.add_argument("--labels-per-class", type=positive_int, default=20, help="images per class")
     demo.add_argument("--seed", type=int, default=0, help="seeds the data and the training")

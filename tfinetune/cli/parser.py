@@ -41,15 +41,15 @@ class Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, **kwargs) -> None:
-        self.flags: list[str] = []  # before argparse adds --help
         self.commands: dict[str, Parser] = {}
         self.given: list[str] = []
         kwargs.setdefault("formatter_class", HelpWithDefaults)
         super().__init__(*args, **kwargs)
 
-    def add_argument(self, *names, **kwargs):
-        self.flags.extend(n for n in names if n.startswith("-"))
-        return super().add_argument(*names, **kwargs)
+    @property
+    def flags(self) -> list[str]:
+        """Every flag this parser takes (those of its argument groups too)."""
+        return list(self._option_string_actions)
 
     def parse_known_args(self, args=None, namespace=None):
         self.given = list(sys.argv[1:] if args is None else args)
