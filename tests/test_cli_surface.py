@@ -191,3 +191,12 @@ def test_every_flag_has_help_and_defaults_are_shown():
     places = [help_text.index(f"\n{t}\n") for t in titles]
     assert places == sorted(places)
     assert help_text.index("\n  --freeze-epochs") > help_text.index("\ntraining:\n")
+
+
+@pytest.mark.parametrize("command", ["train", "distill", "lr-find", "evaluate", "export", "verify"])
+def test_every_command_names_its_data_the_same_way(command, capsys):
+    parser = build_parser().commands[command]
+    assert {"--data", "--csv"} <= set(parser.flags)
+    first = {"evaluate": ["run"], "export": ["run"], "verify": ["art"]}.get(command, [])
+    line = _usage_error([command, *first, "--data", "d", "--csv", "c.csv"], capsys)
+    assert "argument --csv: not allowed with argument --data" in line

@@ -295,18 +295,20 @@ def _add_convert(commands) -> None:
     convert.add_argument("--seed", type=int, default=1337, help="seeds the split")
 
 
+def _add_labelled(command, purpose: str, required: bool = False) -> None:
+    """--data DIR or --csv FILE (one of them), as train names its data."""
+    data = command.add_mutually_exclusive_group(required=required)
+    data.add_argument("--data", help=f"labelled folder DIR/<class>/<files> {purpose}")
+    data.add_argument("--csv", dest="data", help=f"CSV with the run's columns {purpose}")
+
+
 MODEL_HELP = "a run folder, a SavedModel (version or base folder), a .keras or a .tflite file"
 
 
 def _add_evaluate_and_predict(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
     evaluate.add_argument("model", help=MODEL_HELP)
-    evaluate.add_argument(
-        "--data",
-        "--csv",
-        required=True,
-        help="folder DIR/<class>/<images>, or a CSV with the run's columns (any task)",
-    )
+    _add_labelled(evaluate, "to score", required=True)
     evaluate.add_argument("--out", required=True, help="folder for metrics.json")
     evaluate.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
     evaluate.add_argument(
@@ -365,9 +367,7 @@ def _add_export_and_verify(commands) -> None:
     export.add_argument(
         "--top-k", type=positive_int, default=5, help="classes in the top_k_* outputs"
     )
-    export.add_argument(
-        "--data", help="labelled folder or CSV to verify on (default: the run's validation data)"
-    )
+    _add_labelled(export, "to verify on (default: the run's validation data)")
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version or TFLite folder"
     )
@@ -376,9 +376,7 @@ def _add_export_and_verify(commands) -> None:
         "verify", help="check an artifact against its Keras model, in a fresh process"
     )
     verify.add_argument("artifact", help="a SavedModel folder, a .tflite file or folder")
-    verify.add_argument(
-        "--data", required=True, help="folder DIR/<class>/<images>, or a CSV with the run's columns"
-    )
+    _add_labelled(verify, "to compare on", required=True)
     verify.add_argument(
         "--reference", help="the Keras model to compare with (default: the run's model.keras)"
     )
