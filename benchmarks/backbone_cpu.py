@@ -50,8 +50,14 @@ def measure(name: str, repeats: int) -> dict:
         walls.append((time.perf_counter() - wall) * 1000 / BATCH)
         cpus.append((time.process_time() - cpu) * 1000 / BATCH)
     keras.backend.clear_session()
-    return {"backbone": name, "image_size": size, "wall_ms_per_image": statistics.median(walls),
-            "cpu_ms_per_image": statistics.median(cpus), "wall_ms": walls, "cpu_ms": cpus}  # fmt: skip
+    return {
+        "backbone": name,
+        "image_size": size,
+        "wall_ms_per_image": statistics.median(walls),
+        "cpu_ms_per_image": statistics.median(cpus),
+        "wall_ms": walls,
+        "cpu_ms": cpus,
+    }
 
 
 def main() -> None:
@@ -64,9 +70,10 @@ def main() -> None:
 
     rows = []
     for name in args.names:
-        rows.append(measure(name, args.repeats))
-        print(f"{name:<20}{rows[-1]['image_size']:>5} px  {rows[-1]['cpu_ms_per_image']:8.1f} "
-              f"CPU ms/img  {rows[-1]['wall_ms_per_image']:8.1f} wall ms/img", flush=True)  # fmt: skip
+        row = measure(name, args.repeats)
+        rows.append(row)
+        print(f"{name:<20}{row['image_size']:>5} px  {row['cpu_ms_per_image']:8.1f} CPU ms/img  "
+              f"{row['wall_ms_per_image']:8.1f} wall ms/img", flush=True)  # fmt: skip
     base = next((r["cpu_ms_per_image"] for r in rows if r["backbone"] == "mobilenet_v2"), None)
     for row in rows:
         row["cpu_vs_mobilenet_v2"] = row["cpu_ms_per_image"] / base if base else None
