@@ -27,10 +27,21 @@ pytestmark = [
 SCRIPTS = Path(__file__).parent / "backends"
 
 
-def _run(script: str, *args: str, env: dict | None = None) -> dict:
+def _run(script: str, *args: str, env: dict | None = None, attempts: int = 1) -> dict:
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    command = [sys.executable, str(SCRIPTS / script), *args]
+    for attempt in range(1, attempts + 1):
+        last = attempt == attempts
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True,
+                                  timeout=600 if attempts == 1 else 300, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:  # a deadlocked collective, if XLA did not end it
+            if last:
+                raise
+            continue
+        stuck = "may be stuck" in done.stderr or "rendezvous" in done.stderr
+        if done.returncode == 0 or not stuck or last:
+            break
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -90,15 +101,17 @@ def test_a_checkpoint_written_on_jax_resumes_on_jax(facts):
 
 
 def test_two_host_devices_train_to_the_weights_of_one(tmp_path):
-    # keras.distribution.DataParallel over two CPU devices XLA pretends to have
-    # On a busy 2-core machine one device's thread can reach an all-reduce more than XLA's
-    # default 40 s after the other's, which XLA ends as stuck: allow it 15 minutes.
+    # keras.distribution.DataParallel over two CPU devices XLA pretends to have. On a loaded
+    # 2-core machine (CI, twice) XLA's emulation can deadlock in an all-reduce whose second
+    # device never arrives; XLA ends such a wait after 150 s, and the run is tried again (at
+    # most 3 times). The comparison below is the same whichever attempt passes.
     two_devices = {
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
-        "--xla_cpu_collective_call_terminate_timeout_seconds=900"
+        "--xla_cpu_collective_call_terminate_timeout_seconds=150"
     }
     one = _run("jax_two_devices.py", "one", str(tmp_path / "one.npz"), env=two_devices)
-    two = _run("jax_two_devices.py", "two", str(tmp_path / "two.npz"), env=two_devices)
+    two = _run("jax_two_devices.py", "two", str(tmp_path / "two.npz"), env=two_devices,
+               attempts=3)  # fmt: skip
     assert one["devices"] == two["devices"] == 2
     assert (one["replicas"], one["weight_devices"]) == (1, 1)
     assert (two["replicas"], two["weight_devices"]) == (2, 2)  # replicated on both
