@@ -17,14 +17,12 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
 import os
 import sys
 import warnings
 from typing import Any
 
-from tfinetune.logs import quiet_next_tensorflow_import
+from tfinetune.logs import OnFirstImport, quiet_next_tensorflow_import
 
 __version__ = "0.1.0"
 
@@ -172,32 +170,18 @@ def register_keras_objects() -> None:
         importlib.import_module(module)
 
 
-class _AfterKeras(importlib.abc.MetaPathFinder):
-    """Runs `register_keras_objects` right after `keras` is first imported (then leaves)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_register(module):
-            exec_module(module)
-            try:
-                register_keras_objects()
-            except ImportError as err:  # Keras itself imported fine: do not break it
-                warnings.warn(f"tfinetune could not register its Keras layers: {err}", stacklevel=2)
-
-        spec.loader.exec_module = exec_and_register
-        return spec
+def _exec_and_register(exec_module, module) -> None:
+    """Import Keras, then register tfinetune's classes with it."""
+    exec_module(module)
+    try:
+        register_keras_objects()
+    except ImportError as err:  # Keras itself imported fine: do not break it
+        warnings.warn(f"tfinetune could not register its Keras layers: {err}", stacklevel=2)
 
 
 if "keras" in sys.modules:
     register_keras_objects()
-elif not any(isinstance(finder, _AfterKeras) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _AfterKeras())
+elif not any(getattr(f, "around", None) is _exec_and_register for f in sys.meta_path):
+    sys.meta_path.insert(0, OnFirstImport("keras", _exec_and_register))
 
 quiet_next_tensorflow_import()  # TensorFlow's C++ start-up log: TFINETUNE_VERBOSE=1 shows it

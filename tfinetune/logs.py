@@ -66,24 +66,37 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         import tensorflow  # noqa: F401
 
 
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Loads `tensorflow`, on its first import, with its start-up log kept quiet; then leaves."""
+class OnFirstImport(importlib.abc.MetaPathFinder):
+    """Runs a module's first import through `around(exec_module, module)`, then leaves.
+
+    Args:
+        name: the module (a top-level package such as "keras").
+        around: called with the loader's `exec_module` and the new module; it must call
+            the former with the latter.
+    """
+
+    def __init__(self, name: str, around) -> None:
+        self.name, self.around = name, around
 
     def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
-
-        def exec_quietly(module):
-            with _quiet_loading():
-                exec_module(module)
-
-        spec.loader.exec_module = exec_quietly
+        spec.loader.exec_module = lambda module: self.around(exec_module, module)
         return spec
+
+
+def _exec_quietly(exec_module, module) -> None:
+    with _quiet_loading():
+        exec_module(module)
+
+
+def _is_quiet_hook(finder) -> bool:
+    return isinstance(finder, OnFirstImport) and finder.around is _exec_quietly
 
 
 def quiet_next_tensorflow_import() -> None:
@@ -94,8 +107,8 @@ def quiet_next_tensorflow_import() -> None:
     """
     if wants_tensorflow_log() or "tensorflow" in sys.modules:
         return
-    if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    if not any(_is_quiet_hook(f) for f in sys.meta_path):
+        sys.meta_path.insert(0, OnFirstImport("tensorflow", _exec_quietly))
 
 
 def show_tensorflow_log() -> None:
@@ -104,4 +117,4 @@ def show_tensorflow_log() -> None:
     Example:
     >>> show_tensorflow_log()
     """
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not _is_quiet_hook(f)]
