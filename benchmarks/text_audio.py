@@ -27,17 +27,18 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.data.audio import audio_dataset, scan_audio_folder
-from tfinetune.runs.experiment import Experiment, StageConfig
+from tfinetune.runs.experiment import Experiment
 from tfinetune.runs.modalities import RECIPES
 from tfinetune.runs.train import train_run
+from tfinetune.training.recipe import Stage
 
 
-def _head(epochs: int, rate: float) -> StageConfig:
-    return StageConfig("head", epochs, 1, rate)
+def _head(epochs: int, rate: float) -> Stage:
+    return Stage(epochs, 1, rate, "head")
 
 
-def _tune(epochs: int, rate: float, mult: float, schedule: str = "constant") -> StageConfig:
-    return StageConfig("fine-tune", epochs, 100, rate, mult, schedule)
+def _tune(epochs: int, rate: float, mult: float, schedule: str = "constant") -> Stage:
+    return Stage(epochs, 100, rate, "fine-tune", mult, schedule=schedule)
 
 
 # name -> (stages, hidden units); the chosen ones are `RECIPES` (marked "recipe").

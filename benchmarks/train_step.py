@@ -37,10 +37,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinetune import build_classifier, fine_tune, image_folder_datasets
+from tfinetune import (
+    PerformanceConfig,
+    Stage,
+    TrainingConfig,
+    build_classifier,
+    fine_tune,
+    image_folder_datasets,
+)
 from tfinetune.training.freezing import freeze_to
 from tfinetune.training.performance import resolve_performance
-from tfinetune.training.stages import Stage
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 WEIGHTS = ASSETS / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -90,8 +96,9 @@ def run_tfinetune(args, data, steps: int, precision: str, xla: bool | str) -> St
     stage = Stage(1, args.train_groups, LEARNING_RATE * 10, "fine-tune", lr_mult=10.0)
     timer = StepTimer(args.skip)
     fine_tune(
-        model, data, stages=[stage], steps_per_epoch=steps, callbacks=[timer],
-        precision=precision, jit_compile=xla, verbose=0,
+        model, data, stages=[stage], training=TrainingConfig(steps_per_epoch=steps),
+        performance=PerformanceConfig(precision=precision, jit_compile=xla),
+        callbacks=[timer], verbose=0,
     )  # fmt: skip
     return timer
 

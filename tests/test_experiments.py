@@ -168,3 +168,29 @@ def test_train_groups_all_is_accepted_by_the_flags_the_file_and_the_stages(capsy
     experiment = apply_flags(Experiment(), {"train_groups": "all"})
     assert experiment.stages[-1].train_groups == "all"
     assert stages_of(from_dict(tomllib.loads(to_toml(experiment))))[-1].train_groups == "all"
+
+
+def test_the_file_holds_the_objects_fine_tune_takes():
+    from tfinetune import PerformanceConfig, Stage, TrainingConfig
+    from tfinetune.runs.checks import check_values
+
+    text = """
+    [training]
+    optimizer = "sgd"
+    gradient_accumulation_steps = 2
+    [[stages]]
+    epochs = 2
+    lr_decay = 0.5
+    """
+    experiment = from_dict(tomllib.loads(text.replace("\n    ", "\n")))
+    assert type(experiment.stages[0]) is Stage and experiment.stages[0].lr_decay == 0.5
+    assert type(experiment.training) is TrainingConfig
+    assert type(experiment.performance) is PerformanceConfig
+    # A section's missing keys keep the experiment's defaults, not the class's.
+    assert experiment.training.label_smoothing == Experiment().training.label_smoothing == 0.1
+    assert experiment.performance.deterministic_ops == "auto"
+    assert from_dict(tomllib.loads(to_toml(experiment))) == experiment
+    with pytest.raises(ConfigError, match=r"Unknown key 'training\.loss'"):
+        from_dict({"training": {"loss": "mse"}})  # a Python object: not a file's
+    with pytest.raises(ConfigError, match=r"training\.optimizer is 'sgdd': it must be one of"):
+        check_values(experiment.with_values({"training.optimizer": "sgdd"}))

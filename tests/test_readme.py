@@ -39,7 +39,7 @@ OFFLINE = {
         ('"mobilenet_v2"', '"convnet_tiny", weights=None, image_size=32'),
         ("image_size=224", "image_size=32"),
     ],
-    "from tfinetune import Stage, fine_tune, lr_find,": [
+    "from tfinetune import Stage, TrainingConfig, fine_tune,": [
         ("num_steps=100", "num_steps=5"),
         ('"block_13"', '"block3"'),
     ],
@@ -127,7 +127,8 @@ def quick_start(workspace):
         namespace: dict = {}
         printed = _run(_block("import tfinetune\n\ndata = tfinetune.image_folder_datasets("),
                        namespace)  # fmt: skip
-        printed += _run(_block("from tfinetune import Stage, fine_tune, lr_find,"), namespace)
+        stages_block = _block("from tfinetune import Stage, TrainingConfig, fine_tune,")
+        printed += _run(stages_block, namespace)
     return root, namespace, printed
 
 

@@ -184,3 +184,38 @@ def test_mixed_precision_and_mirrored_strategy_keep_discriminative_rates():
     rates = json.loads(second)
     assert rates["lr_head"] == pytest.approx(1e-3) and rates["lr_block3"] == pytest.approx(1e-4)
     assert rates["lr_block4"] == pytest.approx(10**-3.5, rel=1e-5)
+
+
+def test_fine_tune_takes_config_objects_and_at_most_twelve_parameters():
+    import inspect
+
+    from tfinetune import PerformanceConfig, TrainingConfig
+
+    assert len(inspect.signature(fine_tune).parameters) <= 12  # the bound (#31)
+    # The configs and the old keyword spelling train the same: the same smoothed loss, the
+    # same optimizer, the same weights from the same start.
+    keras.utils.set_random_seed(3)
+    by_config = _model()
+    keras.utils.set_random_seed(3)
+    by_name = _model()
+    stages = [Stage(1, 1, 0.1)]
+    training = TrainingConfig(label_smoothing=0.2, optimizer="sgd", ema_momentum=None)
+    fine_tune(by_config, _data(), stages=stages, training=training,
+              performance=PerformanceConfig(precision="float32"), verbose=0)  # fmt: skip
+    fine_tune(by_name, _data(), stages=stages, label_smoothing=0.2, optimizer="sgd",
+              ema_momentum=None, precision="float32", verbose=0)  # fmt: skip
+    for model in (by_config, by_name):
+        assert model.loss.label_smoothing == 0.2
+        assert type(model.optimizer).__name__ == "SGD"
+    np.testing.assert_allclose(
+        by_config.get_layer("head_predictions").kernel.numpy(),
+        by_name.get_layer("head_predictions").kernel.numpy(),
+    )
+
+
+def test_fine_tune_refuses_unknown_or_mixed_keywords_showing_the_new_spelling():
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) lr_multiplier.*"
+                       r"training=TrainingConfig\(.*label_smoothing"):  # fmt: skip
+        fine_tune(_model(), _data(), lr_multiplier=3, verbose=0)
+    with pytest.raises(TypeError, match="not both: put those values in the Stage objects"):
+        fine_tune(_model(), _data(), stages=[Stage(1, 1, 1e-3)], epochs=3, verbose=0)

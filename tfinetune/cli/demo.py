@@ -31,7 +31,8 @@ from tfinetune.runs.train import train_run
 from tfinetune.serving.inference import ExportedClassifier
 from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.freezing import layer_groups
-from tfinetune.training.stages import Stage
+from tfinetune.training.options import TrainingConfig
+from tfinetune.training.recipe import Stage
 
 SOURCE_SHAPES = ("circle", "triangle", "square", "cross", "ring", "clover")
 TARGET_SHAPES = ("hexagon", "star", "ellipse", "cog")
@@ -102,7 +103,14 @@ def _train_every_layer(model, data, epochs: int, learning_rate: float, name: str
     """Train all layer groups, BatchNorm included, as training from random weights needs."""
     everything = len(layer_groups(model))
     stages = [Stage(epochs, everything, learning_rate, name)]
-    fine_tune(model, data.train, data.val, stages=stages, train_bn=True, verbose=verbose)
+    fine_tune(
+        model,
+        data.train,
+        data.val,
+        stages=stages,
+        training=TrainingConfig(train_bn=True),
+        verbose=verbose,
+    )
 
 
 def run_demo(

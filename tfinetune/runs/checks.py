@@ -16,6 +16,7 @@ from tfinetune.data.images import RESIZE_MODES
 from tfinetune.models.heads import POOLINGS, TASKS
 from tfinetune.runs.experiment import ConfigError, Experiment
 from tfinetune.training.distribution import STRATEGIES
+from tfinetune.training.options import OPTIMIZERS
 from tfinetune.training.performance import PRECISIONS
 from tfinetune.training.schedules import SCHEDULES
 
@@ -66,9 +67,13 @@ def _rules(experiment: Experiment) -> Iterator[tuple[str, Any, Callable, str]]:
         yield f"stages.{i}.train_groups", stage.train_groups, *groups
         yield f"stages.{i}.learning_rate", stage.learning_rate, *_above(0.0)
         yield f"stages.{i}.lr_mult", stage.lr_mult, *_at_least(1.0)
+        if stage.lr_decay is not None:
+            yield f"stages.{i}.lr_decay", stage.lr_decay, *_between(0.0, 1.0, closed=True)
         yield f"stages.{i}.schedule", stage.schedule, *_one_of(SCHEDULES)
     yield "training.label_smoothing", t.label_smoothing, *_between(0.0, 1.0)
     yield "training.ema_momentum", t.ema_momentum, *_between(0.0, 1.0)
+    yield "training.optimizer", t.optimizer, *_one_of(OPTIMIZERS)
+    yield "training.gradient_accumulation_steps", t.gradient_accumulation_steps, *_at_least(0)
     yield "distill.temperature", experiment.distill.temperature, *_above(0.0)
     yield "distill.alpha", experiment.distill.alpha, *_between(0.0, 1.0, closed=True)
     p = experiment.performance

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import os
+import sys
 import tomllib
 import types
 import typing
@@ -19,107 +20,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfinetune.training.recipe import RECIPE, RECIPE_LABEL_SMOOTHING
+from tfinetune.training.options import PerformanceConfig, TrainingConfig, option
+from tfinetune.training.recipe import RECIPE, RECIPE_LABEL_SMOOTHING, Stage
 
 
 class ConfigError(ValueError):
     """An experiment file or override with an unknown key or a value of the wrong type."""
 
 
-def _key(default: Any, help: str) -> Any:  # a field with its help, for `tfinetune init`
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class DataConfig:
     """Where the images come from and how they reach the model."""
 
-    train: str = _key("", "training folder (DIR/<class>/<images or WAV files>) or CSV file")
-    val: str = _key("", "validation folder or CSV; empty: hold out val_split of train")
-    val_split: float = _key(0.2, "share held out for validation when there is no val")
-    task: str = _key("", "single_label, multi_label or regression; empty: from the data")
-    path_column: str = _key("path", "a CSV's image path column")
-    label_column: str = _key("label", "a CSV's label (or target) column")
-    text_column: str = _key("text", "a text CSV's text column (a CSV without the path column)")
-    label_delim: str = _key("", "separator of several labels in one CSV cell (multi-label)")
-    image_size: int = _key(0, "input size in pixels; 0: the backbone's")
-    clip_seconds: float = _key(0.0, "sound clips' length in seconds; 0: the backbone's")
-    batch_size: int = _key(32, "images per batch")
-    augment: str | list[str] = _key(
+    train: str = option("", "training folder (DIR/<class>/<images or WAV files>) or CSV file")
+    val: str = option("", "validation folder or CSV; empty: hold out val_split of train")
+    val_split: float = option(0.2, "share held out for validation when there is no val")
+    task: str = option("", "single_label, multi_label or regression; empty: from the data")
+    path_column: str = option("path", "a CSV's image path column")
+    label_column: str = option("label", "a CSV's label (or target) column")
+    text_column: str = option("text", "a text CSV's text column (a CSV without the path column)")
+    label_delim: str = option("", "separator of several labels in one CSV cell (multi-label)")
+    image_size: int = option(0, "input size in pixels; 0: the backbone's")
+    clip_seconds: float = option(0.0, "sound clips' length in seconds; 0: the backbone's")
+    batch_size: int = option(32, "images per batch")
+    augment: str | list[str] = option(
         "light", "none, light, medium, heavy, or layer names (sound: none, light, noise)"
     )
-    resize: str = _key("stretch", "stretch, crop or pad")
-    balance_classes: bool = _key(False, "weight the loss so that every class counts equally")
+    resize: str = option("stretch", "stretch, crop or pad")
+    balance_classes: bool = option(False, "weight the loss so that every class counts equally")
 
 
 @dataclass
 class ModelConfig:
     """The backbone and the new head."""
 
-    backbone: str = _key("mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>")
-    weights: str = _key("imagenet", "imagenet, a weights file, or none")
-    pooling: str = _key("avg", "the head's pooling: avg, max, avgmax (sound also attention)")
-    hidden_units: list[int] = _key([], "sizes of hidden head layers, e.g. [256, 128]")
-    dropout: float = _key(0.2, "dropout before each dense layer of the head")
-    batch_norm: bool = _key(False, "BatchNormalization after each hidden layer")
-
-
-@dataclass
-class StageConfig:
-    """One stage of fine-tuning (see `tfinetune.Stage`)."""
-
-    name: str = _key("stage", "a label for the progress, history and plots")
-    epochs: int = _key(1, "epochs of this stage (0 skips it)")
-    train_groups: int | str = _key(1, "layer groups trained, from the top (1: the head)")
-    learning_rate: float = _key(1e-3, "the head's (top group's) learning rate")
-    lr_mult: float = _key(1.0, "head rate / lowest trained group's rate")
-    schedule: str = _key("constant", "constant, warmup_cosine or one_cycle")
-
-
-def _default_stages() -> list[StageConfig]:
-    return [  # the one recipe, also `tfinetune.RECIPE` in Python
-        StageConfig(s.name, s.epochs, s.train_groups, s.learning_rate, s.lr_mult, s.schedule)
-        for s in RECIPE
-    ]
-
-
-@dataclass
-class TrainingConfig:
-    """What every stage shares."""
-
-    train_bn: bool = _key(False, "train BatchNormalization in unfrozen groups")
-    label_smoothing: float = _key(RECIPE_LABEL_SMOOTHING, "smooth one-label targets by this much")
-    ema_momentum: float = _key(0.9, "weight-average momentum; 0 trains without it")
+    backbone: str = option("mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>")
+    weights: str = option("imagenet", "imagenet, a weights file, or none")
+    pooling: str = option("avg", "the head's pooling: avg, max, avgmax (sound also attention)")
+    hidden_units: list[int] = option([], "sizes of hidden head layers, e.g. [256, 128]")
+    dropout: float = option(0.2, "dropout before each dense layer of the head")
+    batch_norm: bool = option(False, "BatchNormalization after each hidden layer")
 
 
 @dataclass
 class DistillConfig:
     """Distillation from a trained run (empty teacher: none)."""
 
-    teacher: str = _key("", "a run folder or .keras file to distil from")
-    temperature: float = _key(2.0, "softens the teacher's and the student's outputs")
-    alpha: float = _key(0.5, "the labels' share of the loss (the teacher's: 1 - alpha)")
-
-
-@dataclass
-class PerformanceConfig:
-    """How the work runs on the machine."""
-
-    deterministic_ops: str | bool = _key("auto", "repeatable TF ops: auto (CPU only), true, false")
-    precision: str = _key("auto", "auto, float32, mixed_float16 or mixed_bfloat16")
-    jit_compile: str | bool = _key("auto", "XLA for the training step: auto, true or false")
-    strategy: str = _key(
-        "auto", "auto, default, mirrored, multi_worker or tpu; batch_size is per replica"
-    )
+    teacher: str = option("", "a run folder or .keras file to distil from")
+    temperature: float = option(2.0, "softens the teacher's and the student's outputs")
+    alpha: float = option(0.5, "the labels' share of the loss (the teacher's: 1 - alpha)")
 
 
 @dataclass
 class EvaluationConfig:
     """How the validation data is scored at the end of the run."""
 
-    tta: bool = _key(
+    tta: bool = option(
         True, "images: the model averages each image with its mirror (predict and exports too)"
     )
 
@@ -128,8 +84,8 @@ class EvaluationConfig:
 class ExportConfig:
     """The SavedModel the run leaves (saved_model/1/)."""
 
-    top_k: int = _key(5, "classes in the serving signatures' top_k_* outputs")
-    saved_model: bool = _key(
+    top_k: int = option(5, "classes in the serving signatures' top_k_* outputs")
+    saved_model: bool = option(
         True, "write saved_model/1 (false, for sweeps: model.keras only, not for export)"
     )
 
@@ -154,19 +110,23 @@ class Experiment:
     3
     """
 
-    seed: int = _key(1337, "seeds the split, the weights, the data order and augmentation")
+    seed: int = option(1337, "seeds the split, the weights, the data order and augmentation")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    stages: list[StageConfig] = field(default_factory=_default_stages)
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(label_smoothing=RECIPE_LABEL_SMOOTHING)
+    )
+    stages: list[Stage] = field(default_factory=lambda: list(RECIPE))  # the one recipe
     distill: DistillConfig = field(default_factory=DistillConfig)
-    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    performance: PerformanceConfig = field(
+        default_factory=lambda: PerformanceConfig(deterministic_ops="auto")
+    )
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict:
-        """The experiment as plain values (what TOML holds)."""
-        return dataclasses.asdict(self)
+        """The experiment as plain values (what TOML holds; Python-only fields left out)."""
+        return _plain(self)
 
     def with_values(self, values: dict[str, Any]) -> Experiment:
         """A copy with dotted keys set (`"model.pooling"`, `"stages.2.epochs"`; stages from 1).
@@ -192,7 +152,29 @@ def from_dict(values: dict, where: str = "") -> Experiment:
     Traceback (most recent call last):
     tfinetune.runs.experiment.ConfigError: model.pooling must be a string, not 3 (int).
     """
-    return _build(Experiment, values, "", f" in {where}" if where else "")
+    defaults = Experiment().to_dict()  # a section's missing keys: the experiment's defaults
+    return _build(Experiment, _merged(defaults, values), "", f" in {where}" if where else "")
+
+
+def _merged(defaults: Any, given: Any) -> Any:
+    """`given` over `defaults`, table by table (a list, such as the stages, replaces)."""
+    if isinstance(defaults, dict) and isinstance(given, dict):
+        return {**defaults, **{k: _merged(defaults.get(k), v) for k, v in given.items()}}
+    return given
+
+
+def _plain(obj: Any) -> Any:
+    """Dataclasses as dicts, without their Python-only fields."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in _file_fields(type(obj))}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _file_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields an experiment file holds (not those marked `python_only`)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("python_only")]
 
 
 def load_config(path: str | os.PathLike) -> Experiment:
@@ -282,7 +264,11 @@ def to_toml(experiment: Experiment, comments: bool = True) -> str:
     for name, value in experiment.to_dict().items():
         section = getattr(experiment, name)
         if isinstance(value, dict):
-            lines += ["", f"# {type(section).__doc__}" if comments else "", f"[{name}]"]
+            lines += [
+                "",
+                f"# {type(section).__doc__.splitlines()[0]}" if comments else "",
+                f"[{name}]",
+            ]
             _write_table(lines, section, "", comments)
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             for number, stage in enumerate(section, 1):
@@ -292,7 +278,7 @@ def to_toml(experiment: Experiment, comments: bool = True) -> str:
 
 
 def _write_table(lines: list[str], obj: Any, prefix: str, comments: bool) -> None:
-    for f in dataclasses.fields(obj):
+    for f in _file_fields(type(obj)):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value) or (
             isinstance(value, list) and value and dataclasses.is_dataclass(value[0])
@@ -300,6 +286,9 @@ def _write_table(lines: list[str], obj: Any, prefix: str, comments: bool) -> Non
             continue
         if comments and f.metadata.get("help"):
             lines.append(f"# {f.metadata['help']}")
+        if value is None:  # TOML has no null: the key stays unset
+            lines.append(f"# {f.name} = (not set)")
+            continue
         lines.append(f"{f.name} = {_toml_value(value)}")
 
 
@@ -319,8 +308,8 @@ def _toml_value(value: Any) -> str:
 def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'The file'} must be a table{where}.")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = _hints(cls)
+    names = list(hints)
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
@@ -332,9 +321,21 @@ def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _hints(cls: type) -> dict[str, Any]:
+    """Each file field's type: its `toml` type where given (`Stage.learning_rate` is a float
+    in a file, a float or a Keras schedule in Python), else its annotation."""
+    module = vars(sys.modules[cls.__module__])
+    hints = {}
+    for f in _file_fields(cls):
+        hint = f.metadata.get("toml", f.type)
+        hints[f.name] = eval(hint, module) if isinstance(hint, str) else hint
+    return hints
+
+
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in options)
     if typing.get_origin(hint) is list:
         item = typing.get_args(hint)[0]
         plural = {str: "strings", int: "whole numbers", float: "numbers", bool: "booleans"}
@@ -357,6 +358,8 @@ def _check(value: Any, hint: Any, key: str, where: str) -> Any:
             return [_check(v, item, f"{key}.{i}", where) for i, v in enumerate(value, 1)]
     elif dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{key}.", where)
+    elif hint is type(None) and value is None:  # an unset default, such as lr_decay
+        return None
     elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     elif (hint is int and isinstance(value, int) and not isinstance(value, bool)) or (

@@ -22,24 +22,24 @@ from tfinetune.data.splits import split_parts
 from tfinetune.data.text import read_text_csv, text_datasets
 from tfinetune.models.backbones import BackboneSpec, get_spec
 from tfinetune.models.specs import HUB_MODELS
-from tfinetune.runs.experiment import Experiment, ModelConfig, StageConfig
+from tfinetune.runs.experiment import Experiment, ModelConfig
+from tfinetune.training.recipe import ALL_GROUPS, Stage
 
 MODALITIES = ("image", "text", "audio")
 DEFAULT_BACKBONES = {kind: f"hub:{HUB_MODELS[kind][0][0]}" for kind in ("text", "audio")}
 # Chosen on held-out parts of the training data (see benchmarks/README.md, "Text and sound");
-# 100 groups: every group the model has.
 RECIPES = {
     "text": {
         "stages": [
-            StageConfig("head", 5, 1, 1e-3),
-            StageConfig("fine-tune", 10, 100, 1e-3, 1.0, "warmup_cosine"),
+            Stage(5, 1, 1e-3, "head"),
+            Stage(10, ALL_GROUPS, 1e-3, "fine-tune", schedule="warmup_cosine"),
         ],
         "hidden_units": [256],
     },
     "audio": {
         "stages": [
-            StageConfig("head", 2, 1, 3e-3),
-            StageConfig("fine-tune", 6, 100, 3e-4, 3.0, "warmup_cosine"),
+            Stage(2, 1, 3e-3, "head"),
+            Stage(6, ALL_GROUPS, 3e-4, "fine-tune", lr_mult=3.0, schedule="warmup_cosine"),
         ],
         "hidden_units": [],
     },

@@ -174,15 +174,17 @@ def _train(
     scale = replicas(strategy)
     stages = [replace(s, learning_rate=s.learning_rate * scale) if scale > 1 else s
               for s in stages_of(experiment)]  # fmt: skip
-    history = fine_tune(
-        trained, data.train, data.val, stages=stages,
-        train_bn=t.train_bn,
+    training = replace(
+        experiment.training,
         label_smoothing=t.label_smoothing if data.task == "single_label" else 0.0,
-        ema_momentum=t.ema_momentum or None,
         class_weight=data.class_weights() if experiment.data.balance_classes else None,
+    )
+    history = fine_tune(
+        trained, data.train, data.val, stages=stages, training=training,
+        performance=replace(
+            p, strategy=strategy if keras.config.backend() == "tensorflow" else "auto"
+        ),
         checkpoint_dir=checkpoints, resume=resume,
-        precision=p.precision, jit_compile=_jit_compile(p),
-        strategy=strategy if keras.config.backend() == "tensorflow" else None,
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
@@ -204,24 +206,13 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _jit_compile(p) -> bool | str:
-    """Keras compiles without XLA while op determinism is on, so `auto` does not ask then."""
-    if resolve_determinism(p.deterministic_ops) and p.jit_compile == "auto":
-        return False
-    return p.jit_compile
-
-
 def stages_of(experiment: Experiment) -> list[Stage]:
     """The experiment's stages with epochs, as `fine_tune` takes them.
 
     Args:
         experiment: the experiment.
     """
-    return [
-        Stage(s.epochs, s.train_groups, s.learning_rate, s.name, s.lr_mult, schedule=s.schedule)
-        for s in experiment.stages
-        if s.epochs
-    ]
+    return [s for s in experiment.stages if s.epochs]
 
 
 def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:

@@ -4,6 +4,7 @@
 - `losses`: the loss and metrics for the task and labels, label smoothing.
 - `schedules`: warm-up + cosine and one-cycle learning-rate schedules.
 - `optimizers`: discriminative learning rates as a Keras `MultiOptimizer`.
+- `options`: `TrainingConfig` and `PerformanceConfig` (plain data), what every stage shares.
 - `recipe`: `Stage` (plain data) and `RECIPE`, the stages `tfinetune train` uses.
 - `stages`: checking stages, the simple two-stage spelling, and the history of every stage.
 - `performance`: the precision and XLA policy of the training step.

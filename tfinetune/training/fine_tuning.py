@@ -6,9 +6,9 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 
@@ -26,7 +26,13 @@ from tfinetune.training.freezing import layer_groups
 from tfinetune.training.guards import TrainingGuard, check_training_data, explain_graph_error
 from tfinetune.training.losses import default_loss, default_metrics, resolve_loss
 from tfinetune.training.optimizers import OptimizerFactory, learning_rates_of
-from tfinetune.training.performance import Performance, precision_scope, resolve_performance
+from tfinetune.training.options import PerformanceConfig, TrainingConfig, split_options
+from tfinetune.training.performance import (
+    Performance,
+    precision_scope,
+    resolve_determinism,
+    resolve_performance,
+)
 from tfinetune.training.progress import OneRun, StageProgress, stage_table
 from tfinetune.training.stages import (
     FineTuneHistory,
@@ -42,63 +48,44 @@ from tfinetune.training.step import (
     record_xla,
 )
 
-if TYPE_CHECKING:
-    import tensorflow as tf
-
 
 def fine_tune(
     model: keras.Model,
     train_data: Any,
     val_data: Any = None,
     *,
-    epochs: int = 5,
-    freeze_epochs: int = 3,
-    learning_rate: float = 1e-3,
-    lr_mult: float = 10.0,
-    train_groups: int = 5,
-    fine_tune_learning_rate: float | None = None,
-    schedule: str = "constant",
     stages: Sequence[Stage] | None = None,
-    train_bn: bool = False,
-    optimizer: str | OptimizerFactory = "adam",
-    optimizer_options: Mapping[str, Any] | None = None,
-    ema_momentum: float | None = 0.9,
-    gradient_accumulation_steps: int | None = None,
-    label_smoothing: float = 0.0,
-    loss: str | keras.losses.Loss | None = None,
-    metrics: Sequence[str | keras.metrics.Metric] | None = None,
+    training: TrainingConfig | None = None,
+    performance: PerformanceConfig | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    class_weight: Mapping[int, float] | None = None,
-    steps_per_epoch: int | None = None,
-    spec: BackboneSpec | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    precision: str = "auto",
-    jit_compile: bool | str = "auto",
-    strategy: str | tf.distribute.Strategy | None = None,
     verbose: int | str = "auto",
+    **options: Any,
 ) -> FineTuneHistory:
     """Fine-tune a classifier in stages, recompiling between them.
 
-    The simple spelling, close to fastai's: `freeze_epochs` epochs train the head on a
-    frozen backbone at `learning_rate`; then the top `train_groups` layer groups (the head
-    and the top backbone blocks) train for `epochs` epochs, the head at
-    `fine_tune_learning_rate` (default `learning_rate / 2`) and lower groups more slowly,
-    down to `fine_tune_learning_rate / lr_mult` for the lowest (discriminative rates, one
-    Keras optimizer per group in a `MultiOptimizer`). Or pass `stages`.
+    `stages` are `Stage`s, the objects an experiment file holds (`tfinetune.RECIPE` is the
+    recipe `tfinetune train` uses). Without them, the simple spelling, close to fastai's:
+    `freeze_epochs` epochs train the head on a frozen backbone, then the top `train_groups`
+    layer groups train for `epochs` epochs with discriminative rates (see `default_stages`
+    for these keywords: `epochs`, `freeze_epochs`, `learning_rate`, `lr_mult`,
+    `train_groups`, `fine_tune_learning_rate`, `schedule`). Lower groups learn more slowly,
+    one Keras optimizer per group in a `MultiOptimizer`.
 
-    BatchNormalization layers stay frozen, and so in inference mode, unless `train_bn`.
-    Callbacks see every epoch of every stage, numbered continuously.
+    BatchNormalization layers stay frozen, and so in inference mode, unless
+    `training.train_bn`. Callbacks see every epoch of every stage, numbered continuously.
 
     The loss and metrics follow the model's head (`tfinetune.models.task_of`) unless given:
-    cross-entropy and accuracy for one label; binary cross-entropy, accuracy and AUC for
+    cross-entropy and accuracy for one label (sparse for class indices, categorical for
+    one-hot or mixed rows such as MixUp's); binary cross-entropy, accuracy and AUC for
     several; mean squared error, MAE and RMSE for regression. A `Distiller` trains its
     student's layer groups in the same stages, on the blended loss.
 
-    With `ema_momentum`, the optimizer keeps an exponential moving average of the trained
-    weights (Keras's `use_ema`) and each stage ends with the model holding those averages:
-    on small datasets this removes much of the step-to-step noise of the final weights.
-    Per-epoch validation metrics are computed on the raw weights.
+    With `training.ema_momentum` (0.9 by default), the optimizer keeps an exponential moving
+    average of the trained weights (Keras's `use_ema`) and each stage ends with the model
+    holding those averages: on small datasets this removes much of the step-to-step noise of
+    the final weights. Per-epoch validation metrics are computed on the raw weights.
 
     Args:
         model: a model made by `build_classifier`, or a `Distiller` of two.
@@ -108,48 +95,24 @@ def fine_tune(
             On the JAX and PyTorch backends `tf.data` works too (Keras reads it), and the
             other two need no TensorFlow.
         val_data: optional validation data in any of those forms.
-        epochs: epochs of the unfrozen stage (0 skips it).
-        freeze_epochs: epochs of the head-only stage (0 skips it).
-        learning_rate: the head stage's learning rate.
-        lr_mult: the spread of the unfrozen stage's rates (1: one rate for every group).
-        train_groups: how many layer groups, from the top and counting the head, the second
-            stage trains (5: the head and the top 4 backbone blocks).
-        fine_tune_learning_rate: the head's rate in the unfrozen stage (`learning_rate / 2`).
-        schedule: "constant", "warmup_cosine" or "one_cycle", for both stages.
-        stages: an explicit list of `Stage`s, instead of the arguments above.
-        train_bn: train BatchNormalization layers in unfrozen groups.
-        optimizer: a Keras optimizer name, or `(learning_rate, name) -> optimizer`.
-        optimizer_options: more arguments for the named optimizer (e.g. `weight_decay`).
-        ema_momentum: the momentum of the weight average (about `1 / (1 - m)` steps), or
-            None for the raw weights.
-        gradient_accumulation_steps: apply the summed gradients every this many steps.
-        label_smoothing: smooth the one-hot targets by this much (sparse or one-hot labels).
-        loss: the Keras loss; by default the head's (see above): for one label, sparse
-            cross-entropy for class indices, categorical for one-hot or mixed rows (MixUp,
-            CutMix).
-        metrics: the Keras metrics (default: the head's, see above).
+        stages: the stages, in order; or leave out and use the simple spelling.
+        training: what every stage shares: BatchNorm, label smoothing, weight averaging,
+            optimizer, gradient accumulation, loss, metrics, class weights, steps per epoch
+            (see `TrainingConfig`).
+        performance: determinism, precision, XLA and the `tf.distribute` strategy (see
+            `PerformanceConfig`). The model must be built in the strategy's scope; each
+            batch is split over the replicas. On JAX, set a `keras.distribution` instead.
         callbacks: Keras callbacks, shared by every stage.
-        class_weight: Keras's `class_weight` (e.g. `ImageData.class_weights()`).
-        steps_per_epoch: batches per epoch, as in `model.fit` (needed for a dataset that
-            repeats forever); also sizes the schedules, which otherwise count one pass.
-        spec: the backbone's spec, for a loaded classifier whose backbone is not in the
-            catalogue (see `layer_groups`).
         checkpoint_dir: a folder for `checkpoint.npz`, written atomically after every epoch
             (weights, optimizer state, stage and history), to resume from.
         resume: continue from `checkpoint_dir`'s checkpoint, if there is one: completed
             stages are skipped, and the stage in progress continues from its last completed
             epoch with its optimizer state (schedule position and weight averages included).
             Give the same model, data and stages as the interrupted call.
-        precision: "auto", "float32", "mixed_float16" or "mixed_bfloat16": the layers
-            compute in it while `fine_tune` runs (variables and the head's output stay
-            float32; float16 gets loss scaling); see `tfinetune.training.performance`.
-        jit_compile: "auto", True or False: compile the training step with XLA.
-        strategy: a `tf.distribute` strategy or its name (see `resolve_strategy`); by
-            default the one the model was built under. The model must be built in its
-            scope; each batch of `train_data` is split over the replicas. TensorFlow
-            backend only: on JAX, set a `keras.distribution` instead.
         verbose: passed to `model.fit`; when not 0, each epoch is labelled with its stage
             ("stage 2/2 fine-tune, epoch 3/6") and each stage ends with a short table.
+        **options: the simple-stage keywords above, or any field of `TrainingConfig` or
+            `PerformanceConfig` by name (`label_smoothing=0.1` changes `training`).
 
     Example:
     >>> import numpy as np
@@ -161,51 +124,50 @@ def fine_tune(
     >>> h = fine_tune(m, ds, epochs=1, freeze_epochs=1, verbose=0)
     >>> [name for name, _, _ in h.stages]
     ['head', 'fine-tune']
+    >>> h = fine_tune(m, ds, stages=[Stage(1, "all", 1e-4)],
+    ...               training=TrainingConfig(label_smoothing=0.1), verbose=0)
     """
+    simple, t, p = split_options(options, training, performance)
     net = model.student if isinstance(model, Distiller) else model  # whose layers train
     if stages is None:
-        stages = default_stages(
-            net,
-            epochs=epochs,
-            freeze_epochs=freeze_epochs,
-            learning_rate=learning_rate,
-            lr_mult=lr_mult,
-            train_groups=train_groups,
-            fine_tune_learning_rate=fine_tune_learning_rate,
-            schedule=schedule,
-            spec=spec,
+        stages = default_stages(net, **simple, spec=t.spec)
+    elif simple:
+        raise TypeError(
+            f"fine_tune() takes stages= or the simple stages ({', '.join(sorted(simple))}), "
+            "not both: put those values in the Stage objects."
         )
-    groups = layer_groups(net, spec)
+    groups = layer_groups(net, t.spec)
     check_stages(stages, [g.name for g in groups])
     make_optimizer = optimizer_factory(
-        optimizer, optimizer_options, ema_momentum, gradient_accumulation_steps
-    )
+        t.optimizer, t.optimizer_options, t.ema_momentum or None,
+        t.gradient_accumulation_steps if t.gradient_accumulation_steps > 1 else None,
+    )  # fmt: skip
     check_training_data(net, train_data)
-    performance = resolve_performance(precision, jit_compile)
-    scope, replica_count = _distribution(model, strategy)
+    resolved = resolve_performance(p.precision, _jit_compile(p))
+    scope, replica_count = _distribution(model, None if p.strategy == "auto" else p.strategy)
     if verbose:
-        print(f"Training on {performance.describe()} (why: tfinetune doctor).", flush=True)
+        print(f"Training on {resolved.describe()} (why: tfinetune doctor).", flush=True)
     task = task_of(net)
-    schedule_steps = _steps_for_schedules(stages, train_data, steps_per_epoch)
-    counted = steps_per_epoch is None and any(s.schedule != "constant" for s in stages)
+    schedule_steps = _steps_for_schedules(stages, train_data, t.steps_per_epoch)
+    counted = t.steps_per_epoch is None and any(s.schedule != "constant" for s in stages)
     run = _StageRun(
         model, net, train_data, val_data, groups=[g.name for g in groups],
-        loss=resolve_loss(loss or default_loss(train_data, task), label_smoothing),
-        metrics=default_metrics(task) if metrics is None else list(metrics),
+        loss=resolve_loss(t.loss or default_loss(train_data, task), t.label_smoothing),
+        metrics=default_metrics(task) if t.metrics is None else list(t.metrics),
         make_optimizer=make_optimizer,
         schedule_steps=schedule_steps,
-        fit_options={"steps_per_epoch": steps_per_epoch, "verbose": verbose,
-                     "class_weight": dict(class_weight) if class_weight else None},
-        callbacks=[OneRun(c) for c in callbacks], train_bn=train_bn, spec=spec,
+        fit_options={"steps_per_epoch": t.steps_per_epoch, "verbose": verbose,
+                     "class_weight": dict(t.class_weight) if t.class_weight else None},
+        callbacks=[OneRun(c) for c in callbacks], train_bn=t.train_bn, spec=t.spec,
         checkpoints=checkpoint_dir,
-        performance=performance, batches=schedule_steps if counted else None,
+        performance=resolved, batches=schedule_steps if counted else None,
     )  # fmt: skip
     saved = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
     progress, arrays = saved if saved else (Progress(), {})
     result = FineTuneHistory.from_dict(progress.history)
-    result.performance = {**performance.to_dict(), "replicas": replica_count,
+    result.performance = {**resolved.to_dict(), "replicas": replica_count,
                           "backend": keras.config.backend()}  # fmt: skip
-    with scope, precision_scope(net, performance.precision):
+    with scope, precision_scope(net, resolved.precision):
         for index, stage in enumerate(stages):
             if index < progress.stage:
                 continue  # done before the resume
@@ -216,6 +178,18 @@ def fine_tune(
     for callback in run.callbacks:
         callback.end()
     return result
+
+
+def _jit_compile(p: PerformanceConfig) -> bool | str:
+    """XLA as asked, after turning op determinism on where `p` says so: Keras compiles
+    without XLA while it is on, so `auto` does not ask for XLA then."""
+    if not resolve_determinism(p.deterministic_ops):
+        return p.jit_compile
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    return False if p.jit_compile == "auto" else p.jit_compile
 
 
 @dataclass

@@ -96,11 +96,11 @@ class FineTuneHistory:
 def default_stages(
     model: keras.Model,
     *,
-    epochs: int,
-    freeze_epochs: int,
-    learning_rate: float,
-    lr_mult: float,
-    train_groups: int | str,
+    epochs: int = 5,
+    freeze_epochs: int = 3,
+    learning_rate: float = 1e-3,
+    lr_mult: float = 10.0,
+    train_groups: int | str = 5,
     fine_tune_learning_rate: float | None = None,
     schedule: str = "constant",
     spec: BackboneSpec | None = None,
@@ -115,7 +115,8 @@ def default_stages(
         lr_mult: the spread of the unfrozen stage's rates: its lowest group learns at
             `fine_tune_learning_rate / lr_mult`.
         train_groups: layer groups, from the top and counting the head, that the unfrozen
-            stage trains (more than the model has, or `"all"`: all of them).
+            stage trains (more than the model has, or `"all"`: all of them; 5: the head and
+            the top 4 backbone blocks).
         fine_tune_learning_rate: the head's rate in the unfrozen stage (`learning_rate / 2`).
         schedule: each stage's schedule.
         spec: the backbone's spec (see `layer_groups`).
