@@ -200,3 +200,84 @@ def test_every_command_names_its_data_the_same_way(command, capsys):
     first = {"evaluate": ["run"], "export": ["run"], "verify": ["art"]}.get(command, [])
     line = _usage_error([command, *first, "--data", "d", "--csv", "c.csv"], capsys)
     assert "argument --csv: not allowed with argument --data" in line
+
+
+def _squeezed(text: str) -> str:  # help wraps lines (and breaks at hyphens): compare unwrapped
+    return "".join(text.split())
+
+
+def test_each_run_option_is_declared_once_and_help_init_and_flags_agree(tmp_path):
+    import tomllib
+
+    from tfinetune.runs.experiment import Experiment
+    from tfinetune.runs.flags import STAGE_FLAGS, SWITCHES, field_flags
+    from tfinetune.runs.overrides import apply_flags
+    from tfinetune.runs.schema import plain
+
+    declared = field_flags()
+    parser = build_parser()
+    # The flags: train's are the declared ones (distill adds its own section) and no more.
+    run_only = {"--backend", "--config", "--set", "--out", "--overwrite", "--resume",
+                "--allow-changes", "--quiet", "--verbose", "--debug", "-h", "--help"}  # fmt: skip
+    for command, sections in (("train", {"distill"}), ("distill", set())):
+        expected = {n for f in declared if f.section not in sections for n in f.names}
+        expected |= {n for f in (*STAGE_FLAGS, *SWITCHES) for n in f.names}
+        assert set(parser.commands[command].flags) == expected | run_only, command
+    # The keys and the help: `tfinetune init` writes each declared key under its help,
+    # and `--help` shows the same help for its flag.
+    assert main(["init", str(tmp_path / "e.toml")]) == 0
+    written = (tmp_path / "e.toml").read_text()
+    keys = tomllib.loads(written)
+    helps = _squeezed(parser.commands["distill"].format_help())
+    for flag in declared:
+        section, _, name = flag.key.rpartition(".")
+        assert name in (keys[section] if section else keys), flag.key
+        assert re.search(rf"# {re.escape(flag.help)}.*\n{name} = ", written), flag.key
+        assert _squeezed(flag.help) in helps, flag.names
+    # The override: each flag's value lands on its key, and nowhere else.
+    samples = {bool: True, int: 3, float: 0.25, str: "x", list: [7]}  # none a default
+    defaults = _flat(plain(Experiment()))
+    for flag in declared:
+        value = flag.choices[-1] if flag.choices else samples[flag.kind]
+        changed = _flat(plain(apply_flags(Experiment(), {flag.dest: value})))
+        assert {k for k in changed if changed[k] != defaults[k]} == {flag.key}
+        as_file = (
+            {"true": True, "false": False}.get(value, value)
+            if value in ("true", "false")
+            else value
+        )
+        assert changed[flag.key] == as_file, flag.key
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Nested sections as dotted keys (lists, such as the stages, as one value)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def test_the_choices_a_flag_offers_are_the_ones_the_engine_takes():
+    import keras
+
+    from tfinetune.data.images import RESIZE_MODES
+    from tfinetune.models.heads import POOLINGS, TASKS
+    from tfinetune.runs.flags import SCHEDULES, field_flags
+    from tfinetune.training.distribution import STRATEGIES
+    from tfinetune.training.options import OPTIMIZERS
+    from tfinetune.training.performance import PRECISIONS
+    from tfinetune.training.schedules import SCHEDULES as ENGINE_SCHEDULES
+
+    choices = {f.key: set(f.choices) for f in field_flags() if f.choices}
+    assert choices == {
+        "data.task": set(TASKS), "data.resize": set(RESIZE_MODES),
+        "model.pooling": set(POOLINGS), "training.optimizer": set(OPTIMIZERS),
+        "performance.precision": set(PRECISIONS), "performance.strategy": set(STRATEGIES),
+        "performance.jit_compile": {"auto", "true", "false"},
+    }  # fmt: skip
+    assert set(SCHEDULES) == set(ENGINE_SCHEDULES)
+    for name in OPTIMIZERS:
+        assert isinstance(keras.optimizers.get(name), keras.optimizers.Optimizer)

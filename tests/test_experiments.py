@@ -42,7 +42,8 @@ def test_init_writes_a_commented_file_that_reads_back_as_the_defaults(tmp_path, 
     path = tmp_path / "experiment.toml"
     assert main(["init", str(path)]) == 0
     text = path.read_text()
-    assert "# the head's pooling: avg, max, avgmax" in text and "[[stages]]" in text
+    assert "(attention: sound only); one of avg, max, avgmax, attention" in text
+    assert "[[stages]]" in text
     loaded = load_config(path)
     assert loaded.data.train == str((tmp_path / "photos/train").resolve())
     assert loaded.stages == Experiment().stages and loaded.model == Experiment().model

@@ -10,8 +10,9 @@ import argparse
 from tfinetune import __version__
 from tfinetune.cli.examples import epilog
 from tfinetune.cli.parser import Parser
-from tfinetune.cli.values import groups, hidden_units, positive_int, weights, whole_number
+from tfinetune.cli.values import groups, hidden_units, positive_int, whole_number
 from tfinetune.logs import VERBOSE_ENV
+from tfinetune.runs.flags import STAGE_FLAGS, SWITCHES, RunFlag, field_flags
 
 
 def build_parser() -> Parser:
@@ -57,59 +58,50 @@ def _add_global_flags(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
-def _add_model_options(command, defaults: bool = True) -> None:
-    """--backbone, --weights, --image-size (without defaults for `train`: its experiment's)."""
-    default = {"default": "mobilenet_v2"} if defaults else {}
-    command.add_argument("--backbone", **default, help="catalogue name")
-    default = {"default": "imagenet"} if defaults else {}
-    command.add_argument(
-        "--weights", **default, type=weights, help="imagenet, a weights file, or none"
-    )
-    command.add_argument(
-        "--image-size", type=positive_int, help="input size (default: the backbone's)"
-    )
+# argparse types by the type a run flag's field holds (its declaration: tfinetune.runs.flags)
+KINDS = {int: whole_number, float: float, str: str, list: hidden_units, "groups": groups}
 
 
-def _add_data_and_head(command: argparse.ArgumentParser) -> None:
-    """The data and head flags of `train` and `distill` (their defaults: the experiment's)."""
-    data = command.add_argument_group("data")
-    sources = data.add_mutually_exclusive_group()
-    sources.add_argument("--data", help="training folder: DIR/<class>/<images or WAV files>")
-    sources.add_argument(
-        "--csv",
-        dest="data",
-        help="training CSV: a path (or text) column and a label (or number) column",
-    )
-    val = data.add_mutually_exclusive_group()
-    val.add_argument("--val-data", help="validation folder (default: hold out --val-split)")
-    val.add_argument("--val-csv", dest="val_data", help="validation CSV, with the same columns")
-    data.add_argument(
-        "--task",
-        choices=("single_label", "multi_label", "regression"),
-        help="what a CSV's label column holds (default: multi_label with --label-delim, "
-        "else single_label)",
-    )
-    data.add_argument(
-        "--label-delim", help="separator of several labels in one CSV cell (multi-label)"
-    )
-    data.add_argument("--path-column", help="the CSV's image path column (path)")
-    data.add_argument("--label-column", help="the CSV's label column (label)")
-    data.add_argument("--text-column", help="a text CSV's text column (text)")
-    data.add_argument(
-        "--clip-seconds", type=float, help="sound clips' length (default: the backbone's)"
-    )
-    model = command.add_argument_group("model and head")
-    _add_model_options(model, defaults=False)
-    model.add_argument(
-        "--pooling",
-        choices=("avg", "max", "avgmax", "attention"),
-        help="how the head pools the backbone's features (avg; attention: sound)",
-    )
-    model.add_argument("--hidden-units", type=hidden_units, help="hidden head layers, e.g. 256,128")
-    model.add_argument("--head-dropout", type=float, help="(0.2)")
-    model.add_argument(
-        "--head-batchnorm", action="store_true", help="BatchNormalization after hidden layers"
-    )
+def _add_run_flag(group, flag: RunFlag, **extra) -> None:
+    """One run flag as its field declares it; a flag with alternatives (`--data` or
+    `--csv`) becomes one argument per name, at most one of them given."""
+    options = {"dest": flag.dest, **extra}
+    if flag.kind is bool:
+        options["action"] = "store_true"
+    else:
+        options.update(type=KINDS[flag.kind], choices=flag.choices)
+    if len(flag.names) > 1:
+        group = group.add_mutually_exclusive_group()
+    for number, name in enumerate(flag.names):
+        text = _run_help(flag) if number == 0 else f"the same as {flag.names[0]}"
+        group.add_argument(name, help=text.replace("%", "%%"), **options)
+
+
+def _run_help(flag: RunFlag) -> str:
+    """The field's help, with the experiment's default where the help does not give one."""
+    if flag.default in (None, "", False, []) or "default" in flag.help:
+        return flag.help
+    shown = ",".join(map(str, flag.default)) if isinstance(flag.default, list) else flag.default
+    return f"{flag.help} (default: {shown})"
+
+
+def _add_sections(command: argparse.ArgumentParser, sections: dict[str, str]) -> None:
+    """The run flags of the experiment's sections, a group each ({section: title})."""
+    flags = field_flags()
+    for section, title in sections.items():
+        group = command.add_argument_group(title)
+        if section == "training":
+            for flag in STAGE_FLAGS:
+                _add_run_flag(group, flag)
+        if section == "performance":
+            _add_repeatability(group)
+        for flag in flags:
+            if flag.section == section:
+                _add_run_flag(group, flag, required=flag.key == "distill.teacher")
+
+
+RUN_SECTIONS = {"data": "data", "model": "model and head", "training": "training",
+                "performance": "performance and repeatability"}  # fmt: skip
 
 
 def _add_train(commands) -> None:
@@ -119,26 +111,19 @@ def _add_train(commands) -> None:
         help="fine-tune on a folder of class sub-folders or a CSV file",
         argument_default=argparse.SUPPRESS,
     )
-    _add_data_and_head(train)
-    _add_training_options(train)
+    _add_sections(train, RUN_SECTIONS)
+    _add_run_options(train)
     distill = commands.add_parser(
         "distill",
         help="train a (small) model from a trained run's predictions and the labels",
         argument_default=argparse.SUPPRESS,
     )
-    distill.add_argument("--teacher", required=True, help="a run folder of `tfinetune train`")
-    distill.add_argument(
-        "--temperature", type=float, help="softens the teacher's and student's outputs (2)"
-    )
-    distill.add_argument(
-        "--alpha", type=float, help="the labels' share of the loss (teacher: 1 - alpha) (0.5)"
-    )
-    _add_data_and_head(distill)
-    _add_training_options(distill)
+    _add_sections(distill, {"distill": "distillation", **RUN_SECTIONS})
+    _add_run_options(distill)
 
 
 def _add_repeatability(train) -> None:
-    """--backend, and --nondeterministic / --deterministic (TensorFlow's op determinism)."""
+    """--backend, and --nondeterministic or --deterministic (TensorFlow's op determinism)."""
     train.add_argument(
         "--backend",
         choices=("tensorflow", "jax"),
@@ -146,85 +131,8 @@ def _add_repeatability(train) -> None:
         "tensorflow); the data pipeline and the exports run on TensorFlow either way",
     )
     repeatable = train.add_mutually_exclusive_group()
-    repeatable.add_argument(
-        "--nondeterministic",
-        action="store_true",
-        help="allow nondeterministic TensorFlow ops on a CPU too (runs not repeatable)",
-    )
-    repeatable.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="deterministic TensorFlow ops on a GPU too: repeatable runs, but Keras then "
-        "compiles without XLA (default: on a CPU only)",
-    )
-
-
-def _add_training_options(command: argparse.ArgumentParser) -> None:
-    train = command.add_argument_group("training")
-    train.add_argument(
-        "--epochs", type=whole_number, help="epochs of the last stage, the backbone unfrozen (10)"
-    )
-    train.add_argument("--freeze-epochs", type=whole_number, help="epochs of the head alone (4)")
-    train.add_argument(
-        "--train-groups",
-        type=groups,
-        help="groups trained in the last stage, counting the head ('all'; 5: head + 4 blocks)",
-    )
-    train.add_argument(
-        "--learning-rate", "--lr", type=float, help="the head stage's learning rate (1e-3)"
-    )
-    train.add_argument(
-        "--lr-mult", type=float, help="the last stage's spread: head rate / lowest group's (10)"
-    )
-    train.add_argument(
-        "--fine-tune-learning-rate",
-        type=float,
-        help="the head's rate in the last stage (2e-4; with --learning-rate alone, half of that)",
-    )
-    train.add_argument(
-        "--schedule",
-        choices=("constant", "warmup_cosine", "one_cycle"),
-        help="the last stage's learning-rate schedule (warmup_cosine)",
-    )
-    train.add_argument(
-        "--train-bn", action="store_true", help="train BatchNormalization in unfrozen groups"
-    )
-    train.add_argument("--label-smoothing", type=float, help="(0.1)")
-    train.add_argument("--ema", type=float, help="weight-average momentum; 0 trains without it")
-    train.add_argument("--batch-size", type=positive_int, help="(32)")
-    train.add_argument("--val-split", type=float, help="(0.2)")
-    train.add_argument(
-        "--augment",
-        help="none, light, medium, heavy, or layer names with commas (flip,rotation,cutmix)",
-    )
-    train.add_argument(
-        "--resize",
-        choices=("stretch", "crop", "pad"),
-        help="how images reach the input size: stretch, centre crop or pad (stretch)",
-    )
-    train.add_argument(
-        "--balance-classes", action="store_true", help="weight the loss by inverse class counts"
-    )
-    train.add_argument("--seed", type=int, help="(1337)")
-    _add_performance(command.add_argument_group("performance and repeatability"))
-    _add_run_options(command)
-
-
-def _add_performance(performance) -> None:  # --backend, determinism, precision, XLA, strategy
-    _add_repeatability(performance)
-    performance.add_argument(
-        "--precision",
-        choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-        help="compute precision while training (auto: per device, see tfinetune doctor)",
-    )
-    performance.add_argument(
-        "--jit-compile", choices=("auto", "true", "false"), help="XLA for the training step"
-    )
-    performance.add_argument(
-        "--strategy",
-        choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
-        help="tf.distribute strategy (auto: every local GPU, or a TPU); --batch-size per replica",
-    )
+    for switch in SWITCHES:
+        repeatable.add_argument(switch.names[0], action="store_true", help=switch.help)
 
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
@@ -265,10 +173,8 @@ def _add_lr_find(commands) -> None:
         help="sweep the learning rate and suggest one, on train's data and model flags",
         argument_default=argparse.SUPPRESS,
     )
-    _add_data_and_head(finder)
-    for flag, kind, text in (("--batch-size", positive_int, "(32)"), ("--seed", int, "(1337)")):
-        finder.add_argument(flag, type=kind, help=text)
-    finder.add_argument("--augment", help="as for train: none, light, medium, heavy (light)")
+    _add_sections(finder, {"data": "data", "model": "model and head"})
+    _add_run_flag(finder, next(f for f in field_flags() if f.key == "seed"))
     sweep = (("--train-groups", groups, 1, "layer groups that train (1: the head; 'all')"),
              ("--steps", positive_int, 100, "batches in the sweep"),
              ("--start-lr", float, 1e-7, "the sweep's first rate"),

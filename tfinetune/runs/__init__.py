@@ -1,6 +1,8 @@
 """Whole runs over the five steps: what the command line drives, callable from Python.
 
+- `schema`: typed dataclasses from and to plain values, every key and type checked.
 - `experiment`: `Experiment`, the schema of an experiment file, read, written and checked.
+- `flags`: the command-line flags of a run, made from the experiment's fields.
 - `checks`: `check_values`, each value in its range or set before any data is read.
 - `overrides`: `apply_flags`, command-line flags and `--set` on an experiment.
 - `modalities`: the backbone and recipe a run uses for images, text or sound.

@@ -9,66 +9,98 @@ errors that name the key and the type expected.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
-import sys
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfinetune.runs.schema import ConfigError, build, file_fields, merged, plain, set_dotted
 from tfinetune.training.options import PerformanceConfig, TrainingConfig, option
 from tfinetune.training.recipe import RECIPE, RECIPE_LABEL_SMOOTHING, Stage
-
-
-class ConfigError(ValueError):
-    """An experiment file or override with an unknown key or a value of the wrong type."""
 
 
 @dataclass
 class DataConfig:
     """Where the images come from and how they reach the model."""
 
-    train: str = option("", "training folder (DIR/<class>/<images or WAV files>) or CSV file")
-    val: str = option("", "validation folder or CSV; empty: hold out val_split of train")
-    val_split: float = option(0.2, "share held out for validation when there is no val")
-    task: str = option("", "single_label, multi_label or regression; empty: from the data")
-    path_column: str = option("path", "a CSV's image path column")
-    label_column: str = option("label", "a CSV's label (or target) column")
-    text_column: str = option("text", "a text CSV's text column (a CSV without the path column)")
-    label_delim: str = option("", "separator of several labels in one CSV cell (multi-label)")
-    image_size: int = option(0, "input size in pixels; 0: the backbone's")
-    clip_seconds: float = option(0.0, "sound clips' length in seconds; 0: the backbone's")
-    batch_size: int = option(32, "images per batch")
-    augment: str | list[str] = option(
-        "light", "none, light, medium, heavy, or layer names (sound: none, light, noise)"
+    train: str = option(
+        "", "training folder (DIR/<class>/<images or WAV files>) or CSV file",
+        flag=("--data", "--csv"),
+    )  # fmt: skip
+    val: str = option(
+        "", "validation folder or CSV, with train's columns; empty: hold out val_split",
+        flag=("--val-data", "--val-csv"),
+    )  # fmt: skip
+    val_split: float = option(
+        0.2, "share held out for validation when there is no val", flag="--val-split"
     )
-    resize: str = option("stretch", "stretch, crop or pad")
-    balance_classes: bool = option(False, "weight the loss so that every class counts equally")
+    task: str = option(
+        "", "what a CSV's label column holds; empty: multi_label with label_delim, else "
+        "single_label", flag="--task", choices=("single_label", "multi_label", "regression"),
+    )  # fmt: skip
+    path_column: str = option("path", "a CSV's image path column", flag="--path-column")
+    label_column: str = option("label", "a CSV's label (or target) column", flag="--label-column")
+    text_column: str = option(
+        "text", "a text CSV's text column (a CSV without the path column)", flag="--text-column"
+    )
+    label_delim: str = option(
+        "", "separator of several labels in one CSV cell (multi-label)", flag="--label-delim"
+    )
+    image_size: int = option(0, "input size in pixels; 0: the backbone's", flag="--image-size")
+    clip_seconds: float = option(
+        0.0, "sound clips' length in seconds; 0: the backbone's", flag="--clip-seconds"
+    )
+    batch_size: int = option(32, "images per batch (per replica)", flag="--batch-size")
+    augment: str | list[str] = option(
+        "light", "none, light, medium, heavy, or layer names (flip,rotation,cutmix; sound: "
+        "none, light, noise)", flag="--augment",
+    )  # fmt: skip
+    resize: str = option(
+        "stretch", "how images reach the input size: stretch, centre crop or pad",
+        flag="--resize", choices=("stretch", "crop", "pad"),
+    )  # fmt: skip
+    balance_classes: bool = option(
+        False, "weight the loss so that every class counts equally", flag="--balance-classes"
+    )
 
 
 @dataclass
 class ModelConfig:
     """The backbone and the new head."""
 
-    backbone: str = option("mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>")
-    weights: str = option("imagenet", "imagenet, a weights file, or none")
-    pooling: str = option("avg", "the head's pooling: avg, max, avgmax (sound also attention)")
-    hidden_units: list[int] = option([], "sizes of hidden head layers, e.g. [256, 128]")
-    dropout: float = option(0.2, "dropout before each dense layer of the head")
-    batch_norm: bool = option(False, "BatchNormalization after each hidden layer")
+    backbone: str = option(
+        "mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>",
+        flag="--backbone",
+    )  # fmt: skip
+    weights: str = option("imagenet", "imagenet, a weights file, or none", flag="--weights")
+    pooling: str = option(
+        "avg", "how the head pools the backbone's features (attention: sound only)",
+        flag="--pooling", choices=("avg", "max", "avgmax", "attention"),
+    )  # fmt: skip
+    hidden_units: list[int] = option(
+        [], "sizes of hidden head layers, e.g. [256, 128] (flag: 256,128)", flag="--hidden-units"
+    )
+    dropout: float = option(
+        0.2, "dropout before each dense layer of the head", flag="--head-dropout"
+    )
+    batch_norm: bool = option(
+        False, "BatchNormalization after each hidden layer", flag="--head-batchnorm"
+    )
 
 
 @dataclass
 class DistillConfig:
     """Distillation from a trained run (empty teacher: none)."""
 
-    teacher: str = option("", "a run folder or .keras file to distil from")
-    temperature: float = option(2.0, "softens the teacher's and the student's outputs")
-    alpha: float = option(0.5, "the labels' share of the loss (the teacher's: 1 - alpha)")
+    teacher: str = option("", "a run folder or .keras file to distil from", flag="--teacher")
+    temperature: float = option(
+        2.0, "softens the teacher's and the student's outputs", flag="--temperature"
+    )
+    alpha: float = option(
+        0.5, "the labels' share of the loss (the teacher's: 1 - alpha)", flag="--alpha"
+    )
 
 
 @dataclass
@@ -110,7 +142,9 @@ class Experiment:
     3
     """
 
-    seed: int = option(1337, "seeds the split, the weights, the data order and augmentation")
+    seed: int = option(
+        1337, "seeds the split, the weights, the data order and augmentation", flag="--seed"
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(
@@ -126,7 +160,7 @@ class Experiment:
 
     def to_dict(self) -> dict:
         """The experiment as plain values (what TOML holds; Python-only fields left out)."""
-        return _plain(self)
+        return plain(self)
 
     def with_values(self, values: dict[str, Any]) -> Experiment:
         """A copy with dotted keys set (`"model.pooling"`, `"stages.2.epochs"`; stages from 1).
@@ -136,7 +170,7 @@ class Experiment:
         """
         tree = self.to_dict()
         for dotted, value in values.items():
-            _set_dotted(tree, dotted, value)
+            set_dotted(tree, dotted, value)
         return from_dict(tree)
 
 
@@ -150,31 +184,10 @@ def from_dict(values: dict, where: str = "") -> Experiment:
     Example:
     >>> from_dict({"model": {"pooling": 3}})
     Traceback (most recent call last):
-    tfinetune.runs.experiment.ConfigError: model.pooling must be a string, not 3 (int).
+    tfinetune.runs.schema.ConfigError: model.pooling must be a string, not 3 (int).
     """
     defaults = Experiment().to_dict()  # a section's missing keys: the experiment's defaults
-    return _build(Experiment, _merged(defaults, values), "", f" in {where}" if where else "")
-
-
-def _merged(defaults: Any, given: Any) -> Any:
-    """`given` over `defaults`, table by table (a list, such as the stages, replaces)."""
-    if isinstance(defaults, dict) and isinstance(given, dict):
-        return {**defaults, **{k: _merged(defaults.get(k), v) for k, v in given.items()}}
-    return given
-
-
-def _plain(obj: Any) -> Any:
-    """Dataclasses as dicts, without their Python-only fields."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in _file_fields(type(obj))}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _file_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields an experiment file holds (not those marked `python_only`)."""
-    return [f for f in dataclasses.fields(cls) if not f.metadata.get("python_only")]
+    return build(Experiment, merged(defaults, values), "", f" in {where}" if where else "")
 
 
 def load_config(path: str | os.PathLike) -> Experiment:
@@ -278,14 +291,16 @@ def to_toml(experiment: Experiment, comments: bool = True) -> str:
 
 
 def _write_table(lines: list[str], obj: Any, prefix: str, comments: bool) -> None:
-    for f in _file_fields(type(obj)):
+    for f in file_fields(type(obj)):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value) or (
             isinstance(value, list) and value and dataclasses.is_dataclass(value[0])
         ):
             continue
         if comments and f.metadata.get("help"):
-            lines.append(f"# {f.metadata['help']}")
+            choices = f.metadata.get("choices")
+            listed = f"; one of {', '.join(map(str, choices))}" if choices else ""
+            lines.append(f"# {f.metadata['help']}{listed}")
         if value is None:  # TOML has no null: the key stays unset
             lines.append(f"# {f.name} = (not set)")
             continue
@@ -300,101 +315,3 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
-
-
-# === Checking values against the dataclasses ===
-
-
-def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'The file'} must be a table{where}.")
-    hints = _hints(cls)
-    names = list(hints)
-    for key in values:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Unknown key {prefix + key!r}{where}.{hint} The keys here are: {', '.join(names)}."
-            )
-    kwargs = {k: _check(v, hints[k], f"{prefix}{k}", where) for k, v in values.items()}
-    return cls(**kwargs)
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """Each file field's type: its `toml` type where given (`Stage.learning_rate` is a float
-    in a file, a float or a Keras schedule in Python), else its annotation."""
-    module = vars(sys.modules[cls.__module__])
-    hints = {}
-    for f in _file_fields(cls):
-        hint = f.metadata.get("toml", f.type)
-        hints[f.name] = eval(hint, module) if isinstance(hint, str) else hint
-    return hints
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in options)
-    if typing.get_origin(hint) is list:
-        item = typing.get_args(hint)[0]
-        plural = {str: "strings", int: "whole numbers", float: "numbers", bool: "booleans"}
-        return f"a list of {plural.get(item, 'tables')}"
-    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
-    return names.get(hint, f"a table ({getattr(hint, '__name__', hint)})")
-
-
-def _check(value: Any, hint: Any, key: str, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        for option in typing.get_args(hint):
-            try:
-                return _check(value, option, key, where)
-            except ConfigError:
-                continue
-    elif origin is list:
-        if isinstance(value, list):
-            item = typing.get_args(hint)[0]
-            return [_check(v, item, f"{key}.{i}", where) for i, v in enumerate(value, 1)]
-    elif dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{key}.", where)
-    elif hint is type(None) and value is None:  # an unset default, such as lr_decay
-        return None
-    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif (hint is int and isinstance(value, int) and not isinstance(value, bool)) or (
-        hint in (str, bool) and type(value) is hint
-    ):
-        return value
-    raise ConfigError(
-        f"{key} must be {_type_name(hint)}, not {value!r} ({type(value).__name__}){where}."
-    )
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """Set `a.b.c` in nested dicts and lists (list positions count from 1)."""
-    parts = dotted.split(".")
-    node: Any = tree
-    for depth, part in enumerate(parts):
-        here = ".".join(parts[: depth + 1])
-        last = depth == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or not 1 <= int(part) <= len(node):
-                raise ConfigError(
-                    f"{here}: {'.'.join(parts[:depth])} has {len(node)} entries, numbered from "
-                    f"1; {part!r} is not one of them."
-                )
-            index = int(part) - 1
-            if last:
-                node[index] = value
-            node = node[index]
-        elif isinstance(node, dict):
-            if part not in node:
-                close = difflib.get_close_matches(part, list(node), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"Unknown key {here!r}.{hint} Known: {', '.join(node)}.")
-            if last:
-                node[part] = value
-            node = node[part]
-        else:
-            raise ConfigError(f"{here}: {'.'.join(parts[:depth])} holds a single value.")

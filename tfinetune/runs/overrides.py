@@ -10,49 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from tfinetune.runs.experiment import ConfigError, Experiment
+from tfinetune.runs.flags import STAGE_FLAGS, SWITCHES, field_flags
 
-# Flag (its argparse `dest`) -> the experiment key it sets.
-FLAG_KEYS = {
-    "data": "data.train",
-    "val_data": "data.val",
-    "task": "data.task",
-    "label_delim": "data.label_delim",
-    "path_column": "data.path_column",
-    "label_column": "data.label_column",
-    "text_column": "data.text_column",
-    "clip_seconds": "data.clip_seconds",
-    "image_size": "data.image_size",
-    "batch_size": "data.batch_size",
-    "val_split": "data.val_split",
-    "augment": "data.augment",
-    "resize": "data.resize",
-    "balance_classes": "data.balance_classes",
-    "backbone": "model.backbone",
-    "weights": "model.weights",
-    "pooling": "model.pooling",
-    "hidden_units": "model.hidden_units",
-    "head_dropout": "model.dropout",
-    "head_batchnorm": "model.batch_norm",
-    "teacher": "distill.teacher",
-    "temperature": "distill.temperature",
-    "alpha": "distill.alpha",
-    "train_bn": "training.train_bn",
-    "label_smoothing": "training.label_smoothing",
-    "ema": "training.ema_momentum",
-    "seed": "seed",
-    "precision": "performance.precision",
-    "jit_compile": "performance.jit_compile",
-    "strategy": "performance.strategy",
-}
-# The fastai-style stage flags: the first stage is the head stage, the last the unfrozen one.
-FIRST_STAGE = {"freeze_epochs": "epochs", "learning_rate": "learning_rate"}
-LAST_STAGE = {
-    "epochs": "epochs",
-    "train_groups": "train_groups",
-    "lr_mult": "lr_mult",
-    "fine_tune_learning_rate": "learning_rate",
-}
-FLAGS = (*FLAG_KEYS, *FIRST_STAGE, *LAST_STAGE, "schedule", "nondeterministic", "deterministic")
+# Flag (its argparse `dest`) -> the experiment key it sets, from the fields' declarations.
+FLAG_KEYS = {flag.dest: flag.key for flag in field_flags()}
+FLAGS = (*FLAG_KEYS, *(f.dest for f in STAGE_FLAGS), *(f.dest for f in SWITCHES))
 
 
 def apply_flags(experiment: Experiment, flags: Mapping[str, Any]) -> Experiment:
@@ -80,18 +42,16 @@ def apply_flags(experiment: Experiment, flags: Mapping[str, Any]) -> Experiment:
         if flag in given:
             values[key] = _config_value(flag, given[flag])
     last = len(experiment.stages)
-    for flags_here, number in ((FIRST_STAGE, 1), (LAST_STAGE, last)):
-        for flag, key in flags_here.items():
-            if flag in given:
-                values[f"stages.{number}.{key}"] = given[flag]
+    positions = {"first": [1], "last": [last], "every": range(1, last + 1)}
+    for flag in STAGE_FLAGS:
+        if flag.dest in given:
+            _, position, name = flag.key.split(".")
+            values.update({f"stages.{n}.{name}": given[flag.dest] for n in positions[position]})
     if "learning_rate" in given and "fine_tune_learning_rate" not in given and last > 1:
         values[f"stages.{last}.learning_rate"] = given["learning_rate"] / 2
-    if "schedule" in given:
-        values.update({f"stages.{n}.schedule": given["schedule"] for n in range(1, last + 1)})
-    if given.get("nondeterministic"):
-        values["performance.deterministic_ops"] = False
-    if given.get("deterministic"):
-        values["performance.deterministic_ops"] = True
+    for switch in SWITCHES:
+        if given.get(switch.dest):
+            values[switch.key] = switch.default
     return experiment.with_values(values)
 
 

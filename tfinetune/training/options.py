@@ -14,20 +14,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def option(default: Any, help: str, toml: Any = None, python_only: bool = False) -> Any:
-    """A config field with its help text (for `tfinetune init` and `--help`).
+def option(
+    default: Any,
+    help: str,
+    toml: Any = None,
+    python_only: bool = False,
+    flag: str | tuple[str, ...] | None = None,
+    choices: tuple | None = None,
+) -> Any:
+    """A config field with its help text: the one declaration of a run option.
+
+    `tfinetune init` writes the help above the key, and where `flag` is given,
+    `tfinetune.runs.flags` makes the command-line flag from the same field: its name, key,
+    help, default, type and choices.
 
     Args:
         default: the default value (a list is copied for each object).
         help: one line saying what the value does.
         toml: the type an experiment file may give, where the annotation allows more.
         python_only: the value is a Python object, never read from or written to a file.
+        flag: the command-line flag(s) that set it (`"--ema"`; two: alternatives).
+        choices: the values the flag takes, where they are a fixed set.
 
     Example:
     >>> dataclasses.fields(TrainingConfig)[0].metadata["help"]
     'train BatchNormalization in unfrozen groups'
     """
-    metadata = {"help": help, "python_only": python_only, **({"toml": toml} if toml else {})}
+    metadata = {"help": help, "python_only": python_only, "flag": flag, "choices": choices}
+    if toml:
+        metadata["toml"] = toml
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -67,12 +82,22 @@ class TrainingConfig:
     0.9
     """
 
-    train_bn: bool = option(False, "train BatchNormalization in unfrozen groups")
-    label_smoothing: float = option(0.0, "smooth one-label targets by this much")
-    ema_momentum: float | None = option(0.9, "weight-average momentum; 0 trains without it", float)
-    optimizer: Any = option("adam", "a Keras optimizer: " + ", ".join(OPTIMIZERS), str)
+    train_bn: bool = option(False, "train BatchNormalization in unfrozen groups", flag="--train-bn")
+    label_smoothing: float = option(
+        0.0, "smooth one-label targets by this much", flag="--label-smoothing"
+    )
+    ema_momentum: float | None = option(
+        0.9, "weight-average momentum; 0 trains without it", float, flag="--ema"
+    )
+    optimizer: Any = option(
+        "adam", "the Keras optimizer of every group", str, flag="--optimizer", choices=OPTIMIZERS
+    )
     optimizer_options: dict = option({}, "more arguments of the optimizer", python_only=True)
-    gradient_accumulation_steps: int = option(0, "apply the summed gradients every N steps")
+    gradient_accumulation_steps: int = option(
+        0,
+        "apply the summed gradients every N steps (0: every step)",
+        flag="--gradient-accumulation-steps",
+    )
     loss: Any = option(None, "the Keras loss (default: the head's)", python_only=True)
     metrics: Any = option(None, "the Keras metrics (default: the head's)", python_only=True)
     class_weight: Any = option(None, "Keras's class_weight", python_only=True)
@@ -102,10 +127,21 @@ class PerformanceConfig:
     """
 
     deterministic_ops: str | bool = option(False, "repeatable TF ops: auto (CPU only), true, false")
-    precision: str = option("auto", "auto, float32, mixed_float16 or mixed_bfloat16")
-    jit_compile: str | bool = option("auto", "XLA for the training step: auto, true or false")
+    precision: str = option(
+        "auto",
+        "compute precision while training (auto: per device, see tfinetune doctor)",
+        flag="--precision",
+        choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+    )
+    jit_compile: str | bool = option(
+        "auto", "XLA for the training step", flag="--jit-compile", choices=("auto", "true", "false")
+    )
     strategy: Any = option(
-        "auto", "auto, default, mirrored, multi_worker or tpu; batch_size is per replica", str
+        "auto",
+        "tf.distribute strategy (auto: every local GPU, or a TPU); batch_size is per replica",
+        str,
+        flag="--strategy",
+        choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
     )
 
 
