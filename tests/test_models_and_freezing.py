@@ -106,3 +106,21 @@ def test_any_keras_model_can_be_the_backbone_with_a_spec_like_description():
     assert [g.name for g in layer_groups(model, spec)][-2:] == ["block4", "head"]
     with pytest.raises(ValueError, match="built already"):
         build_classifier(spec, 3, image_size=64)
+
+
+def test_one_head_options_object_for_the_builders_and_the_experiment():
+    from tfinetune import HeadOptions
+    from tfinetune.runs.experiment import ModelConfig
+
+    head = HeadOptions(pooling="avgmax", hidden_units=[8], dropout=0.0, batch_norm=True)
+    by_object = build_classifier("convnet_tiny", 3, weights=None, image_size=32, head=head)
+    by_name = build_classifier("convnet_tiny", 3, weights=None, image_size=32,
+                               pooling="avgmax", hidden_units=[8], dropout=0.0,
+                               batch_norm=True)  # fmt: skip
+    for model in (by_object, by_name):
+        names = [layer.name for layer in model.layers if layer.name.startswith("head_")]
+        assert "head_bn_0" in names and not any("dropout" in n for n in names), names
+    assert by_object.count_params() == by_name.count_params()
+    assert isinstance(ModelConfig(), HeadOptions)  # the experiment's [model] is one too
+    with pytest.raises(TypeError, match=r"Unknown head option\(s\) pool: pass head=HeadOptions"):
+        build_classifier("convnet_tiny", 3, weights=None, image_size=32, pool="max")

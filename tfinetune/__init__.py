@@ -49,6 +49,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.models.backbones": ("build_backbone", "get_spec"),
     "tfinetune.models.hub": ("HubLayer",),
     "tfinetune.models.normalization": ("PixelNormalization",),
+    "tfinetune.models.options": ("HeadOptions",),
     "tfinetune.models.heads": ("TargetScaling", "apply_temperature", "build_head", "task_of"),
     "tfinetune.models.classifier": ("build_classifier",),
     "tfinetune.models.saving": ("load_model",),

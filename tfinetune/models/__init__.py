@@ -8,6 +8,7 @@
 - `hub`: TF Hub / Kaggle / local SavedModels as trainable Keras 3 layers.
 - `hub_groups`: a SavedModel's variables in named blocks, for staged unfreezing.
 - `normalization`: the pixel normalisation each backbone's weights expect, as a layer.
+- `options`: `HeadOptions` (plain data), the shape of the new head.
 - `heads`: heads for one label, several labels or a number (`task_of` reads it back).
 - `mirror`: mirror averaging inside the model (each image with its mirror).
 - `classifier`: `build_classifier`, pixels -> normalisation -> backbone -> head.

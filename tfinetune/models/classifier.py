@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Sequence
+from typing import Any
 
 import keras
 
 from tfinetune.models.backbones import CATALOGUE, BackboneSpec, build_backbone, get_spec
-from tfinetune.models.heads import build_head, check_task
+from tfinetune.models.heads import build_head, check_task, head_options_of
 from tfinetune.models.mirror import MEAN_LAYER, VIEWS_LAYER, MirrorMean, MirrorViews
 from tfinetune.models.normalization import PixelNormalization
+from tfinetune.models.options import HeadOptions
 from tfinetune.models.specs import AUDIO_RATE
 from tfinetune.sizes import to_size
 
@@ -27,14 +28,12 @@ def build_classifier(
     weights: str | os.PathLike | None = "imagenet",
     image_size: int | tuple[int, int] | None = None,
     task: str = "single_label",
-    pooling: str = "avg",
-    dropout: float = 0.2,
-    hidden_units: Sequence[int] = (),
-    batch_norm: bool = False,
+    head: HeadOptions | None = None,
     target_mean: float = 0.0,
     target_std: float = 1.0,
     clip_seconds: float | None = None,
     mirror: bool = False,
+    **head_options: Any,
 ) -> keras.Model:
     """Build a model for images (RGB pixels in 0..255), text or audio: a classifier or regressor.
 
@@ -49,21 +48,23 @@ def build_classifier(
         image_size: the input size, one int or `(height, width)`; defaults to the backbone's.
         task: "single_label" (softmax), "multi_label" (sigmoids) or "regression" (numbers
             in the target's units; see `target_mean`).
-        pooling: `"avg"`, `"max"` or `"avgmax"` pooling of the feature map.
-        dropout: the dropout rate before each dense layer of the head.
-        hidden_units: sizes of optional hidden layers in the head.
-        batch_norm: BatchNormalization after each hidden layer.
+        head: the head's shape: pooling, hidden layers, dropout, BatchNormalization (see
+            `HeadOptions`; default: `HeadOptions()`, average pooling and dropout 0.2).
         target_mean: regression: the training targets' mean (predictions come back in the
             target's units).
         target_std: regression: the training targets' standard deviation.
         clip_seconds: sound: the clip length the model takes (default: the backbone's).
         mirror: images: at inference, average each image's features with its mirror's
             (`tfinetune.models.mirror`), so `predict` and every export do it too.
+        **head_options: `HeadOptions` fields by name, changing `head` (`pooling="max"`).
 
     Example:
     >>> model = build_classifier("convnet_tiny", num_classes=3, weights=None, image_size=32)
     >>> model.output_shape
     (None, 3)
+    >>> build_classifier("convnet_tiny", 3, weights=None, image_size=32,
+    ...                  head=HeadOptions(hidden_units=[8])).get_layer("head_dense_0").units
+    8
     """
     check_task(task)
     spec = get_spec(backbone)
@@ -90,10 +91,7 @@ def build_classifier(
         x,
         num_classes,
         task=task,
-        pooling=pooling,
-        dropout=dropout,
-        hidden_units=hidden_units,
-        batch_norm=batch_norm,
+        head=head_options_of(head, head_options),
         target_mean=target_mean,
         target_std=target_std,
     )

@@ -6,17 +6,19 @@ loaded from a file still gets the right loss, metrics, report and serving output
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from typing import Any
 
 import keras
+
+from tfinetune.models.options import POOLINGS, HeadOptions
 
 HEAD_PREFIX = "head_"
 OUTPUT_LAYER = f"{HEAD_PREFIX}predictions"
 SCALING_LAYER = f"{HEAD_PREFIX}target_scaling"
 TASKS = ("single_label", "multi_label", "regression")
 _ACTIVATIONS = {"single_label": "softmax", "multi_label": "sigmoid", "regression": None}
-POOLINGS = ("avg", "max", "avgmax", "attention")
 
 
 @keras.saving.register_keras_serializable(package="tfinetune")
@@ -129,17 +131,37 @@ def check_task(task: str) -> str:
     return task
 
 
+def head_options_of(head: HeadOptions | None, changes: dict[str, Any]) -> HeadOptions:
+    """`head` (default `HeadOptions()`) with `changes`, each the name of one of its fields.
+
+    Args:
+        head: the head options, or None.
+        changes: field name -> value, as keyword arguments give them.
+
+    Example:
+    >>> head_options_of(None, {"pooling": "max"}).pooling
+    'max'
+    """
+    names = {f.name for f in dataclasses.fields(HeadOptions)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise TypeError(
+            f"Unknown head option(s) {', '.join(unknown)}: pass head=HeadOptions(...) with "
+            f"{', '.join(sorted(names))}."
+        )
+    head = head if head is not None else HeadOptions()
+    return dataclasses.replace(head, **changes) if changes else head
+
+
 def build_head(
     features: keras.KerasTensor,
     num_outputs: int,
     *,
     task: str = "single_label",
-    pooling: str = "avg",
-    dropout: float = 0.2,
-    hidden_units: Sequence[int] = (),
-    batch_norm: bool = False,
+    head: HeadOptions | None = None,
     target_mean: float = 0.0,
     target_std: float = 1.0,
+    **head_options: Any,
 ) -> keras.KerasTensor:
     """Attach a head to a feature map: pooling, hidden layers, and the task's output.
 
@@ -152,13 +174,12 @@ def build_head(
             targets for "regression".
         task: "single_label" (softmax), "multi_label" (one sigmoid per class) or
             "regression" (linear, scaled back to the target's units).
-        pooling: `"avg"`, `"max"`, `"avgmax"` (both, concatenated), or for a sequence of
-            frames `[batch, time, c]` also `"attention"` (a learned weighting of frames).
-        dropout: the dropout rate before each dense layer, in [0, 1).
-        hidden_units: sizes of optional hidden dense layers (ReLU).
-        batch_norm: a BatchNormalization layer after each hidden layer.
+        head: the head's shape: pooling, hidden layers, dropout, BatchNormalization (see
+            `HeadOptions`; default: `HeadOptions()`).
         target_mean: regression: the training targets' mean, added back to the output.
         target_std: regression: the targets' standard deviation, multiplied back in.
+        **head_options: `HeadOptions` fields by name, changing `head`
+            (`pooling="max"`).
 
     Example:
     >>> x = keras.Input((4, 4, 8))
@@ -166,6 +187,8 @@ def build_head(
     (None, 3)
     """
     check_task(task)
+    head = head_options_of(head, head_options)
+    pooling, dropout = head.pooling, head.dropout
     fewest = 2 if task == "single_label" else 1
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < fewest:
         what = "classes" if task != "regression" else "targets"
@@ -181,11 +204,11 @@ def build_head(
     x = features
     if len(x.shape) in (3, 4):
         x = _pool(x, pooling)
-    for i, units in enumerate(hidden_units):
+    for i, units in enumerate(head.hidden_units):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout_{i}")(x)
         x = keras.layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense_{i}")(x)
-        if batch_norm:
+        if head.batch_norm:
             x = keras.layers.BatchNormalization(name=f"{HEAD_PREFIX}bn_{i}")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)

@@ -65,14 +65,13 @@ def data_and_model(
     """
     d, m = experiment.data, experiment.model
     batch = d.batch_size * replicas(strategy)
-    head = {"pooling": m.pooling, "hidden_units": m.hidden_units, "dropout": m.dropout,
-            "batch_norm": m.batch_norm}  # fmt: skip
+    model_options: dict = {"head": m}  # the model section is a HeadOptions
     size = to_size(d.image_size or (spec.default_size if spec.modality == "image" else 1))
     if spec.modality != "image":
         data = load_signal_data(experiment, spec.modality, spec, batch, bool(verbose))
-        head["clip_seconds"] = d.clip_seconds or None if spec.modality == "audio" else None
+        model_options["clip_seconds"] = d.clip_seconds or None if spec.modality == "audio" else None
     else:
-        head["mirror"] = experiment.evaluation.tta  # the model averages the mirrors itself
+        model_options["mirror"] = experiment.evaluation.tta  # the model averages the mirrors itself
         augment = None if d.augment == "none" else d.augment
         options = PipelineOptions(size, batch, augment=augment, resize=d.resize,
                                   seed=experiment.seed)  # fmt: skip
@@ -84,7 +83,7 @@ def data_and_model(
     if verbose:
         _print_bad_files(data.bad_files)
     with strategy.scope():
-        model = build_run_model(spec, data, size, weights, **head)
+        model = build_run_model(spec, data, size, weights, **model_options)
     return data, model
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfinetune.fields import option
+from tfinetune.models.options import HeadOptions
 from tfinetune.runs.schema import ConfigError, build, file_fields, merged, plain, set_dotted
-from tfinetune.training.options import PerformanceConfig, TrainingConfig, option
+from tfinetune.training.options import PerformanceConfig, TrainingConfig
 from tfinetune.training.recipe import RECIPE, RECIPE_LABEL_SMOOTHING, Stage
 
 
@@ -67,27 +69,14 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """The backbone and the new head."""
+class ModelConfig(HeadOptions):
+    """The new head (a `HeadOptions`) and the backbone under it."""
 
     backbone: str = option(
         "mobilenet_v2", "a catalogue name (tfinetune backbones) or hub:<handle>",
         flag="--backbone",
     )  # fmt: skip
     weights: str = option("imagenet", "imagenet, a weights file, or none", flag="--weights")
-    pooling: str = option(
-        "avg", "how the head pools the backbone's features (attention: sound only)",
-        flag="--pooling", choices=("avg", "max", "avgmax", "attention"),
-    )  # fmt: skip
-    hidden_units: list[int] = option(
-        [], "sizes of hidden head layers, e.g. [256, 128] (flag: 256,128)", flag="--hidden-units"
-    )
-    dropout: float = option(
-        0.2, "dropout before each dense layer of the head", flag="--head-dropout"
-    )
-    batch_norm: bool = option(
-        False, "BatchNormalization after each hidden layer", flag="--head-batchnorm"
-    )
 
 
 @dataclass

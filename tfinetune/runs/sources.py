@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -145,7 +146,7 @@ def build_run_model(
     data: ImageData,
     image_size: tuple[int, int],
     weights: str | os.PathLike | None,
-    **head,
+    **options: Any,
 ) -> keras.Model:
     """The model for a run's data: its task, its classes, and a regression target's scale.
 
@@ -154,7 +155,7 @@ def build_run_model(
         data: the run's datasets (`load_run_data`).
         image_size: `(height, width)`.
         weights: `"imagenet"`, a weights file, or None.
-        **head: `build_classifier`'s head options (`pooling`, `hidden_units`, ...).
+        **options: more of `build_classifier`'s arguments (`head`, `mirror`, ...).
 
     Example:
     >>> import numpy as np
@@ -172,5 +173,5 @@ def build_run_model(
         scale = {"target_mean": float(targets.mean()), "target_std": float(targets.std()) or 1.0}
     return build_classifier(
         spec, len(data.class_names), weights=weights, image_size=image_size, task=data.task,
-        **scale, **head,
+        **scale, **options,
     )  # fmt: skip

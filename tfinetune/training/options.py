@@ -10,43 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-
-def option(
-    default: Any,
-    help: str,
-    toml: Any = None,
-    python_only: bool = False,
-    flag: str | tuple[str, ...] | None = None,
-    choices: tuple | None = None,
-) -> Any:
-    """A config field with its help text: the one declaration of a run option.
-
-    `tfinetune init` writes the help above the key, and where `flag` is given,
-    `tfinetune.runs.flags` makes the command-line flag from the same field: its name, key,
-    help, default, type and choices.
-
-    Args:
-        default: the default value (a list is copied for each object).
-        help: one line saying what the value does.
-        toml: the type an experiment file may give, where the annotation allows more.
-        python_only: the value is a Python object, never read from or written to a file.
-        flag: the command-line flag(s) that set it (`"--ema"`; two: alternatives).
-        choices: the values the flag takes, where they are a fixed set.
-
-    Example:
-    >>> dataclasses.fields(TrainingConfig)[0].metadata["help"]
-    'train BatchNormalization in unfrozen groups'
-    """
-    metadata = {"help": help, "python_only": python_only, "flag": flag, "choices": choices}
-    if toml:
-        metadata["toml"] = toml
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
+from tfinetune.fields import option
 
 # Keras optimizer names an experiment file may give (`keras.optimizers.get` takes each).
 OPTIMIZERS = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tfinetune.training.options import option
+from tfinetune.fields import option
 
 if TYPE_CHECKING:
     from tfinetune.training.schedules import Schedule
