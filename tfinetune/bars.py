@@ -24,9 +24,7 @@ def on_terminal() -> bool:
     return bool(getattr(sys.stdout, "isatty", None) and sys.stdout.isatty())
 
 
-def progress_bar(
-    total: int, unit: str, doing: str, verbose: bool = True
-) -> keras.utils.Progbar | None:
+def progress_bar(total: int, unit: str, doing: str, verbose: int = 1) -> keras.utils.Progbar | None:
     """A labelled progress bar, or None when `verbose` is off.
 
     Args:

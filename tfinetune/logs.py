@@ -48,14 +48,14 @@ def _quiet_loading() -> Iterator[None]:
         os.close(saved)
 
 
-def quiet_tensorflow(verbose: bool = False) -> None:
+def quiet_tensorflow(verbose: int = 0) -> None:
     """Import TensorFlow now, with its C++ start-up log kept quiet (see the module's note).
 
     Args:
         verbose: leave TensorFlow's logging alone (and import nothing).
 
     Example:
-    >>> quiet_tensorflow(verbose=True)
+    >>> quiet_tensorflow(verbose=1)
     """
     if verbose:
         return

@@ -140,7 +140,7 @@ def scan_audio_folder(
     directory: str | os.PathLike,
     class_names: Sequence[str] | None = None,
     verify: bool = True,
-    verbose: bool = False,
+    verbose: int = 0,
 ) -> LabelledFiles:
     """List a folder with one sub-folder per class of sound files; report unreadable files.
 

@@ -201,7 +201,7 @@ def image_folder_datasets(
     val_split: float = 0.2,
     test_split: float = 0.0,
     options: PipelineOptions | None = None,
-    verbose: bool = False,
+    verbose: int = 0,
     **pipeline: Any,
 ) -> ImageData:
     """Training, validation (and test) datasets from folders of class sub-folders.

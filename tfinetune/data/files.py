@@ -120,7 +120,7 @@ def _tf_error_text(err: Exception) -> str:
 
 
 def find_bad_files(
-    paths: Sequence[str], verbose: bool = False, decode: Callable = decode_image
+    paths: Sequence[str], verbose: int = 0, decode: Callable = decode_image
 ) -> list[BadFile]:
     """Decode every file once, in parallel, and return those that fail with the reason.
 

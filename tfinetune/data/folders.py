@@ -48,7 +48,7 @@ def scan_image_folder(
     directory: str | os.PathLike,
     class_names: Sequence[str] | None = None,
     verify: bool = True,
-    verbose: bool = False,
+    verbose: int = 0,
 ) -> LabelledFiles:
     """List a folder with one sub-folder per class; skip and report unreadable files.
 

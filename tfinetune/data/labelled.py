@@ -63,7 +63,7 @@ def labelled_files(
                 f"A {task} model is checked on a CSV file of images and labels, not on the "
                 f"folder {str(data)!r}: pass --data FILE.csv."
             )
-        return scan_image_folder(data, class_names, verbose=False)
+        return scan_image_folder(data, class_names, verbose=0)
     return read_csv_files(
         data,
         path_column=columns.get("path_column", "path"),

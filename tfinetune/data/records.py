@@ -45,7 +45,7 @@ def write_tfrecords(
     prefix: str | os.PathLike,
     *,
     shard_size: int = 1000,
-    verbose: bool = False,
+    verbose: int = 0,
 ) -> list[str]:
     """Write labelled files as TFRecord shards `<prefix>-00000-of-00003.tfrecord`, ...
 
@@ -96,7 +96,7 @@ def convert_folder(
     test_split: float = 0.0,
     seed: int = 1337,
     shard_size: int = 1000,
-    verbose: bool = False,
+    verbose: int = 0,
 ) -> dict:
     """Convert a folder of classes into split, sharded TFRecord files and `dataset.json`.
 

@@ -20,8 +20,8 @@ from tfinetune.evaluation.report import ClassificationReport, top_losses
 GALLERY_SIZE = 160  # the longer side of each image shown, in pixels
 
 
-def _font_size(n_classes: int) -> float:
-    return max(6.0, 11.0 - n_classes / 4)
+def _font_size(num_classes: int) -> float:
+    return max(6.0, 11.0 - num_classes / 4)
 
 
 def plot_confusion_matrix(report: ClassificationReport, path: str | os.PathLike) -> Figure:

@@ -103,7 +103,7 @@ def _first_input(loaded):
     return args[0] if args and isinstance(args[0], tf.TensorSpec) else None
 
 
-def input_kind(loaded) -> str:
+def input_modality(loaded) -> str:
     """What a SavedModel's `__call__` takes: `"image"`, `"text"` or `"audio"` (a waveform).
 
     Images are `float32 [batch, height, width, 3]`, text a `string [batch]` of sentences
@@ -134,12 +134,12 @@ def _accepts_training(loaded) -> bool:
     return False
 
 
-def _probe(loaded, kind: str):
+def _probe(loaded, modality: str):
     """A small seeded input that exercises the model, to find its output width and the
     variables its output depends on."""
-    if kind == "text":
+    if modality == "text":
         return tf.constant(["the first of a few probe sentences", "and the second one"])
-    if kind == "audio":
+    if modality == "audio":
         return tf.random.stateless_uniform([16000], seed=[1, 2], minval=-0.5, maxval=0.5)
     height, width = sorted(fixed_input_sizes(loaded) or {(224, 224)})[0]
     return tf.random.stateless_uniform([2, height, width, 3], seed=[1, 2])
@@ -190,7 +190,7 @@ class HubLayer(keras.layers.Layer):
         self.handle = str(handle)
         self.input_range = tuple(float(v) for v in input_range)
         self.output_key, self.group_pattern = output, group_pattern
-        self.kind, self.width = modality, width
+        self.modality, self.width = modality, width
         self._loaded, self._folder, self.blocks = None, None, []
         # A layer read back from a `.keras` file (its config names modality and width) takes its
         # SavedModel from the file (`load_assets`) unless the handle is a folder here.
@@ -211,9 +211,9 @@ class HubLayer(keras.layers.Layer):
         """Load the SavedModel in `folder` and make its variables this layer's weights."""
         self._folder = folder
         self._loaded = load_hub_object(folder)
-        self.kind = input_kind(self._loaded)
+        self.modality = input_modality(self._loaded)
         self._training_arg = _accepts_training(self._loaded)
-        probe = _probe(self._loaded, self.kind)
+        probe = _probe(self._loaded, self.modality)
         keep, output = used_variables(
             lambda x: self._select(self._run(x, False)), probe, self._loaded.variables
         )
@@ -253,7 +253,7 @@ class HubLayer(keras.layers.Layer):
         if self._loaded is not None:
             return super().compute_output_spec(inputs, training=training)
         # Read back from a file, before `load_assets`: the shape its config recorded.
-        frames = (None,) if self.kind == "audio" else ()
+        frames = (None,) if self.modality == "audio" else ()
         return keras.KerasTensor((inputs.shape[0], *frames, self.width), self.compute_dtype)
 
     def _run(self, inputs, training: bool):
@@ -266,7 +266,7 @@ class HubLayer(keras.layers.Layer):
             key = self.output_key if self.output_key is not None else "default"
             return outputs[key] if key in outputs else next(iter(outputs.values()))
         if isinstance(outputs, (tuple, list)):
-            default = 1 if self.kind == "audio" and len(outputs) == 3 else 0
+            default = 1 if self.modality == "audio" and len(outputs) == 3 else 0
             return outputs[default if self.output_key is None else int(self.output_key)]
         return outputs
 
@@ -278,9 +278,9 @@ class HubLayer(keras.layers.Layer):
                 "keras.saving.load_model from its .keras file, which carries the SavedModel."
             )
         train = bool(training) and self.trainable
-        if self.kind == "text":
+        if self.modality == "text":
             outputs = self._select(self._run(tf.reshape(inputs, [-1]), train))
-        elif self.kind == "audio":
+        elif self.modality == "audio":
             outputs = tf.map_fn(
                 lambda clip: self._select(self._run(clip, train)),
                 ops.cast(inputs, "float32"),
@@ -297,7 +297,7 @@ class HubLayer(keras.layers.Layer):
             "input_range": self.input_range,
             "output": self.output_key,
             "group_pattern": self.group_pattern,
-            "modality": self.kind,
+            "modality": self.modality,
             "width": self.width,
         }
 
@@ -309,7 +309,7 @@ def hub_spec(
     handle: str,
     default_size: int = 224,
     input_range=(0.0, 1.0),
-    kind: str | None = None,
+    modality: str | None = None,
 ) -> BackboneSpec:
     """A `BackboneSpec` for a TF Hub / Kaggle / local SavedModel for images, text or audio.
 
@@ -317,17 +317,17 @@ def hub_spec(
         handle: a local SavedModel folder or a TF Hub / Kaggle handle.
         default_size: an image model's input size.
         input_range: the pixel range an image model expects; sets the normalisation.
-        kind: `"image"`, `"text"` or `"audio"`; by default read from the SavedModel's
+        modality: `"image"`, `"text"` or `"audio"`; by default read from the SavedModel's
             `__call__` (which loads it, and downloads a handle once).
 
     Example:
-    >>> hub_spec("https://tfhub.dev/some/model/5", kind="image").normalization
+    >>> hub_spec("https://tfhub.dev/some/model/5", modality="image").normalization
     'unit'
     """
     key = tuple(float(v) for v in input_range)
     if key not in _RANGES:
         raise ValueError(f"input_range must be one of {sorted(_RANGES)}. Received: {input_range!r}")
-    kind = kind or input_kind(load_hub_object(handle))
+    modality = modality or input_modality(load_hub_object(handle))
 
     def build(input_shape, weights=None):
         if weights not in (None, "imagenet"):
@@ -335,9 +335,11 @@ def hub_spec(
                 f"A hub backbone carries its own weights; pass weights=None or 'imagenet'. "
                 f"Received: weights={weights!r}"
             )
-        inputs = keras.Input(input_shape, dtype="string" if kind == "text" else None, name=kind)
+        inputs = keras.Input(
+            input_shape, dtype="string" if modality == "text" else None, name=modality
+        )
         layer = HubLayer(handle, input_range=key, name="hub")
-        sizes = fixed_input_sizes(layer.saved_model) if kind == "image" else set()
+        sizes = fixed_input_sizes(layer.saved_model) if modality == "image" else set()
         if sizes and tuple(input_shape[:2]) not in sizes:
             height, width = sorted(sizes)[0]
             raise ValueError(
@@ -350,9 +352,9 @@ def hub_spec(
     return BackboneSpec(
         name="hub",
         builder=build,
-        default_size=AUDIO_CLIP if kind == "audio" else default_size,
-        normalization=_RANGES[key] if kind == "image" else "none",
+        default_size=AUDIO_CLIP if modality == "audio" else default_size,
+        normalization=_RANGES[key] if modality == "image" else "none",
         min_size=1,  # the SavedModel checks its own input shape
-        modality=kind,
-        sample_rate=AUDIO_RATE if kind == "audio" else None,
+        modality=modality,
+        sample_rate=AUDIO_RATE if modality == "audio" else None,
     )

@@ -27,7 +27,7 @@ def _weights_of(value: str) -> str | None:
 
 
 def resolved_backbone(
-    experiment: Experiment, verbose: bool = False
+    experiment: Experiment, verbose: int = 0
 ) -> tuple[Experiment, BackboneSpec, str | None]:
     """The experiment with its data's backbone and recipe (text and sound have their own),
     the backbone's spec and its weights argument, checked before any data is read.

@@ -127,7 +127,7 @@ def with_recipe(experiment: Experiment, modality: str) -> tuple[Experiment, str 
 
 
 def load_signal_data(experiment: Experiment, modality: str, spec: BackboneSpec, batch: int,
-                     verbose: bool = True) -> ImageData:  # fmt: skip
+                     verbose: int = 1) -> ImageData:  # fmt: skip
     """The datasets of a text CSV (and its validation CSV) or a folder of sound files.
 
     Args:

@@ -31,7 +31,7 @@ def load_run_data(
     label_delim: str | None = None,
     path_column: str = "path",
     label_column: str = "label",
-    verbose: bool = True,
+    verbose: int = 1,
 ) -> ImageData:
     """Training and validation datasets from folders of class sub-folders or CSV files.
 

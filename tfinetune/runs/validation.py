@@ -79,7 +79,7 @@ def _calibrate(model: keras.Model, report: ClassificationReport) -> Classificati
 
 
 def _calibrate_if_possible(
-    model: keras.Model, report: ClassificationReport, verbose: bool
+    model: keras.Model, report: ClassificationReport, verbose: int
 ) -> ClassificationReport:
     """The calibrated report, or the same one with a note of why the data could not say."""
     if len(report.labels) < MIN_EXAMPLES:
@@ -103,7 +103,7 @@ def evaluate_validation(
     out: Path,
     seconds: float,
     tta: bool = False,
-    verbose: bool = True,
+    verbose: int = 1,
 ) -> ClassificationReport | MultiLabelReport | RegressionReport:
     """Report on the validation data, calibrate, and write the evaluation into the run folder.
 

@@ -107,7 +107,7 @@ class Classifier:
         paths: Sequence[str],
         batch_size: int = 32,
         tta: bool = False,
-        verbose: bool = False,
+        verbose: int = 0,
     ) -> np.ndarray:
         """Class probabilities for image or sound files, read as stored on disk (for a text
         model: for texts).
