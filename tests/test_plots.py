@@ -78,9 +78,38 @@ def test_top_losses_keep_each_images_shape_and_name_its_file(tmp_path):
     assert (tmp_path / "top.png").stat().st_size < 300_000
 
 
+def test_the_top_losses_grid_shows_the_highest_losses_in_order(tmp_path):
+    report = _report(5, n=60, seed=3)
+    paths = []
+    for i in range(60):  # one file per example, named by its index
+        paths.append(str(tmp_path / f"example_{i:02d}.png"))
+        Image.new("RGB", (8, 8), (i * 4, 0, 0)).save(paths[-1])
+    fig = plot_top_losses(report, paths, tmp_path / "top.png", k=6)
+    shown = [ax.get_title() for ax in fig.axes if ax.images]
+    expected = np.argsort(-report.losses, kind="stable")[:6]
+    assert [t.splitlines()[0] for t in shown] == [f"example_{i:02d}.png" for i in expected]
+    losses = [float(t.split("loss ")[1].split(",")[0]) for t in shown]
+    assert losses == sorted(losses, reverse=True)
+    assert losses == pytest.approx(report.losses[expected], abs=0.005)
+
+
 def test_reliability_diagram_and_lr_finder_render(tmp_path):
-    fig = plot_reliability(_report(5), tmp_path / "rel.png")
+    report = _report(5)
+    fig = plot_reliability(report, tmp_path / "rel.png")
     assert "calibration error" in fig.axes[0].get_title()
+    # By content: the count bars hold every example once, each in the bin of its
+    # confidence, and each accuracy bar is the share of right answers in its bin.
+    accuracy_bars, count_bars = fig.axes[0].patches, fig.axes[1].patches
+    counts = [bar.get_height() for bar in count_bars]
+    assert sum(counts) == len(report.labels) == 400
+    confidence = report.probabilities.max(axis=1)
+    right = report.predictions == report.labels
+    for bar in accuracy_bars:
+        low, high = bar.get_x(), bar.get_x() + bar.get_width()
+        inside = (confidence > low) & (confidence <= high)
+        assert bar.get_height() == pytest.approx(right[inside].mean()), (low, high)
+        count = [b.get_height() for b in count_bars if b.get_x() == pytest.approx(low)]
+        assert count == [inside.sum()], (low, high)
     lrs = np.logspace(-6, 0, 40)
     fig = plot_lr_finder(lrs, (np.log10(lrs) + 3) ** 2, tmp_path / "lr.png", {"valley": 1e-3})
     assert fig.axes[0].get_xscale() == "log"
