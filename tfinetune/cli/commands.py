@@ -93,9 +93,9 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from tfinetune.runs.lr_find import lr_find_experiment
+    from tfinetune.runs.lr_find import lr_find_run
 
-    result = lr_find_experiment(
+    result = lr_find_run(
         experiment_from_args(args),
         args.out,
         train_groups=args.train_groups,

@@ -14,7 +14,7 @@
 - `train`: `train_run`, a folder or CSV in and a complete run folder out.
 - `evaluate`: `evaluate_run`, a model scored on labelled data.
 - `export`: `export_run`, a run's model as a verified SavedModel or TFLite file.
-- `lr_find`: `lr_find_run`, the learning-rate finder over a folder.
+- `lr_find`: `lr_find_run`, the learning-rate finder on the data and model a run trains.
 
 Runs import every step (data, models, training, evaluation, serving) and never `cli`.
 Importing this package does not import TensorFlow.

@@ -1,6 +1,6 @@
 """What a run builds before it trains: the backbone for its data, its datasets, its model.
 
-`train_run` and `lr_find_experiment` share these, so that the finder sweeps the model and
+`train_run` and `lr_find_run` share these, so that the finder sweeps the model and
 data the run would train.
 """
 
