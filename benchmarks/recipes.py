@@ -150,7 +150,7 @@ def run_tfinetune(
         "cpu_s": time.process_time() - cpu,
     }
     for name, folder in tests.items():
-        report = evaluate_run(out, folder, out.parent / f"{out.name}-{name}", verbose=0)
+        report = evaluate_run(out, out.parent / f"{out.name}-{name}", data=folder, verbose=0)
         row[f"{name}_accuracy"] = report.accuracy
         row[f"{name}_ece"] = report.expected_calibration_error
         if row["temperature"]:  # the served probabilities with the temperature taken out

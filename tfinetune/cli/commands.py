@@ -137,8 +137,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(
         args.model,
-        args.data,
         args.out,
+        data=args.data,
         batch_size=args.batch_size,
         tta=args.tta,
         overwrite=args.overwrite,

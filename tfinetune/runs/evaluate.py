@@ -16,9 +16,9 @@ from tfinetune.serving.inference import load_classifier
 
 def evaluate_run(
     model_path: str | os.PathLike,
-    data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    data: str | os.PathLike,
     batch_size: int = 32,
     tta: bool = False,
     overwrite: bool = False,
@@ -28,20 +28,21 @@ def evaluate_run(
 
     Reads every file as stored on disk (a SavedModel decodes it in `serving_default`; with
     `tta`, `serve_images` averages each image and its mirror), and writes the files of
-    `write_evaluation` to `out_dir`.
+    `write_evaluation` to `out_dir`. Like every run function: what to run on, where to
+    write, then the options (`train_run(experiment, out)`, `export_run(run, out)`).
 
     Args:
         model_path: a run folder, a SavedModel (version or base folder), a `.keras` or a
             `.tflite` file.
-        data_dir: a folder with one sub-folder per class (classes the model knows), or a
-            CSV file with the columns the run was trained from (any task).
         out_dir: where to write the metrics.
+        data: a folder with one sub-folder per class (classes the model knows), or a CSV
+            file with the columns the run was trained from (any task).
         batch_size: images per call.
         tta: test-time augmentation with horizontal flips.
         verbose: 0 silent, 1 progress bars.
 
     Example:
-    >>> report = evaluate_run("runs/shapes", "more_shapes/", "runs/shapes/eval")  # doctest: +SKIP
+    >>> report = evaluate_run("runs/shapes", "runs/shapes/eval", data="more/")  # doctest: +SKIP
     >>> report.accuracy  # doctest: +SKIP
     0.97
     """
@@ -49,7 +50,7 @@ def evaluate_run(
     classifier = load_classifier(model_path)
     with folder_lock(out_dir):
         contract = {**(classifier.contract or {}), "task": classifier.task}
-        files = labelled_files(data_dir, classifier.class_names, contract)
+        files = labelled_files(data, classifier.class_names, contract)
         modality = classifier.modality
         inputs = files.texts if modality == "text" else files.paths
         outputs = classifier.predict_files(
