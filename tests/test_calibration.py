@@ -43,6 +43,8 @@ def test_calibration_lowers_the_error_and_keeps_every_top_class():
     after = calibrated_report(before, t)
     assert np.array_equal(after.predictions, before.predictions)
     assert after.accuracy == before.accuracy
+    # Bars from benchmarks/test_bars.py (this sample at seeds 0-9): the error is 0.191-0.213
+    # before and 0.009-0.023 after, so 0.1 and 0.03 hold with room at any seed.
     assert before.expected_calibration_error > 0.1
     assert after.expected_calibration_error < 0.03
     assert after.uncalibrated_calibration_error == before.expected_calibration_error

@@ -12,6 +12,8 @@ from conftest import asset
 @pytest.mark.slow
 def test_demo_shows_transfer_beating_training_from_scratch(tmp_path):
     summary = run_demo(tmp_path / "demo", verbose=0)
+    # Bars from benchmarks/test_bars.py (seeds 0-2): the source task 0.95-0.99; fine-tuned
+    # 0.87-0.92 against 0.28-0.30 from scratch (4 classes: chance 0.25), a gap of 0.58-0.63.
     assert summary["source_accuracy"] >= 0.8
     assert summary["fine_tuned_accuracy"] >= summary["scratch_accuracy"] + 0.15
     run = tmp_path / "demo" / "run"
@@ -28,6 +30,7 @@ def test_demo_with_local_imagenet_weights(tmp_path):
     # Ten labels per class: the demo's claim (transfer wins) where labels are scarcest.
     summary = run_demo(tmp_path / "demo", weights=weights, labels_per_class=10, verbose=0)
     assert summary["source_accuracy"] is None
+    # benchmarks/test_bars.py (seeds 0-2): fine-tuned 0.59-0.70, from scratch 0.25 (chance).
     assert summary["fine_tuned_accuracy"] >= summary["scratch_accuracy"] + 0.15
 
 

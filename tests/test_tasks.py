@@ -155,6 +155,7 @@ def test_multilabel_run_learns_the_sets_and_chooses_thresholds(multilabel_run):
     _, run = multilabel_run
     assert task_of(keras.saving.load_model(run / "model.keras", compile=False)) == "multi_label"
     metrics = json.loads((run / "metrics.json").read_text())
+    # benchmarks/test_bars.py, this run at seeds 1337, 1, 2: the worst class's AUC 0.969-0.992.
     assert min(m["auc"] for m in metrics["per_class"].values()) > 0.95, metrics["per_class"]
     thresholds = json.loads((run / "thresholds.json").read_text())
     assert thresholds == [metrics["per_class"][c]["threshold"] for c in metrics["class_names"]]
@@ -180,7 +181,8 @@ def test_multilabel_export_returns_the_label_sets(multilabel_run):
         for row in model.predict_on_batch(pixels.astype("float32"))
     ]
     assert served == expected
-    # ... and they are the true sets for nearly every image.
+    # ... and they are the true sets for nearly every image (benchmarks/test_bars.py: subset
+    # accuracy 0.90-0.97 at seeds 1337, 1, 2; always answering the commonest set: 1/6).
     truth = [{names[i] for i in ids} for ids in files.labels]
     assert np.mean([s == t for s, t in zip(served, truth, strict=True)]) >= 0.85
 
@@ -194,7 +196,7 @@ def test_multilabel_evaluate_and_predict_use_the_stored_thresholds(
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     stored = json.loads((run / "thresholds.json").read_text())
     assert [m["threshold"] for m in metrics["per_class"].values()] == pytest.approx(stored)
-    assert metrics["subset_accuracy"] >= 0.85
+    assert metrics["subset_accuracy"] >= 0.85  # measured 0.90-0.97 (see above)
     files = read_csv_files(val, label_column="tags", label_delim=" ")
     capsys.readouterr()
     assert main(["predict", str(run), *files.paths[:3]]) == 0
@@ -228,6 +230,8 @@ def test_regression_run_predicts_the_covered_share_in_its_units(tmp_path, capsys
     run = train_run(apply_flags(Experiment(), {**flags, **TINY, **FAST}), tmp_path / "run",
                     verbose=0)  # fmt: skip
     spread = float(run.report.targets.std())
+    # benchmarks/test_bars.py, this run at seeds 1337, 1, 2: MAE 0.243-0.261 of the targets'
+    # spread (predicting the mean: 0.87 on this validation set) and R^2 0.887-0.917.
     assert run.report.mae < 0.35 * spread, (run.report.mae, spread)
     metrics = json.loads((run.out_dir / "metrics.json").read_text())
     assert metrics["task"] == "regression" and metrics["r2"] > 0.8
