@@ -18,6 +18,7 @@ def option(
     python_only: bool = False,
     flag: str | tuple[str, ...] | None = None,
     choices: tuple | None = None,
+    at_least: int = 0,
 ) -> Any:
     """A config field with its help text: the one declaration of a run option.
 
@@ -32,6 +33,8 @@ def option(
         python_only: the value is a Python object, never read from or written to a file.
         flag: the command-line flag(s) that set it (`"--ema"`; two: alternatives).
         choices: the values the flag takes, where they are a fixed set.
+        at_least: a whole-number flag's lowest value (a file may still hold 0 for "the
+            default", such as `data.image_size`).
 
     Example:
     >>> import dataclasses
@@ -41,7 +44,8 @@ def option(
     >>> dataclasses.fields(Head)[0].metadata["flag"], Head().dropout
     ('--dropout', 0.2)
     """
-    metadata = {"help": help, "python_only": python_only, "flag": flag, "choices": choices}
+    metadata = {"help": help, "python_only": python_only, "flag": flag, "choices": choices,
+                "at_least": at_least}  # fmt: skip
     if toml:
         metadata["toml"] = toml
     if isinstance(default, (list, dict)):

@@ -10,7 +10,7 @@ import argparse
 from tfinetune import __version__
 from tfinetune.cli.examples import epilog
 from tfinetune.cli.parser import Parser
-from tfinetune.cli.values import groups, hidden_units, positive_int, whole_number
+from tfinetune.cli.values import at_least, groups, hidden_units, positive_int
 from tfinetune.logs import VERBOSE_ENV
 from tfinetune.runs.flags import STAGE_FLAGS, SWITCHES, RunFlag, field_flags
 
@@ -59,7 +59,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, default) -> None:
 
 
 # argparse types by the type a run flag's field holds (its declaration: tfinetune.runs.flags)
-KINDS = {int: whole_number, float: float, str: str, list: hidden_units, "groups": groups}
+KINDS = {float: float, str: str, list: hidden_units, "groups": groups}
 
 
 def _add_run_flag(group, flag: RunFlag, **extra) -> None:
@@ -69,7 +69,8 @@ def _add_run_flag(group, flag: RunFlag, **extra) -> None:
     if flag.kind is bool:
         options["action"] = "store_true"
     else:
-        options.update(type=KINDS[flag.kind], choices=flag.choices)
+        kind = at_least(flag.at_least) if flag.kind is int else KINDS[flag.kind]
+        options.update(type=kind, choices=flag.choices)
     if len(flag.names) > 1:
         group = group.add_mutually_exclusive_group()
     for number, name in enumerate(flag.names):

@@ -96,7 +96,7 @@ def check_values(experiment: Experiment) -> None:
     >>> check_values(e)
     Traceback (most recent call last):
     ...
-    tfinetune.runs.experiment.ConfigError: model.pooling is 'mean': it must be one of avg, \
+    tfinetune.runs.schema.ConfigError: model.pooling is 'mean': it must be one of avg, \
 max, avgmax, attention.
     """
     for key, value, test, expected in _rules(experiment):

@@ -50,11 +50,13 @@ class DataConfig:
     label_delim: str = option(
         "", "separator of several labels in one CSV cell (multi-label)", flag="--label-delim"
     )
-    image_size: int = option(0, "input size in pixels; 0: the backbone's", flag="--image-size")
+    image_size: int = option(
+        0, "input size in pixels; 0: the backbone's", flag="--image-size", at_least=1
+    )
     clip_seconds: float = option(
         0.0, "sound clips' length in seconds; 0: the backbone's", flag="--clip-seconds"
     )
-    batch_size: int = option(32, "images per batch (per replica)", flag="--batch-size")
+    batch_size: int = option(32, "images per batch (per replica)", flag="--batch-size", at_least=1)
     augment: str | list[str] = option(
         "light", "none, light, medium, heavy, or layer names (flip,rotation,cutmix; sound: "
         "none, light, noise)", flag="--augment",

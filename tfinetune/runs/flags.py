@@ -35,6 +35,7 @@ class RunFlag:
         kind: the value's type: bool (a switch), int, float, str, list (of ints), or
             "groups" (a count of layer groups, or "all").
         choices: the values it takes, where they are a fixed set.
+        at_least: a whole number's lowest value.
 
     Example:
     >>> [f for f in field_flags() if f.key == "model.dropout"][0].names
@@ -47,6 +48,7 @@ class RunFlag:
     default: Any
     kind: Any
     choices: tuple | None = None
+    at_least: int = 0
 
     @property
     def dest(self) -> str:
@@ -85,7 +87,10 @@ def field_flags() -> tuple[RunFlag, ...]:
 def _flag(f: dataclasses.Field, key: str, default: Any, hint: Any) -> RunFlag:
     names = f.metadata["flag"]
     names = (names,) if isinstance(names, str) else tuple(names)
-    return RunFlag(names, key, f.metadata["help"], default, _kind(hint), f.metadata["choices"])
+    meta = f.metadata
+    return RunFlag(
+        names, key, meta["help"], default, _kind(hint), meta["choices"], meta["at_least"]
+    )
 
 
 def _kind(hint: Any) -> Any:
