@@ -81,6 +81,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tfinetune.evaluation.predict": ("evaluate_classifier", "predict_dataset"),
     "tfinetune.evaluation.calibration": ("fit_temperature", "scale_probabilities"),
     "tfinetune.evaluation.outputs": ("write_evaluation",),
+    # === cleaning: duplicates, leaks, label errors, outliers ===
+    "tfinetune.cleaning.find": ("DataIssues", "find_data_issues"),
     # === serving ===
     "tfinetune.serving.export": ("ExportCheckError", "export_saved_model", "export_version"),
     "tfinetune.serving.inference": ("ExportedClassifier", "load_classifier"),

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 
 from tfinetune import __version__
+from tfinetune.cleaning.detect import NEAR_DUPLICATE_COSINE
 from tfinetune.cli.examples import epilog
 from tfinetune.cli.parser import Parser
 from tfinetune.cli.values import at_least, groups, hidden_units, positive_int
+from tfinetune.data.hashes import NEAR_DUPLICATE_BITS
 from tfinetune.logs import VERBOSE_ENV
 from tfinetune.runs.flags import STAGE_FLAGS, SWITCHES, RunFlag, field_flags
 
@@ -35,6 +37,7 @@ def build_parser() -> Parser:
     init.add_argument("--force", action="store_true", help="replace an existing file")
     _add_lr_find(commands)
     _add_convert(commands)
+    _add_clean(commands)
     _add_evaluate_and_predict(commands)
     _add_export_and_verify(commands)
     _add_backbones_and_demo(commands)
@@ -200,6 +203,35 @@ def _add_convert(commands) -> None:
     )
     convert.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
     convert.add_argument("--seed", type=int, default=1337, help="seeds the split")
+
+
+def _add_clean(commands) -> None:
+    clean = commands.add_parser(
+        "clean", help="find duplicates, leaks, likely label errors and outliers in image data"
+    )
+    clean.add_argument("data", help="training folder DIR/<class>/<images> or CSV")
+    clean.add_argument("--val-data", help="validation folder or CSV, checked for leaks too")
+    clean.add_argument("--out", default="clean-report", help="new folder for the report")
+    clean.add_argument(
+        "--backbone", default="mobilenet_v2", help="image backbone whose embeddings are compared"
+    )
+    clean.add_argument(
+        "--weights", default="imagenet", help="the backbone's weights: imagenet or a file"
+    )
+    clean.add_argument(
+        "--image-size", type=positive_int, help="embedding input size (default: the backbone's)"
+    )
+    clean.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds")
+    clean.add_argument("--seed", type=int, default=0, help="seeds the folds")
+    clean.add_argument(
+        "--max-bits", type=int, default=NEAR_DUPLICATE_BITS,
+        help="perceptual hashes at most this many bits apart (of 64) are near-duplicates",
+    )  # fmt: skip
+    clean.add_argument(
+        "--min-cosine", type=float, default=NEAR_DUPLICATE_COSINE,
+        help="embeddings at least this similar are near-duplicates (above 1: hashes only)",
+    )  # fmt: skip
+    clean.add_argument("--overwrite", action="store_true", help="replace an earlier report")
 
 
 def _add_labelled(command, purpose: str, required: bool = False) -> None:

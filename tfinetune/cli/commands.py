@@ -132,6 +132,26 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean(args: argparse.Namespace) -> int:
+    from tfinetune.cleaning import find_data_issues
+
+    find_data_issues(
+        args.data,
+        args.val_data,
+        args.out,
+        backbone=args.backbone,
+        weights=None if args.weights.lower() == "none" else args.weights,
+        image_size=args.image_size,
+        folds=args.folds,
+        seed=args.seed,
+        max_bits=args.max_bits,
+        min_cosine=args.min_cosine,
+        overwrite=args.overwrite,
+        verbose=1,
+    )
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from tfinetune.runs.evaluate import evaluate_run
 
@@ -263,6 +283,7 @@ HANDLERS = {
     "init": _init,
     "lr-find": _lr_find,
     "convert": _convert,
+    "clean": _clean,
     "evaluate": _evaluate,
     "predict": _predict,
     "export": _export,

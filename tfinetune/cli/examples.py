@@ -8,6 +8,8 @@ EXAMPLES = {
     "--backbone mobilenet_v2_035 --out runs/small",
     "init": "tfinetune init flowers.toml && tfinetune train --config flowers.toml --out runs/f",
     "lr-find": "tfinetune lr-find --data flower_photos --out runs/lr",
+    "clean": "tfinetune clean flower_photos/train --val-data flower_photos/val --out issues && "
+    "tfinetune train --data flower_photos/train --exclude issues/issues.csv --out runs/clean",
     "convert": "tfinetune convert --data flower_photos --out flower_records --val-split 0.2",
     "evaluate": "tfinetune evaluate runs/flowers --data more_photos --out runs/flowers-eval",
     "predict": "tfinetune predict runs/flowers photos/ --top-k 3",

@@ -4,9 +4,12 @@ Modules, in the order the data passes through them:
 
 - `headers`: image dimensions from file headers, so decompression bombs are refused.
 - `images`: decode and resize encoded images (shared with the serving graphs).
-- `files`: `LabelledFiles`, `BadFile`; find unreadable files; seeded splits of file lists.
+- `hashes`: perceptual hashes, and the near-duplicate pairs they reveal.
+- `files`: `LabelledFiles`, `BadFile`; find unreadable files (hashing images on the way);
+  seeded splits of file lists.
 - `folders`: list a folder of class sub-folders.
 - `tables`: labelled files from CSV files or `(path, label)` rows.
+- `exclude`: the files a person chose to leave out (`--exclude`, a `tfinetune clean` report).
 - `labelled`: the labelled examples a model is checked or scored on (folder or CSV).
 - `text`: labelled texts from CSV files, and their datasets.
 - `audio`: sound files: decoding, resampling, clips, labelled folders and datasets.

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfinetune.data.augment import mixes_labels
 from tfinetune.data.files import BadFile, LabelledFiles
 from tfinetune.data.folders import scan_image_folder
+from tfinetune.data.hashes import near_duplicate_pairs
 from tfinetune.data.pipeline import AUTOTUNE, PipelineOptions, build_splits
 from tfinetune.data.splits import class_weights, split_indices, split_parts
 
@@ -41,6 +42,9 @@ class ImageData:
         test_files: the test files, when the source is files.
         bad_files: files that were skipped, with the reason.
         ignored: known junk passed over (hidden files, `Thumbs.db`, ...).
+        excluded: files a person chose to leave out (`--exclude`), with the reason.
+        leaks: `(training path, held-out path, bits)` for each held-out (validation or
+            test) image that is a near-duplicate of a training image (`find_leaks`).
         train_labels: the training labels (class indices or regression targets), when known.
         multi_label: whether labels are multi-hot rows.
         task: "single_label", "multi_label" or "regression" (labels are float targets).
@@ -55,6 +59,8 @@ class ImageData:
     test_files: LabelledFiles | None = None
     bad_files: list[BadFile] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    excluded: list[BadFile] = field(default_factory=list)
+    leaks: list[tuple[str, str, int]] = field(default_factory=list)
     train_labels: np.ndarray | None = None
     multi_label: bool = False
     task: str = "single_label"
@@ -188,10 +194,42 @@ def files_datasets(
         test_files=parts["test"],
         bad_files=bad,
         ignored=[i for f in (train_files, val_files, test_files) if f for i in f.ignored],
+        excluded=[e for f in (train_files, val_files, test_files) if f for e in f.excluded],
+        leaks=find_leaks(parts["train"], [parts["val"], parts["test"]]),
         train_labels=None if train_files.multi_label else parts["train"].label_array(),
         multi_label=train_files.multi_label,
         task=train_files.task,
     )
+
+
+def find_leaks(
+    train: LabelledFiles, held_out: Sequence[LabelledFiles | None]
+) -> list[tuple[str, str, int]]:
+    """Held-out images that are near-duplicates of training images, by perceptual hash.
+
+    A photo in both training and validation data makes every validation number read high.
+    Only files whose scan hashed them count (`scan_image_folder(verify=True)`).
+
+    Args:
+        train: the training files.
+        held_out: the validation and test files (None where there are none).
+
+    Returns:
+        `(training path, held-out path, differing bits)` for each pair found.
+
+    Example:
+    >>> f = LabelledFiles(["a.jpg"], [0], ["x"], hashes=np.array([5], np.uint64))
+    >>> g = LabelledFiles(["b.jpg"], [0], ["x"], hashes=np.array([4], np.uint64))
+    >>> find_leaks(f, [g, None])
+    [('a.jpg', 'b.jpg', 1)]
+    """
+    leaks = []
+    for part in held_out:
+        if part is None or train.hashes is None or part.hashes is None:
+            continue
+        for i, j, bits in near_duplicate_pairs(train.hashes, part.hashes):
+            leaks.append((train.paths[i], part.paths[j], bits))
+    return leaks
 
 
 def image_folder_datasets(

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.bars import progress_bar
+from tfinetune.data.hashes import as_uint64, perceptual_hash
 from tfinetune.data.images import decode_image, undecodable_reason
 from tfinetune.data.splits import stratified_split
 
@@ -41,6 +42,9 @@ class LabelledFiles:
         class_names: the names the labels index (for regression: the target's name).
         bad_files: files that were skipped, with the reason.
         ignored: known junk that was passed over (hidden files, `Thumbs.db`, ...).
+        hashes: each image's perceptual hash (uint64, `tfinetune.data.hashes`), when the
+            scan computed them.
+        excluded: files a person chose to leave out (`--exclude`), with the reason.
     """
 
     paths: list[str]
@@ -48,6 +52,8 @@ class LabelledFiles:
     class_names: list[str]
     bad_files: list[BadFile] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    hashes: np.ndarray | None = None
+    excluded: list[BadFile] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -79,12 +85,31 @@ class LabelledFiles:
         kept = self.subset(keep)
         kept.bad_files = [*self.bad_files, *bad]
         kept.ignored = list(self.ignored)
+        kept.excluded = list(self.excluded)
+        return kept
+
+    def excluding(self, reasons: dict[str, str]) -> LabelledFiles:
+        """These files less those a person chose to leave out, which join `excluded`.
+
+        Args:
+            reasons: the reason for each file to leave out, by its real path
+                (`os.path.realpath`).
+        """
+        out = [BadFile(p, reasons[os.path.realpath(p)]) for p in self.paths
+               if os.path.realpath(p) in reasons]  # fmt: skip
+        kept = self.without(out)
+        kept.bad_files = list(self.bad_files)
+        kept.excluded = [*self.excluded, *out]
         return kept
 
     def subset(self, indices: Sequence[int]) -> LabelledFiles:
         """The files at `indices`, with the same classes (and no bad or ignored files)."""
+        indices = list(indices)
         return LabelledFiles(
-            [self.paths[i] for i in indices], [self.labels[i] for i in indices], self.class_names
+            [self.paths[i] for i in indices],
+            [self.labels[i] for i in indices],
+            self.class_names,
+            hashes=None if self.hashes is None else self.hashes[np.asarray(indices, dtype=int)],
         )
 
 
@@ -137,37 +162,69 @@ def find_bad_files(
     >>> find_bad_files([p])[0].reason.startswith("cannot be decoded: Unknown image file format")
     True
     """
+    return check_files(paths, verbose, decode)[0]
+
+
+def check_files(
+    paths: Sequence[str], verbose: int = 0, decode: Callable = decode_image
+) -> tuple[list[BadFile], np.ndarray | None]:
+    """Decode every file once, in parallel: the files that fail, and the images' hashes.
+
+    Images (the default `decode`) are hashed in the same pass (`perceptual_hash`), so near
+    duplicates can be found without reading the files again.
+
+    Args:
+        paths: file paths.
+        verbose: show a progress bar.
+        decode: the decoder, from a scalar string of file bytes to a tensor.
+
+    Returns:
+        The bad files with the reason, and for images one uint64 hash per path (0 where the
+        file is bad), else None.
+
+    Example:
+    >>> from tfinetune.data.synthetic import write_shapes_folder
+    >>> import glob, tempfile
+    >>> root = write_shapes_folder(tempfile.mkdtemp(), ["ring"], 2, size=32)
+    >>> bad, hashes = check_files(sorted(glob.glob(f"{root}/ring/*")))
+    >>> bad, hashes.shape
+    ([], (2,))
+    """
     if not paths:
-        return []
+        return [], (np.zeros(0, np.uint64) if decode is decode_image else None)
+    hashing = decode is decode_image
+
+    def check(i, p):
+        value = decode(tf.io.read_file(p))
+        return i, perceptual_hash(value) if hashing else tf.zeros([8], tf.uint8)
+
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
-    ds = ds.map(
-        lambda i, p: (i, tf.shape(decode(tf.io.read_file(p)))[0]),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=False,
-    ).ignore_errors()
+    ds = ds.map(check, num_parallel_calls=AUTOTUNE, deterministic=False).ignore_errors()
     progress = progress_bar(len(paths), "file", "checking", verbose)
-    readable = set()
-    for index, _ in ds.batch(256).as_numpy_iterator():
-        readable.update(index.tolist())
+    hashes = np.zeros((len(paths), 8), np.uint8)
+    readable = np.zeros(len(paths), bool)
+    for index, rows in ds.batch(256).as_numpy_iterator():
+        hashes[index], readable[index] = rows, True
         if progress:
             progress.add(len(index))
-    bad = []
-    for i, path in enumerate(paths):
-        if i in readable:
-            continue
-        try:
-            decode(tf.io.read_file(path))
-            reason = "cannot be decoded"
-        except (tf.errors.OpError, ValueError) as err:
-            reason = f"cannot be decoded: {_tf_error_text(err)}"
-        try:
-            with open(path, "rb") as f:
-                header = f.read(16)
-            reason = (undecodable_reason(header) if decode is decode_image else None) or reason
-        except OSError:
-            pass
-        bad.append(BadFile(str(path), reason))
-    return bad
+    bad = [BadFile(str(paths[i]), _failure_reason(paths[i], decode))
+           for i in np.flatnonzero(~readable)]  # fmt: skip
+    return bad, as_uint64(hashes) if hashing else None
+
+
+def _failure_reason(path: str, decode: Callable) -> str:
+    try:
+        decode(tf.io.read_file(path))
+        reason = "cannot be decoded"
+    except (tf.errors.OpError, ValueError) as err:
+        reason = f"cannot be decoded: {_tf_error_text(err)}"
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+        reason = (undecodable_reason(header) if decode is decode_image else None) or reason
+    except OSError:
+        pass
+    return reason
 
 
 def split_files(

@@ -10,7 +10,7 @@ from tfinetune.data.files import (
     BadFile,
     LabelledFiles,
     check_class_names,
-    find_bad_files,
+    check_files,
     find_cross_class_duplicates,
 )
 from tfinetune.data.images import is_junk, sniff_format, undecodable_reason
@@ -59,7 +59,8 @@ def scan_image_folder(
     Args:
         directory: the folder holding one sub-folder per class.
         class_names: the expected classes (for example a training set's), in label order.
-        verify: decode every file once to find corrupt ones.
+        verify: decode every file once to find corrupt ones (and hash each image for
+            finding near-duplicates, `tfinetune.data.hashes`).
         verbose: show a progress bar while verifying.
 
     Example:
@@ -74,7 +75,8 @@ def scan_image_folder(
     check_class_names(class_names)
     files = list_class_files(root, class_names)
     if verify:
-        files = files.without(find_bad_files(files.paths, verbose=verbose))
+        bad, files.hashes = check_files(files.paths, verbose=verbose)
+        files = files.without(bad)
     files = files.without(find_cross_class_duplicates(files))
     present = [name for name in class_names if (root / name).is_dir()]
     check_every_class_kept_files(files, present, root)

@@ -116,7 +116,7 @@ def plot_reliability(report: ClassificationReport, path: str | os.PathLike) -> F
     return fig
 
 
-def _thumbnail(path: str) -> np.ndarray:
+def thumbnail(path: str) -> np.ndarray:
     """An image at most `GALLERY_SIZE` pixels a side, in its own aspect ratio."""
     import tensorflow as tf
 
@@ -134,7 +134,7 @@ def _gallery(items: Sequence[dict], title: str, path: str | os.PathLike) -> Figu
     for ax in axes:
         ax.axis("off")
     for ax, item in zip(axes, items, strict=False):
-        ax.imshow(_thumbnail(item["path"]))
+        ax.imshow(thumbnail(item["path"]))
         right = item["true"] == item["predicted"]
         name = os.path.basename(item["path"])
         name = name if len(name) <= 28 else name[:12] + "..." + name[-13:]

@@ -68,6 +68,11 @@ def data_and_model(
     model_options: dict = {"head": m}  # the model section is a HeadOptions
     size = to_size(d.image_size or (spec.default_size if spec.modality == "image" else 1))
     if spec.modality != "image":
+        if d.exclude:
+            raise ValueError(
+                f"--exclude {d.exclude!r} leaves image files out; this run's data is "
+                f"{spec.modality}. Remove the rows from your CSV or files from the folder instead."
+            )
         data = load_signal_data(experiment, spec.modality, spec, batch, bool(verbose))
         model_options["clip_seconds"] = d.clip_seconds or None if spec.modality == "audio" else None
     else:
@@ -78,13 +83,34 @@ def data_and_model(
         data = load_run_data(
             d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
             label_delim=d.label_delim or None, path_column=d.path_column,
-            label_column=d.label_column, verbose=bool(verbose),
+            label_column=d.label_column, exclude=d.exclude or None, verbose=bool(verbose),
         )  # fmt: skip
     if verbose:
         _print_bad_files(data.bad_files)
+        warn_leaks(data, d.train, d.val)
     with strategy.scope():
         model = build_run_model(spec, data, size, weights, **model_options)
     return data, model
+
+
+def warn_leaks(data: ImageData, train: str, val: str | None) -> None:
+    """Warn when held-out images are near-duplicates of training images, and say what to run.
+
+    Args:
+        data: the run's datasets (`ImageData.leaks`).
+        train: the training data argument.
+        val: the validation data argument, if any.
+    """
+    if not data.leaks:
+        return
+    shown = ", ".join(f"{held} ~ {source}" for source, held, _ in data.leaks[:3])
+    more = f" and {len(data.leaks) - 3} more" if len(data.leaks) > 3 else ""
+    command = f"tfinetune clean {train}" + (f" --val-data {val}" if val else "")
+    print(
+        f"Warning: {len(data.leaks)} validation or test image(s) are near-duplicates of training "
+        f"images ({shown}{more}), so held-out numbers will read high. To list and leave them "
+        f"out: {command}, then train with --exclude REPORT/issues.csv."
+    )
 
 
 def _print_bad_files(bad_files: Sequence[BadFile]) -> None:

@@ -99,8 +99,12 @@ def _training_data(experiment: Experiment, data: ImageData, parent: Path) -> str
             lines.append(f"| {name} | " + " | ".join(str(c[i]) for c in counts) + " |")
     else:
         lines.append(", ".join(f"{len(f)} {s}" for s, f in splits) + " examples.")
-    lines += ["", f"Skipped (unreadable): {len(data.bad_files)}; ignored (hidden or system "
-              f"files): {len(data.ignored)}."]  # fmt: skip
+    lines += ["", f"Skipped (unreadable): {len(data.bad_files)}; excluded (`--exclude`): "
+              f"{len(data.excluded)}; ignored (hidden or system files): "
+              f"{len(data.ignored)}."]  # fmt: skip
+    if data.leaks:
+        lines += ["", f"**Leak:** {len(data.leaks)} held-out image(s) are near-duplicates of "
+                  "training images (perceptual hash), so held-out numbers read high."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

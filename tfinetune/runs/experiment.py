@@ -38,6 +38,10 @@ class DataConfig:
     val_split: float = option(
         0.2, "share held out for validation when there is no val", flag="--val-split"
     )
+    exclude: str = option(
+        "", "CSV of files to leave out (the issues.csv of `tfinetune clean`: rows whose action "
+        "is exclude; or a list with a path column)", flag="--exclude",
+    )  # fmt: skip
     task: str = option(
         "", "what a CSV's label column holds; empty: multi_label with label_delim, else "
         "single_label", flag="--task", choices=("single_label", "multi_label", "regression"),
@@ -222,7 +226,10 @@ def resolve_paths(experiment: Experiment, base: str | os.PathLike) -> Experiment
     return dataclasses.replace(
         experiment,
         data=dataclasses.replace(
-            experiment.data, train=full(experiment.data.train), val=full(experiment.data.val)
+            experiment.data,
+            train=full(experiment.data.train),
+            val=full(experiment.data.val),
+            exclude=full(experiment.data.exclude),
         ),
         model=dataclasses.replace(
             experiment.model,

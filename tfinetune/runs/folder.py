@@ -100,7 +100,10 @@ def _label_text(files: LabelledFiles, label) -> str:
 
 
 def manifest_rows(data: ImageData) -> list[dict]:
-    """One row per file: `split`, `path`, `label`, `status` (used, skipped, ignored), `reason`.
+    """One row per file: `split`, `path`, `label`, `status`, `reason`.
+
+    The status is `used`, `skipped` (unreadable), `excluded` (left out by `--exclude`) or
+    `ignored` (known junk).
 
     Args:
         data: the run's datasets.
@@ -114,6 +117,9 @@ def manifest_rows(data: ImageData) -> list[dict]:
     for bad in data.bad_files:
         rows.append({"split": "", "path": bad.path, "label": "", "status": "skipped",
                      "reason": bad.reason})  # fmt: skip
+    for out in data.excluded:
+        rows.append({"split": "", "path": out.path, "label": "", "status": "excluded",
+                     "reason": out.reason})  # fmt: skip
     for path in data.ignored:
         rows.append({"split": "", "path": path, "label": "", "status": "ignored",
                      "reason": "known junk (hidden or system file)"})  # fmt: skip

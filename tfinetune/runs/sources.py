@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from tfinetune.data.datasets import ImageData, files_datasets
+from tfinetune.data.exclude import read_exclusions
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.labelled import is_csv
 from tfinetune.data.pipeline import PipelineOptions
@@ -31,6 +32,7 @@ def load_run_data(
     label_delim: str | None = None,
     path_column: str = "path",
     label_column: str = "label",
+    exclude: str | os.PathLike | None = None,
     verbose: int = 1,
 ) -> ImageData:
     """Training and validation datasets from folders of class sub-folders or CSV files.
@@ -49,6 +51,8 @@ def load_run_data(
             task: a space).
         path_column: the CSV's path column.
         label_column: the CSV's label (or target) column.
+        exclude: a CSV of files to leave out (`tfinetune.data.exclude.read_exclusions`);
+            they are named in `ImageData.excluded`, never deleted.
         verbose: show progress while checking files.
 
     Example:
@@ -84,6 +88,10 @@ def load_run_data(
                 class_names=None if train_files.task == "regression" else train_files.class_names,
                 **columns,
             )
+    if exclude:
+        reasons = read_exclusions(exclude)
+        train_files = train_files.excluding(reasons)
+        val_files = val_files.excluding(reasons) if val_files is not None else None
     return files_datasets(train_files, val_files, val_split=val_split, options=options)
 
 
