@@ -246,3 +246,21 @@ def test_clean_finds_planted_flips_and_leaks_in_real_photos(tmp_path):
     # A random order would put 0.4 of the 6 flips among the 10 lowest of 153; at 500 images
     # the benchmark finds 60-80 % of the flips in the lowest 5 %.
     assert len(lowest & flipped) >= 3
+
+
+def test_csv_sources_are_hashed_too_and_their_leaks_found(leaky, tmp_path):
+    from tfinetune.data.datasets import files_datasets
+    from tfinetune.data.tables import read_csv_files
+
+    def table(name: str, folder: Path) -> Path:
+        rows = [f"{p},{p.parent.name}" for p in sorted(folder.rglob("*")) if p.is_file()]
+        (tmp_path / name).write_text("path,label\n" + "\n".join(rows) + "\n")
+        return tmp_path / name
+
+    train = read_csv_files(table("train.csv", leaky["train"]))
+    val = read_csv_files(table("val.csv", leaky["val"]), class_names=train.class_names)
+    assert train.hashes is not None and len(train.hashes) == len(train) == 18
+    data = files_datasets(train, val, image_size=16, batch_size=4)
+    assert [(Path(a).name, Path(b).name) for a, b, _ in data.leaks] == [
+        ("leaked.jpg", leaky["leaked"].name)
+    ]

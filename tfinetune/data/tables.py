@@ -12,7 +12,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tfinetune.data.files import BadFile, LabelledFiles, find_bad_files
+import numpy as np
+
+from tfinetune.data.files import BadFile, LabelledFiles, check_files
 
 
 def files_from_rows(
@@ -66,13 +68,20 @@ def files_from_rows(
         target_name=target_name,
     )
     bad = [BadFile(p, "file not found") for p in paths if not os.path.isfile(p)]
+    present = [p for p in paths if os.path.isfile(p)]
+    hashes = None
     if verify:
-        bad += find_bad_files([p for p in paths if os.path.isfile(p)])
+        unreadable, checked = check_files(present)
+        bad += unreadable
+        hashes = dict(zip(present, checked.tolist(), strict=True))
     skip = {b.path for b in bad}
     keep = [i for i, path in enumerate(paths) if path not in skip]
     if not keep:
         raise ValueError("None of the listed images can be read.")
-    return LabelledFiles([paths[i] for i in keep], [labels[i] for i in keep], class_names, bad)
+    files = LabelledFiles([paths[i] for i in keep], [labels[i] for i in keep], class_names, bad)
+    if hashes is not None:  # as the scan computed them, for finding leaks between splits
+        files.hashes = np.array([hashes[p] for p in files.paths], np.uint64)
+    return files
 
 
 def parse_labels(
