@@ -138,7 +138,9 @@ def test_ctrl_c_and_sigterm_end_with_130_one_line_and_a_run_to_resume(data, tmp_
             f"resume from the last completed epoch with: tfinetune train --resume {out}"
         )
         assert not out.exists() and checkpoint.is_file()  # the run is not there, yet
-        assert not [p for p in checkpoint.parent.iterdir() if p.name != "checkpoint.npz"]
+        # No temporary left: the checkpoint, and the one before it, kept for resuming.
+        names = {p.name for p in checkpoint.parent.iterdir()}
+        assert names <= {"checkpoint.npz", "checkpoint.previous.npz"}, names
 
 
 def test_a_second_train_into_the_same_folder_is_refused_while_one_runs(data, tmp_path):

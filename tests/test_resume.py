@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -182,3 +183,96 @@ def test_resume_refuses_a_folder_that_is_no_run_and_a_changed_experiment(
     args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY]
     assert main(args) == 2
     assert "An unfinished run waits in" in capsys.readouterr().err
+
+
+def _two_checkpoints(folder):
+    """Checkpoints after epoch 1 (kept as the previous one) and epoch 2 (the latest)."""
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=16)
+    save_checkpoint(folder, model, None, Progress(1, 1))
+    save_checkpoint(folder, model, None, Progress(1, 2))
+    return model
+
+
+def _damage_an_array(path):
+    """Rewrite a valid .npz with one weight changed and the old digest: zip checks pass."""
+    with np.load(path) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    arrays["model/0"] = arrays["model/0"] + 1
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered", "zero bytes"])
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_it(tmp_path, capsys, damage):
+    _two_checkpoints(tmp_path)
+    latest = tmp_path / "checkpoint.npz"
+    if damage == "truncated":  # a kill mid-write where renames are not atomic
+        latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    elif damage == "altered":
+        _damage_an_array(latest)
+    else:
+        latest.write_bytes(b"")
+    progress, arrays = load_checkpoint(tmp_path)
+    assert progress.epochs_done == 1  # the previous epoch's, whole
+    line = capsys.readouterr().err.strip()
+    assert (
+        "checkpoint.npz is not usable" in line and "resuming from the checkpoint before it" in line
+    )
+    expected = "does not match the digest" if damage == "altered" else "cannot be read"
+    assert expected in line and "\n" not in line
+    assert "model/0" in arrays and "digest" not in arrays
+
+
+def test_no_good_checkpoint_left_is_one_clear_error(tmp_path):
+    _two_checkpoints(tmp_path)
+    _damage_an_array(tmp_path / "checkpoint.npz")
+    (tmp_path / "checkpoint.previous.npz").write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(ValueError, match=r"Cannot resume: .*checkpoint.npz is not usable: its "
+                       r"content does not match .*checkpoint.previous.npz is not usable: it "
+                       r"cannot be read .* Start the run again without --resume"):  # fmt: skip
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_from_other_versions_resumes_and_says_so(tmp_path, capsys, monkeypatch):
+    _two_checkpoints(tmp_path)
+    written_by = keras.__version__
+    monkeypatch.setattr(checkpoints.keras, "__version__", "3.99.0")
+    assert load_checkpoint(tmp_path)[0].epochs_done == 2
+    err = capsys.readouterr().err
+    assert f"written by other versions (keras {written_by} -> 3.99.0)" in err
+
+
+@pytest.mark.processes
+def test_resume_with_a_damaged_checkpoint_finishes_from_the_one_before(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    killed = _cli("train", "--data", data, "--out", run, *TINY, prelude=KILL_IN_STAGE_2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    folder = tmp_path / "run.partial" / "checkpoints"
+    latest = folder / "checkpoint.npz"
+    latest.write_bytes(latest.read_bytes()[:1000])  # damaged on disk
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "resuming from the checkpoint before it" in capsys.readouterr().err
+    assert len(_history(run)["history"]["loss"]) == 9  # epoch 3 of stage 2 trained again
+    assert (run / "saved_model" / "1" / "saved_model.pb").is_file()
+
+
+@pytest.mark.processes
+def test_resume_while_the_run_trains_elsewhere_is_refused(data, tmp_path):
+    run = tmp_path / "run"
+    slow = [*TINY, "--epochs", "100000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfinetune.cli", "train", "--data", str(data), "--out", str(run),
+         *map(str, slow)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        checkpoint = tmp_path / "run.partial" / "checkpoints" / "checkpoint.npz"
+        for _ in range(600):
+            if checkpoint.is_file() or process.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert checkpoint.is_file(), process.stderr.read() if process.poll() is not None else ""
+        second = _cli("train", "--resume", run)
+        assert second.returncode == 2
+        assert f"Another tfinetune command (process {process.pid})" in second.stderr
+    finally:
+        process.kill()
+        process.communicate()

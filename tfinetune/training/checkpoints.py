@@ -2,22 +2,57 @@
 
 One file, `checkpoint.npz`, holds the model's weights, the optimizer's variables (moments,
 the iteration count that drives the schedules, the weight averages) and where training
-stands: the stage, the epochs done in it, and the history so far. It is written under a
-temporary name and renamed into place, so a kill during a save leaves the previous one.
+stands: the stage, the epochs done in it, and the history so far, with a SHA-256 digest of
+all of it and the versions that wrote it. It is written under a temporary name and renamed
+into place, and the one before it is kept as `checkpoint.previous.npz`: a file damaged on
+disk, or cut short by a kill on a filesystem whose rename is not atomic, fails its digest,
+and the run resumes from the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import uuid
+import zipfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import keras
 import numpy as np
 
 CHECKPOINT_FILE = "checkpoint.npz"
+PREVIOUS_FILE = "checkpoint.previous.npz"
+_DIGEST, _VERSIONS = "digest", "versions"
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of every array's name, dtype, shape and bytes, in name order."""
+    sha = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        sha.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
+        sha.update(value.tobytes())
+    return sha.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """The versions a checkpoint records: Keras, its backend, and the backend's package.
+
+    Example:
+    >>> sorted(versions())
+    ['backend', 'framework', 'keras']
+    """
+    backend = keras.config.backend()
+    package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    try:
+        framework = f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        framework = package
+    return {"keras": keras.__version__, "backend": backend, "framework": framework}
 
 
 @dataclass
@@ -58,6 +93,8 @@ def save_checkpoint(
         for i, v in enumerate(optimizer.variables):
             arrays[f"optimizer/{i}"] = keras.ops.convert_to_numpy(v)
     arrays["progress"] = np.array(json.dumps(progress.__dict__))
+    arrays[_VERSIONS] = np.array(json.dumps(versions()))
+    arrays[_DIGEST] = np.array(_digest(arrays))
     final = folder / CHECKPOINT_FILE
     temporary = folder / f".{CHECKPOINT_FILE}.tmp-{uuid.uuid4().hex[:8]}.npz"
     try:
@@ -65,25 +102,72 @@ def save_checkpoint(
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        if final.is_file():
+            os.replace(final, folder / PREVIOUS_FILE)  # the last good one, kept
         os.replace(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
     return final
 
 
+def _read_verified(path: Path) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays, after checking them against the digest written with them."""
+    try:
+        with np.load(path) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"it cannot be read ({type(err).__name__}: {err})") from err
+    if "progress" not in arrays:
+        raise ValueError("it holds no training progress")
+    digest = arrays.pop(_DIGEST, None)
+    if digest is not None and str(digest) != _digest(arrays):
+        raise ValueError("its content does not match the digest written with it (damaged)")
+    return arrays
+
+
 def load_checkpoint(folder: str | os.PathLike) -> tuple[Progress, dict] | None:
     """The progress and arrays of `folder/checkpoint.npz`, or None when there is none.
+
+    A checkpoint that cannot be read or fails its digest is passed over, with a line on
+    stderr, for the one before it (one epoch earlier); when no good one is left, a
+    `ValueError` says so. A checkpoint written by other versions of Keras or its backend
+    is read, with a line saying which.
 
     Args:
         folder: the checkpoint folder.
     """
-    path = Path(folder) / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    with np.load(path) as saved:
-        arrays = {key: saved[key] for key in saved.files}
-    progress = Progress(**json.loads(str(arrays.pop("progress"))))
-    return progress, arrays
+    problems = []
+    for path in (Path(folder) / CHECKPOINT_FILE, Path(folder) / PREVIOUS_FILE):
+        if not path.is_file():
+            continue
+        try:
+            arrays = _read_verified(path)
+        except ValueError as err:
+            problems.append(f"{path} is not usable: {err}")
+            continue
+        if problems:
+            print(f"{problems[0]}; resuming from the checkpoint before it ({path.name}).",
+                  file=sys.stderr)  # fmt: skip
+        _say_other_versions(json.loads(str(arrays.pop(_VERSIONS, "{}"))), path)
+        progress = Progress(**json.loads(str(arrays.pop("progress"))))
+        return progress, arrays
+    if problems:
+        raise ValueError(
+            f"Cannot resume: {'; '.join(problems)}. Start the run again without --resume "
+            "(with --overwrite), or restore the checkpoint folder from a backup."
+        )
+    return None
+
+
+def _say_other_versions(recorded: dict, path: Path) -> None:
+    now = versions()
+    changed = [
+        f"{k} {recorded[k]} -> {now[k]}" for k in now if k in recorded and recorded[k] != now[k]
+    ]
+    if changed:
+        print(f"The checkpoint {path.name} was written by other versions ({', '.join(changed)}); "
+              "resuming with these ones, so the rest of the run may differ slightly from an "
+              "uninterrupted one.", file=sys.stderr)  # fmt: skip
 
 
 def restore(model: keras.Model, optimizer: keras.optimizers.Optimizer | None, arrays: dict):
