@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfinetune.data.files import BadFile, LabelledFiles, check_files
+from tfinetune.data.files import BadFile, LabelledFiles, check_class_names, check_files
 
 
 def files_from_rows(
@@ -124,6 +124,11 @@ def parse_labels(
     parsed = [(key, _names(label, label_delim)) for key, label in rows]
     if task == "single_label":
         _check_one_label_each(rows, parsed, label_delim)
+    for number, (key, names) in enumerate(parsed, 1):
+        try:
+            check_class_names(names)
+        except ValueError as err:  # labels.txt holds one class per line: say which row
+            raise ValueError(f"Row {number} ({str(key)[:200]!r}): {err}") from None
     found = sorted({name for _, names in parsed for name in names})
     class_names = found if class_names is None else list(class_names)
     _check_known(rows, parsed, class_names)
@@ -205,6 +210,7 @@ def read_csv_rows(
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {str(path)!r}.")
+    reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -217,6 +223,12 @@ def read_csv_rows(
                     f"{found}. Name the columns with {choose}."
                 )
             return [(reader.line_num, row) for row in reader]
+    except csv.Error as err:  # a field over csv's size limit, a malformed quote
+        line = reader.line_num + 1 if reader is not None else 1  # the line being read
+        raise ValueError(
+            f"{str(path)!r}, line {line}: {err}. Fix that line (a cell of more than "
+            f"{csv.field_size_limit()} characters is refused), or leave it out."
+        ) from err
     except UnicodeDecodeError as err:
         raise ValueError(
             f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}). Save it as "
