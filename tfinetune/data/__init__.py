@@ -12,6 +12,7 @@ Modules, in the order the data passes through them:
 - `exclude`: the files a person chose to leave out (`--exclude`, a `tfinetune clean` report).
 - `labelled`: the labelled examples a model is checked or scored on (folder or CSV).
 - `text`: labelled texts from CSV files, and their datasets.
+- `wav`: WAV bytes to samples (PCM 8 to 32 bits, float), bounded, in the graph.
 - `audio`: sound files: decoding, resampling, clips, labelled folders and datasets.
 - `splits`: seeded, stratified split indices and class weights.
 - `augment`: augmentation policies from Keras preprocessing layers.

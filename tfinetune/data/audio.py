@@ -24,6 +24,7 @@ from tfinetune.data.folders import (
     read_header,
 )
 from tfinetune.data.images import is_junk
+from tfinetune.data.wav import read_wav
 
 AUDIO_KINDS = "sound files (WAV)"
 _OTHER_AUDIO = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3", b"\xff\xfb": "MP3"}
@@ -56,12 +57,13 @@ def classify_audio_file(path: str | os.PathLike) -> str | None:
 def decode_audio(encoded: tf.Tensor) -> tf.Tensor:
     """Decode a WAV file's bytes to a mono `float32 [samples]` waveform in [-1, 1].
 
-    Channels are averaged. The file's own sample rate is `tf.audio.decode_wav`'s.
+    Channels are averaged; the waveform stays at the file's own sample rate. See
+    `tfinetune.data.wav.read_wav` for the encodings read and the bounds.
 
     Args:
         encoded: a scalar string: the file's bytes.
     """
-    audio, _ = tf.audio.decode_wav(encoded, desired_channels=-1)
+    audio, _ = read_wav(encoded)
     return tf.reduce_mean(audio, axis=-1)
 
 
@@ -131,7 +133,7 @@ def decode_clip(encoded: tf.Tensor, rate: int, samples: int | None = None) -> tf
         rate: the model's sample rate.
         samples: the clip length (None: the whole waveform).
     """
-    audio, file_rate = tf.audio.decode_wav(encoded, desired_channels=-1)
+    audio, file_rate = read_wav(encoded)
     waveform = resample(tf.reduce_mean(audio, axis=-1), file_rate, rate)
     return waveform if samples is None else fit_length(waveform, samples)
 
