@@ -120,11 +120,14 @@ def test_six_channels_at_96_khz_are_mixed_to_mono_and_resampled():
     assert abs(float(tf.reduce_max(tf.abs(clip))) - 0.25) < 0.01  # half the channels: half
 
 
-def test_a_header_claiming_2_31_bytes_decodes_what_the_file_holds():
-    """Before: refused ('data chunk is too large'); now the samples there, nothing more."""
+def test_a_header_claiming_2_31_bytes_is_refused_and_a_streamed_size_reads_to_the_end():
+    """Nothing is allocated from the claim: a claim beyond the file is a file cut short,
+    and the sizes streaming writers leave (0, 0xFFFFFFFF) mean "to the end of the file"."""
     payload = np.round(TONE * 2**15).astype("<i2").tobytes()
-    audio, _ = read_wav(tf.constant(_wav(payload, claim=2**31)))
-    assert audio.shape == (800, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the WAV file is cut short"):
+        read_wav(tf.constant(_wav(payload, claim=2**31)))
+    for claim in (0, 0xFFFFFFFF):
+        assert read_wav(tf.constant(_wav(payload, claim=claim)))[0].shape == (800, 1)
 
 
 @pytest.mark.parametrize(

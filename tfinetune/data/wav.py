@@ -2,10 +2,11 @@
 
 `tf.audio.decode_wav` reads 16-bit PCM only. This reader takes what recorders and editors
 write: PCM of 8, 16, 24 or 32 bits, 32-bit float, `WAVE_FORMAT_EXTENSIBLE` headers, any
-number of channels and extra chunks (`LIST`, `fact`) before the samples. A header that
-claims more samples than the file holds gets what the file holds (no allocation from the
-claim), and a file of more samples than `max_audio_samples()` is refused before decoding,
-so memory stays bounded whatever the header says.
+number of channels and extra chunks (`LIST`, `fact`) before the samples. Nothing is
+allocated from what a header claims: a file cut short (its data chunk claims more than the
+file holds) is refused, except for the sizes streaming writers leave (0 or 0xFFFFFFFF: the
+samples run to the end of the file), and a file of more samples than `max_audio_samples()`
+is refused before decoding, so memory stays bounded whatever the header says.
 """
 
 from __future__ import annotations
@@ -134,13 +135,18 @@ def read_wav(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         match = tf.logical_and(tf.equal(form, f), tf.equal(bits, b))
         kind = tf.where(match, tf.constant(k, tf.int64), kind)
     frame = tf.maximum(channels * bits // 8, 1)
-    frames = tf.minimum(data_size, size - data_at) // frame  # what the file holds
+    held = size - data_at
+    streamed = tf.logical_or(tf.equal(data_size, 0), tf.equal(data_size, 0xFFFFFFFF))
+    data_size = tf.where(streamed, held, data_size)
+    frames = tf.minimum(data_size, held) // frame
     limit = max_audio_samples()
     checks = [
         tf.debugging.assert_non_negative(kind, message="unsupported WAV encoding: tfinetune "
                                          "reads PCM of 8, 16, 24 or 32 bits and 32-bit float"),
         tf.debugging.assert_positive(tf.minimum(channels, rate), message="a WAV header with "
                                      "no channels or a sample rate of 0"),
+        tf.debugging.assert_less_equal(data_size, held, message="the WAV file is cut short: "
+                                       "its header claims more samples than the file holds"),
         tf.debugging.assert_less_equal(frames * channels, tf.constant(limit, tf.int64), message=(
             f"the WAV holds more than {limit} samples (frames times channels), more than "
             f"tfinetune decodes; cut it shorter, or raise ${MAX_AUDIO_SECONDS_ENV}")),
