@@ -309,3 +309,42 @@ def test_fine_tune_trains_on_an_x_y_pair_of_arrays_as_fit_does():
     history = fine_tune(model, (x, y), (x[:8], y[:8]), epochs=0, freeze_epochs=1, verbose=0)
     assert history.optimizer[0]["iterations"] == 2  # 40 examples in fit's batches of 32
     assert len(history.history["val_loss"]) == 1
+
+
+TFLITE_FAULTS = {
+    "killed converting": "import tfinetune.serving.tflite as t\nt.convert_to_tflite = killed",
+    "killed writing": "import pathlib\npathlib.Path.write_bytes = killed",
+}
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("fault", sorted(TFLITE_FAULTS))
+def test_a_kill_in_a_tflite_int8_export_leaves_nothing_under_its_name(trained, tmp_path, fault):
+    """Killed during conversion and int8 calibration, or while writing the flatbuffer: no
+    folder under the export's name; the next export into it completes."""
+    out = tmp_path / "lite"
+    prelude = KILL.format(partial=str(tmp_path / "partial")) + TFLITE_FAULTS[fault]
+    args = ["export", trained, "--format", "tflite", "--quantize", "int8", "--out", out]
+    killed = _cli(*args, prelude=prelude, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (tmp_path / "partial").is_file() and not out.exists()
+    again = _cli(*args, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "model.tflite").is_file() and (out / "labels.txt").is_file()
+
+
+def test_a_full_disk_during_a_tflite_export_is_one_line_and_leaves_nothing(trained, tmp_path):
+    prelude = """
+    import errno, os, pathlib
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    pathlib.Path.write_bytes = full
+    """
+    out = tmp_path / "lite"
+    done = _cli("export", trained, "--format", "tflite", "--out", out, prelude=prelude)
+    assert done.returncode == 1
+    line = _one_line_no_traceback(done.stderr)
+    assert "No space left on device" in line and "free some disk space" in line
+    assert not out.exists()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [], left  # no staging folder, and the lock released
