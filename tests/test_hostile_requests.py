@@ -1,0 +1,105 @@
+"""A served image model facing hostile requests (#37): each signature of the loaded
+SavedModel refuses empty, random, truncated, forged, oversized and mismatched input with a
+clear error, quickly, and in bounded memory (measured in a fresh process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tfinetune.models.classifier import build_classifier
+from tfinetune.serving.export import export_saved_model
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    model = build_classifier("convnet_tiny", 2, weights=None, image_size=32)
+    return export_saved_model(model, tmp_path_factory.mktemp("served") / "model", ["a", "b"])
+
+
+# Each probe runs in the child process; `requests` maps a name to (signature, input).
+PROBES = r"""
+import json, resource, struct, sys, time, zlib
+import numpy as np, tensorflow as tf
+from tfinetune.serving.inference import find_saved_model
+from tfinetune.serving.signatures import image_example
+
+def png_header(width, height):  # a valid PNG signature and IHDR, no pixels
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    crc = struct.pack(">I", zlib.crc32(chunk))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + crc
+
+def jpeg_header(width, height):  # a real small JPEG whose SOF0 claims another size
+    data = bytearray(tf.io.encode_jpeg(tf.zeros([16, 16, 3], tf.uint8)).numpy())
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+good = tf.io.encode_png(tf.zeros([40, 40, 3], tf.uint8)).numpy()
+rng = np.random.default_rng(0)
+requests = {
+    "empty bytes": ("serving_default", "image_bytes", [b""]),
+    "random bytes": ("serving_default", "image_bytes", [rng.bytes(5000)]),
+    "truncated PNG": ("serving_default", "image_bytes", [good[: len(good) // 2]]),
+    "23000x23000 PNG header": ("serving_default", "image_bytes", [png_header(23000, 23000)]),
+    "forged JPEG header 60000x60000": ("serving_default", "image_bytes",
+                                       [jpeg_header(60000, 60000)]),
+    "100 MB string": ("serving_default", "image_bytes", [b"\x89PNG" + bytes(100 * 2**20)]),
+    "example without image": ("serve_examples", "example_bytes",
+                              [tf.train.Example().SerializeToString()]),
+    "example of a bomb": ("serve_examples", "example_bytes",
+                          [image_example(png_header(23000, 23000))]),
+    "example of random bytes": ("serve_examples", "example_bytes", [rng.bytes(300)]),
+    "images of 4 channels": ("serve_images", "images", np.zeros([1, 8, 8, 4], np.uint8)),
+    "images as floats": ("serve_images", "images", np.zeros([1, 8, 8, 3], np.float32)),
+}
+loaded = tf.saved_model.load(str(find_saved_model(sys.argv[1])))
+results = {}
+for name, (signature, key, value) in requests.items():
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    try:
+        out = loaded.signatures[signature](**{key: tf.constant(value)})
+        outcome = "answered " + str(out["label"].numpy().tolist())
+    except (tf.errors.OpError, TypeError, ValueError) as err:
+        text = getattr(err, "message", None) or str(err)  # TF's: the reason is on its last lines
+        skip = ("Detected", "  File", "Graph execution")
+        reason = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(skip)]
+        outcome = type(err).__name__ + ": " + " | ".join(reason)[-400:]
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
+    seconds = time.perf_counter() - started
+    results[name] = {"outcome": outcome, "seconds": seconds, "grown_mb": grown}
+print(json.dumps(results))
+"""
+
+EXPECTED = {  # what a client reads in the error TF Serving returns
+    "empty bytes": "Input is empty",
+    "random bytes": "Unknown image file format",
+    "truncated PNG": "Invalid PNG data",
+    "23000x23000 PNG header": "image too large: more than 100,000,000 pixels",
+    "forged JPEG header 60000x60000": "image too large: more than 100,000,000 pixels",
+    "100 MB string": "Unknown image file format",
+    "example without image": "image/encoded (data type: string) is required",
+    "example of a bomb": "image too large: more than 100,000,000 pixels",
+    "example of random bytes": "image/encoded (data type: string) is required",
+    "images of 4 channels": "from a tensor with shape [8,8,4]",
+    "images as floats": "float",
+}
+
+
+def test_every_image_signature_refuses_hostile_requests_quickly_in_bounded_memory(served):
+    done = subprocess.run([sys.executable, "-c", PROBES, str(served)], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, expected in EXPECTED.items():
+        found = results[name]
+        print(f"{name}: {found}")
+        assert "answered" not in found["outcome"] and expected in found["outcome"], (name, found)
+        assert found["seconds"] < 30, (name, found)
+        # Memory: the 100 MB request itself (twice: Python's bytes and the tensor), and
+        # nothing from what a header claims (23000^2 RGB would be 1.5 GB).
+        assert found["grown_mb"] < 300, (name, found)
