@@ -103,3 +103,80 @@ def test_every_image_signature_refuses_hostile_requests_quickly_in_bounded_memor
         # Memory: the 100 MB request itself (twice: Python's bytes and the tensor), and
         # nothing from what a header claims (23000^2 RGB would be 1.5 GB).
         assert found["grown_mb"] < 300, (name, found)
+
+
+@pytest.fixture(scope="module")
+def served_audio(tmp_path_factory):
+    from tiny_hub import save_tiny_audio
+
+    hub = save_tiny_audio(tmp_path_factory.mktemp("hub") / "audio")
+    model = build_classifier(f"hub:{hub}", 2, clip_seconds=0.5)
+    return export_saved_model(model, tmp_path_factory.mktemp("audio") / "model", ["a", "b"])
+
+
+AUDIO_PROBES = r"""
+import json, resource, struct, sys, time
+import numpy as np, tensorflow as tf
+from tfinetune.serving.inference import find_saved_model
+
+def wav(payload, bits=16, form=1, claim=None, rate=16000):
+    block = bits // 8
+    fmt = struct.pack("<HHIIHH", form, 1, rate, rate * block, block, bits)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt
+    body += b"data" + struct.pack("<I", len(payload) if claim is None else claim) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+tone = (np.sin(np.arange(8000) / 5) * 9000).astype("<i2").tobytes()
+rng = np.random.default_rng(0)
+requests = {
+    "empty bytes": ("serving_default", "audio_bytes", [b""]),
+    "random bytes": ("serving_default", "audio_bytes", [rng.bytes(5000)]),
+    "cut short": ("serving_default", "audio_bytes", [wav(tone)[:3000]]),
+    "header claiming 2^31 bytes": ("serving_default", "audio_bytes", [wav(tone, claim=2**31)]),
+    "A-law": ("serving_default", "audio_bytes", [wav(tone, bits=8, form=6)]),
+    "100 MB string": ("serving_default", "audio_bytes", [b"RIFF" + bytes(100 * 2**20)]),
+    "waveforms as ints": ("serve_waveforms", "waveforms", np.zeros([1, 8000], np.int32)),
+    "waveforms of one rank": ("serve_waveforms", "waveforms", np.zeros([8000], np.float32)),
+    "a good 24-bit clip": ("serving_default", "audio_bytes", [wav(bytes(3 * 8000), bits=24)]),
+}
+loaded = tf.saved_model.load(str(find_saved_model(sys.argv[1])))
+results = {}
+for name, (signature, key, value) in requests.items():
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    try:
+        out = loaded.signatures[signature](**{key: tf.constant(value)})
+        outcome = "answered " + str(out["label"].numpy().tolist())
+    except (tf.errors.OpError, TypeError, ValueError) as err:
+        text = getattr(err, "message", None) or str(err)
+        skip = ("Detected", "  File", "Graph execution")
+        reason = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(skip)]
+        outcome = type(err).__name__ + ": " + " | ".join(reason)[-400:]
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
+    seconds = time.perf_counter() - started
+    results[name] = {"outcome": outcome, "seconds": seconds, "grown_mb": grown}
+print(json.dumps(results))
+"""
+
+AUDIO_EXPECTED = {
+    "empty bytes": "not a WAV file: no RIFF/WAVE header",
+    "random bytes": "not a WAV file: no RIFF/WAVE header",
+    "cut short": "the WAV file is cut short",
+    "header claiming 2^31 bytes": "the WAV file is cut short",
+    "A-law": "unsupported WAV encoding",
+    "100 MB string": "not a WAV file",
+    "waveforms as ints": "expected to be a float tensor",
+    "waveforms of one rank": "shape",
+    "a good 24-bit clip": "answered",
+}
+
+
+def test_the_sound_signatures_refuse_hostile_requests_quickly_in_bounded_memory(served_audio):
+    done = subprocess.run([sys.executable, "-c", AUDIO_PROBES, str(served_audio)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, expected in AUDIO_EXPECTED.items():
+        found = results[name]
+        print(f"{name}: {found}")
+        assert expected in found["outcome"], (name, found)
+        assert found["seconds"] < 30 and found["grown_mb"] < 300, (name, found)
