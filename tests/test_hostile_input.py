@@ -181,3 +181,19 @@ def test_a_training_scan_reports_an_unsupported_wav_with_its_reason(tmp_path):
     assert len(files) == 4
     assert [(b.path.endswith("alaw.wav"), "unsupported WAV encoding" in b.reason)
             for b in files.bad_files] == [(True, True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_a_limit_set_to_nonsense_is_one_clear_error(monkeypatch, value):
+    from tfinetune.data.headers import max_pixels
+    from tfinetune.data.text import max_text_bytes
+    from tfinetune.data.wav import max_audio_samples
+
+    for name, read in (("TFINETUNE_MAX_PIXELS", max_pixels),
+                       ("TFINETUNE_MAX_TEXT_BYTES", max_text_bytes),
+                       ("TFINETUNE_MAX_AUDIO_SECONDS", max_audio_samples)):  # fmt: skip
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=rf"\${name} must be .* above 0. Received: '{value}'"):
+            read()
+    monkeypatch.setenv("TFINETUNE_MAX_AUDIO_SECONDS", "0.5")
+    assert max_audio_samples() == 48000

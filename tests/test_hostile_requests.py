@@ -13,6 +13,46 @@ import pytest
 from tfinetune.models.classifier import build_classifier
 from tfinetune.serving.export import export_saved_model
 
+# Sends each of `requests` ({name: (signature, input name, value)}) to the SavedModel at
+# argv[1]; prints {name: {outcome, seconds, grown_mb}} as JSON.
+RUN = r"""
+import json, resource, sys, time
+import tensorflow as tf
+from tfinetune.serving.inference import find_saved_model
+
+loaded = tf.saved_model.load(str(find_saved_model(sys.argv[1])))
+results = {}
+for name, (signature, key, value) in requests.items():
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    try:
+        out = loaded.signatures[signature](**{key: tf.constant(value)})
+        outcome = "answered " + str(out["label"].numpy().tolist())
+    except (tf.errors.OpError, TypeError, ValueError) as err:
+        text = getattr(err, "message", None) or str(err)  # TF's: the reason is on its last lines
+        skip = ("Detected", "  File", "Graph execution")
+        reason = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(skip)]
+        outcome = type(err).__name__ + ": " + " | ".join(reason)[-400:]
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
+    seconds = time.perf_counter() - started
+    results[name] = {"outcome": outcome, "seconds": seconds, "grown_mb": grown}
+print(json.dumps(results))
+"""
+
+
+def _probe(requests: str, model, expected: dict[str, str]) -> None:
+    """Run the `requests` code then RUN in a fresh process; check each outcome, its time and
+    the growth of peak memory (at most the request itself, twice: Python's and the tensor)."""
+    done = subprocess.run([sys.executable, "-c", requests + RUN, str(model)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(results) == set(expected)
+    for name, wanted in expected.items():
+        found = results[name]
+        print(f"{name}: {found}")
+        assert wanted in found["outcome"], (name, found)
+        assert found["seconds"] < 30 and found["grown_mb"] < 300, (name, found)
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -57,22 +97,6 @@ requests = {
     "images of 4 channels": ("serve_images", "images", np.zeros([1, 8, 8, 4], np.uint8)),
     "images as floats": ("serve_images", "images", np.zeros([1, 8, 8, 3], np.float32)),
 }
-loaded = tf.saved_model.load(str(find_saved_model(sys.argv[1])))
-results = {}
-for name, (signature, key, value) in requests.items():
-    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
-    try:
-        out = loaded.signatures[signature](**{key: tf.constant(value)})
-        outcome = "answered " + str(out["label"].numpy().tolist())
-    except (tf.errors.OpError, TypeError, ValueError) as err:
-        text = getattr(err, "message", None) or str(err)  # TF's: the reason is on its last lines
-        skip = ("Detected", "  File", "Graph execution")
-        reason = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(skip)]
-        outcome = type(err).__name__ + ": " + " | ".join(reason)[-400:]
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
-    seconds = time.perf_counter() - started
-    results[name] = {"outcome": outcome, "seconds": seconds, "grown_mb": grown}
-print(json.dumps(results))
 """
 
 EXPECTED = {  # what a client reads in the error TF Serving returns
@@ -91,18 +115,7 @@ EXPECTED = {  # what a client reads in the error TF Serving returns
 
 
 def test_every_image_signature_refuses_hostile_requests_quickly_in_bounded_memory(served):
-    done = subprocess.run([sys.executable, "-c", PROBES, str(served)], capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    for name, expected in EXPECTED.items():
-        found = results[name]
-        print(f"{name}: {found}")
-        assert "answered" not in found["outcome"] and expected in found["outcome"], (name, found)
-        assert found["seconds"] < 30, (name, found)
-        # Memory: the 100 MB request itself (twice: Python's bytes and the tensor), and
-        # nothing from what a header claims (23000^2 RGB would be 1.5 GB).
-        assert found["grown_mb"] < 300, (name, found)
+    _probe(PROBES, served, EXPECTED)
 
 
 @pytest.fixture(scope="module")
@@ -139,22 +152,6 @@ requests = {
     "waveforms of one rank": ("serve_waveforms", "waveforms", np.zeros([8000], np.float32)),
     "a good 24-bit clip": ("serving_default", "audio_bytes", [wav(bytes(3 * 8000), bits=24)]),
 }
-loaded = tf.saved_model.load(str(find_saved_model(sys.argv[1])))
-results = {}
-for name, (signature, key, value) in requests.items():
-    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
-    try:
-        out = loaded.signatures[signature](**{key: tf.constant(value)})
-        outcome = "answered " + str(out["label"].numpy().tolist())
-    except (tf.errors.OpError, TypeError, ValueError) as err:
-        text = getattr(err, "message", None) or str(err)
-        skip = ("Detected", "  File", "Graph execution")
-        reason = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(skip)]
-        outcome = type(err).__name__ + ": " + " | ".join(reason)[-400:]
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
-    seconds = time.perf_counter() - started
-    results[name] = {"outcome": outcome, "seconds": seconds, "grown_mb": grown}
-print(json.dumps(results))
 """
 
 AUDIO_EXPECTED = {
@@ -171,12 +168,39 @@ AUDIO_EXPECTED = {
 
 
 def test_the_sound_signatures_refuse_hostile_requests_quickly_in_bounded_memory(served_audio):
-    done = subprocess.run([sys.executable, "-c", AUDIO_PROBES, str(served_audio)],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    for name, expected in AUDIO_EXPECTED.items():
-        found = results[name]
-        print(f"{name}: {found}")
-        assert expected in found["outcome"], (name, found)
-        assert found["seconds"] < 30 and found["grown_mb"] < 300, (name, found)
+    _probe(AUDIO_PROBES, served_audio, AUDIO_EXPECTED)
+
+
+@pytest.fixture(scope="module")
+def served_text(tmp_path_factory):
+    from tiny_hub import save_tiny_text
+
+    hub = save_tiny_text(tmp_path_factory.mktemp("hub") / "text")
+    model = build_classifier(f"hub:{hub}", 2)
+    return export_saved_model(model, tmp_path_factory.mktemp("text") / "model", ["a", "b"])
+
+
+TEXT_PROBES = r"""
+requests = {
+    "empty text": ("serving_default", "text", [""]),
+    "invalid UTF-8": ("serving_default", "text", [b"\xff\xfe bad"]),
+    "NUL bytes": ("serving_default", "text", ["a\x00b"]),
+    "100 MB of words": ("serving_default", "text", ["word " * (20 * 2**20)]),
+    "one text over the limit in a batch": ("serving_default", "text", ["fine", "x" * 1000001]),
+    "numbers": ("serving_default", "text", [1.0]),
+}
+"""
+
+TEXT_EXPECTED = {
+    "empty text": "answered",  # any string is a text: these get a label
+    "invalid UTF-8": "answered",
+    "NUL bytes": "answered",
+    # Before: answered after 2.8 s and 2.8 GB of memory.
+    "100 MB of words": "a text longer than 1000000 bytes",
+    "one text over the limit in a batch": "a text longer than 1000000 bytes",
+    "numbers": "expected to be a string tensor",
+}
+
+
+def test_the_text_signature_refuses_texts_over_its_limit_quickly(served_text):
+    _probe(TEXT_PROBES, served_text, TEXT_EXPECTED)

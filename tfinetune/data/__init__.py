@@ -2,6 +2,7 @@
 
 Modules, in the order the data passes through them:
 
+- `limits`: the bounds on what is decoded, each raised by an environment variable.
 - `headers`: image dimensions from file headers, so decompression bombs are refused.
 - `images`: decode and resize encoded images (shared with the serving graphs).
 - `hashes`: perceptual hashes, and the near-duplicate pairs they reveal.

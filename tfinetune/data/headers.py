@@ -8,9 +8,9 @@ width and height from the header and refuses an image of more than `max_pixels()
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
+
+from tfinetune.data.limits import env_limit
 
 MAX_PIXELS_ENV = "TFINETUNE_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -23,16 +23,7 @@ def max_pixels() -> int:
     >>> max_pixels() >= 1
     True
     """
-    text = os.environ.get(MAX_PIXELS_ENV, "")
-    try:
-        value = int(text) if text else DEFAULT_MAX_PIXELS
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(
-            f"${MAX_PIXELS_ENV} must be a positive whole number of pixels. Received: {text!r}"
-        )
-    return value
+    return int(env_limit(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "a whole number of pixels"))
 
 
 def _number(encoded: tf.Tensor, offset: int, length: int, big_endian: bool) -> tf.Tensor:

@@ -17,9 +17,46 @@ import tensorflow as tf
 
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import BadFile, label_array
+from tfinetune.data.limits import env_limit
 from tfinetune.data.pipeline import AUTOTUNE
 from tfinetune.data.splits import split_parts
 from tfinetune.data.tables import parse_labels, read_csv_rows
+
+MAX_TEXT_BYTES_ENV = "TFINETUNE_MAX_TEXT_BYTES"
+DEFAULT_MAX_TEXT_BYTES = 1_000_000
+
+
+def max_text_bytes() -> int:
+    """The longest text, in UTF-8 bytes, a served text model takes (one CSV cell holds at
+    most 131,072 characters, so nothing trained on is longer than 524,288 bytes).
+
+    Example:
+    >>> max_text_bytes()
+    1000000
+    """
+    return int(env_limit(MAX_TEXT_BYTES_ENV, DEFAULT_MAX_TEXT_BYTES, "a whole number of bytes"))
+
+
+def check_text_lengths(texts: tf.Tensor) -> tf.Tensor:
+    """`texts`, once none is longer than `max_text_bytes()`; an error naming the limit otherwise.
+
+    A text model's memory grows with the words it is given (a 100 MB request took 2.8 GB),
+    so a served model refuses what no training text could have been.
+
+    Args:
+        texts: a string tensor.
+
+    Example:
+    >>> check_text_lengths(tf.constant(["short"])).numpy().tolist()
+    [b'short']
+    """
+    limit = max_text_bytes()
+    longest = tf.reduce_max(tf.concat([tf.strings.length(tf.reshape(texts, [-1])), [0]], 0))
+    check = tf.debugging.assert_less_equal(longest, limit, message=(
+        f"a text longer than {limit} bytes; send at most {limit} bytes of UTF-8 per text "
+        f"(${MAX_TEXT_BYTES_ENV} when the model was exported sets the limit)"))  # fmt: skip
+    with tf.control_dependencies([check]):
+        return tf.identity(texts)
 
 
 @dataclass

@@ -11,9 +11,9 @@ is refused before decoding, so memory stays bounded whatever the header says.
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
+
+from tfinetune.data.limits import env_limit
 
 MAX_AUDIO_SECONDS_ENV = "TFINETUNE_MAX_AUDIO_SECONDS"
 DEFAULT_MAX_AUDIO_SECONDS = 600
@@ -32,16 +32,9 @@ def max_audio_samples() -> int:
     >>> max_audio_samples()
     57600000
     """
-    text = os.environ.get(MAX_AUDIO_SECONDS_ENV, "")
-    try:
-        value = float(text) if text else DEFAULT_MAX_AUDIO_SECONDS
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ValueError(
-            f"${MAX_AUDIO_SECONDS_ENV} must be a positive number of seconds. Received: {text!r}"
-        )
-    return int(value * _REFERENCE_RATE)
+    seconds = env_limit(MAX_AUDIO_SECONDS_ENV, DEFAULT_MAX_AUDIO_SECONDS, "a number of seconds",
+                        whole=False)  # fmt: skip
+    return int(seconds * _REFERENCE_RATE)
 
 
 def _uint(encoded: tf.Tensor, size: tf.Tensor, offset: tf.Tensor, length: int) -> tf.Tensor:

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfinetune.data.audio import decode_clip, fit_length
 from tfinetune.data.images import decode_and_resize, resize_image
 from tfinetune.data.records import FEATURES
+from tfinetune.data.text import check_text_lengths
 from tfinetune.models.classifier import modality_of, sample_rate_of
 from tfinetune.models.heads import task_of
 
@@ -139,9 +140,10 @@ def signal_functions(
     """The serving functions of a text or audio model, with the outputs of `serving_functions`.
 
     Text: `serving_default(text: string[batch])`, the raw sentences (the model's own
-    preprocessing is inside it). Audio: `serving_default(audio_bytes: string[batch])`, WAV
-    files at any sample rate, mono or not, decoded, mixed down, resampled and fitted to the
-    model's clip by the code training used (`tfinetune.data.audio.decode_clip`); and
+    preprocessing is inside it), each at most `tfinetune.data.text.max_text_bytes()` long.
+    Audio: `serving_default(audio_bytes: string[batch])`, WAV files at any sample rate, mono
+    or not, decoded, mixed down, resampled and fitted to the model's clip by the code
+    training used (`tfinetune.data.audio.decode_clip`); and
     `serve_waveforms(waveforms: float32[batch, samples])`, mono waveforms at the model's rate.
 
     Args:
@@ -154,7 +156,7 @@ def signal_functions(
     if modality_of(model) == "text":
 
         def serve_text(text):
-            return outputs(text)
+            return outputs(check_text_lengths(text))
 
         return {BYTES_SIGNATURE: (serve_text, tf.TensorSpec([None], tf.string, name=TEXT_INPUT))}
     rate, samples = sample_rate_of(model), model.input_shape[1]
