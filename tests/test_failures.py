@@ -348,3 +348,43 @@ def test_a_full_disk_during_a_tflite_export_is_one_line_and_leaves_nothing(train
     assert not out.exists()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [], left  # no staging folder, and the lock released
+
+
+SLOW_STEPS = {  # a step that takes long, patched to wait for the signal at its start
+    "scanning": ("tfinetune.data.files", "check_files", ["train", "--data", "{data}", "--out",
+                                                          "{tmp}/run", *TINY]),
+    "evaluating": ("tfinetune.runs.evaluate", "report_for",
+                   ["evaluate", "{run}", "--data", "{data}", "--out", "{tmp}/eval"]),
+    "exporting": ("tfinetune.serving.tflite", "convert_to_tflite",
+                  ["export", "{run}", "--format", "tflite", "--out", "{tmp}/lite"]),
+}  # fmt: skip
+WAIT = """
+import time, {module} as m
+def waiting(*args, **kwargs):
+    open({marker!r}, "w").close()
+    time.sleep(600)
+m.{name} = waiting
+"""
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("step", sorted(SLOW_STEPS))
+def test_ctrl_c_while_scanning_evaluating_or_exporting_is_one_line(data, trained, tmp_path, step):
+    module, name, args = SLOW_STEPS[step]
+    marker = tmp_path / "started"
+    code = textwrap.dedent(WAIT.format(module=module, name=name, marker=str(marker)))
+    code += "\nimport sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
+    args = [a.format(data=data, run=trained, tmp=tmp_path) for a in args]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # a user's
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert _one_line_no_traceback(stderr).startswith("tfinetune: interrupted; ")
+    assert not [line for line in stderr.splitlines() if line.strip()
+                and not line.startswith("tfinetune:")], stderr[-2000:]  # fmt: skip
