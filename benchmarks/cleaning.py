@@ -148,7 +148,7 @@ def threshold_choice(root: Path, seed: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from tfinetune.cleaning.features import feature_model, hashes_and_embeddings
-    from tfinetune.data.hashes import hamming
+    from tfinetune.data.hashes import hamming, popcount
 
     tune = ASSETS / "datasets" / "flower_photos_tune"
     found = find_data_issues(tune, weights=WEIGHTS, seed=seed, verbose=0)
@@ -179,7 +179,7 @@ def threshold_choice(root: Path, seed: int) -> dict:
         head[str(c)] = recalls
     return {
         "seed": seed,
-        "copy_bits": sorted(np.bitwise_count(hashes ^ mine[picked]).astype(int).tolist()),
+        "copy_bits": sorted(popcount(hashes ^ mine[picked]).tolist()),
         "copy_cosine": sorted(
             round(float(x), 3) for x in (vectors * found.embeddings[picked]).sum(1)
         ),

@@ -264,3 +264,15 @@ def test_csv_sources_are_hashed_too_and_their_leaks_found(leaky, tmp_path):
     assert [(Path(a).name, Path(b).name) for a, b, _ in data.leaks] == [
         ("leaked.jpg", leaky["leaked"].name)
     ]
+
+
+def test_popcount_without_numpy_2_counts_the_same(monkeypatch):
+    """NumPy 1.26 (the floor) has no `np.bitwise_count`: the byte table gives the same."""
+    import tfinetune.data.hashes as hashes
+
+    values = np.random.default_rng(0).integers(0, 2**63, (5, 7), dtype=np.uint64) * 2 + 1
+    expected = [[bin(int(v)).count("1") for v in row] for row in values]
+    assert hashes.popcount(values).tolist() == expected
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    assert hashes.popcount(values).tolist() == expected
+    assert hashes.hamming(values[0], values[1]).shape == (7, 7)

@@ -76,7 +76,26 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.uint64)
     b = np.asarray(b, dtype=np.uint64)
-    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int32)
+    return popcount(a[:, None] ^ b[None, :])
+
+
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int32)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """The set bits of each uint64 (`np.bitwise_count` where NumPy has it: 2.0 and later).
+
+    Args:
+        x: uint64 values.
+
+    Example:
+    >>> popcount(np.array([0, 7, 2**64 - 1], np.uint64)).tolist()
+    [0, 3, 64]
+    """
+    x = np.asarray(x, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int32)
+    return _BYTE_BITS[np.ascontiguousarray(x).view(np.uint8).reshape(*x.shape, 8)].sum(-1)
 
 
 def near_duplicate_pairs(
