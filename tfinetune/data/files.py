@@ -196,7 +196,10 @@ def check_files(
 
     def check(i, p):
         value = decode(tf.io.read_file(p))
-        return i, perceptual_hash(value) if hashing else tf.zeros([8], tf.uint8)
+        if hashing:
+            return i, perceptual_hash(value)
+        # Depend on the decoded value, so that the decode is never pruned from the graph.
+        return i, tf.fill([8], tf.cast(tf.size(value) * 0, tf.uint8))
 
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
     ds = ds.map(check, num_parallel_calls=AUTOTUNE, deterministic=False).ignore_errors()

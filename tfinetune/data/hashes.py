@@ -37,9 +37,11 @@ def perceptual_hash(image: tf.Tensor) -> tf.Tensor:
     """
     import tensorflow as tf  # here, so that the command line's help does not load it
 
-    image = tf.cast(image, tf.float32)[:, :, :3]
-    grey = tf.reduce_mean(image, axis=-1, keepdims=True)
-    small = tf.image.resize(grey, (32, 32), method="area", antialias=True)[:, :, 0]
+    # Shrink first, then grey: both are averages, so the order does not change the result,
+    # and the full-size image is read once (the scan hashes every file it decodes).
+    image = tf.convert_to_tensor(image)[:, :, :3]
+    small = tf.image.resize(image, (32, 32), method="area", antialias=True)
+    small = tf.reduce_mean(tf.cast(small, tf.float32), axis=-1)
     freq = tf.signal.dct(tf.transpose(tf.signal.dct(small, norm="ortho")), norm="ortho")
     low = tf.reshape(tf.transpose(freq)[:8, :8], [64])
     # The median of the 63 frequencies after the constant one (as in pHash).
