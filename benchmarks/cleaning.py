@@ -294,28 +294,39 @@ def split_tune(root: Path, seed: int = 0) -> tuple[Path, Path]:
     return root / "train", root / "val"
 
 
-def recovery(root: Path, seed: int) -> dict:
-    """Validation accuracy on flower_photos_tune: clean, corrupted, corrupted with --exclude."""
-    tune = root / "tune"
-    train, val = (tune / "train", tune / "val") if tune.exists() else split_tune(tune)
-    bad = root / f"tune_corrupt{seed}"
+def _recovery(train: Path, val: Path, root: Path, name: str, seed: int) -> dict:
+    """Validation accuracy: clean, corrupted, and corrupted with --exclude of its report."""
+    bad = root / f"{name}_corrupt{seed}"
     if not bad.exists():
         corrupt(train, val, bad, seed)
-    report = root / f"tune_report{seed}"
+    report = root / f"{name}_report{seed}"
     find_data_issues(bad, val, report, weights=WEIGHTS, seed=seed, verbose=0)
     return {
         "seed": seed,
-        "clean": _train(train, val, root / f"run_clean{seed}", seed),
-        "corrupted": _train(bad, val, root / f"run_bad{seed}", seed),
-        "excluded": _train(bad, val, root / f"run_excl{seed}", seed, report / "issues.csv"),
+        "clean": _train(train, val, root / f"{name}_clean{seed}", seed),
+        "corrupted": _train(bad, val, root / f"{name}_bad{seed}", seed),
+        "excluded": _train(bad, val, root / f"{name}_excl{seed}", seed, report / "issues.csv"),
     }
+
+
+def recovery(root: Path, seed: int) -> dict:
+    """The recovery on flower_photos_tune (80/20 split), as #36 asks."""
+    tune = root / "tune"
+    train, val = (tune / "train", tune / "val") if tune.exists() else split_tune(tune)
+    return _recovery(train, val, root, "tune", seed)
+
+
+def recovery_small(root: Path, seed: int) -> dict:
+    """The same on flower_photos_small, which no threshold or head choice saw."""
+    small = ASSETS / "datasets" / "flower_photos_small"
+    return _recovery(small / "train", small / "val", root, "small", seed)
 
 
 def main_(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cleaning.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parts = ("thresholds", "choice", "detection", "planted", "recovery")
+    parts = ("thresholds", "choice", "detection", "planted", "recovery", "recovery_small")
     parser.add_argument("--skip", nargs="*", default=[], choices=parts)
     args = parser.parse_args(argv)
     # Parts run separately are merged into the same file.
@@ -323,7 +334,8 @@ def main_(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         runs = {"thresholds": threshold_choice, "choice": outlier_choice, "detection": detection,
-                "planted": duplicates_and_outliers, "recovery": recovery}  # fmt: skip
+                "planted": duplicates_and_outliers, "recovery": recovery,
+                "recovery_small": recovery_small}  # fmt: skip
         for part, run in runs.items():
             if part in args.skip:
                 continue
