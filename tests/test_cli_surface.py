@@ -263,6 +263,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def test_the_choices_a_flag_offers_are_the_ones_the_engine_takes():
     import keras
 
+    from tfinetune.data.files import SCAN_CHECKS
     from tfinetune.data.images import RESIZE_MODES
     from tfinetune.models.heads import POOLINGS, TASKS
     from tfinetune.runs.flags import SCHEDULES, field_flags
@@ -277,6 +278,7 @@ def test_the_choices_a_flag_offers_are_the_ones_the_engine_takes():
         "model.pooling": set(POOLINGS), "training.optimizer": set(OPTIMIZERS),
         "performance.precision": set(PRECISIONS), "performance.strategy": set(STRATEGIES),
         "performance.jit_compile": {"auto", "true", "false"},
+        "data.scan": set(SCAN_CHECKS),
     }  # fmt: skip
     assert set(SCHEDULES) == set(ENGINE_SCHEDULES)
     for name in OPTIMIZERS:

@@ -6,8 +6,8 @@ Modules, in the order the data passes through them:
 - `headers`: image dimensions from file headers, so decompression bombs are refused.
 - `images`: decode and resize encoded images (shared with the serving graphs).
 - `hashes`: perceptual hashes, and the near-duplicate pairs they reveal.
-- `files`: `LabelledFiles`, `BadFile`; find unreadable files (hashing images on the way);
-  seeded splits of file lists.
+- `files`: `LabelledFiles`, `BadFile`; find unreadable files (decoding and hashing images,
+  or reading headers only for large inputs); seeded splits of file lists.
 - `folders`: list a folder of class sub-folders.
 - `tables`: labelled files from CSV files or `(path, label)` rows.
 - `exclude`: the files a person chose to leave out (`--exclude`, a `tfinetune clean` report).
@@ -18,9 +18,12 @@ Modules, in the order the data passes through them:
 - `splits`: seeded, stratified split indices and class weights.
 - `augment`: augmentation policies from Keras preprocessing layers.
 - `pipeline`: `PipelineOptions` and the one `tf.data` pipeline every source goes through.
+- `decode_log`: which training elements decoded, to name those that failed while training.
 - `memory_cache`: the in-memory cache of decoded batches the first epoch fills.
 - `datasets`: `ImageData`, and datasets from files, folders and arrays.
 - `records`: TFRecord shards (`tfinetune convert`) and reading them back.
 - `tfds`: TFDS datasets prepared in a local folder.
+- `record_index`: `RecordIndex`, where each record of shards or TFDS is, and its label.
+- `shards`: shards and `tfds:NAME` as a run's data, labels indexed in one pass.
 - `synthetic`: shape images for the demo and the tests.
 """

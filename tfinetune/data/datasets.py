@@ -18,10 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfinetune.data.augment import mixes_labels
+from tfinetune.data.decode_log import DecodeLog
 from tfinetune.data.files import BadFile, LabelledFiles
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.hashes import near_duplicate_pairs
 from tfinetune.data.pipeline import AUTOTUNE, PipelineOptions, build_splits
+from tfinetune.data.record_index import RecordIndex
 from tfinetune.data.splits import class_weights, split_indices, split_parts
 
 # split name -> (source of (image, label) elements, element count, encoded bytes or None)
@@ -48,6 +50,11 @@ class ImageData:
         train_labels: the training labels (class indices or regression targets), when known.
         multi_label: whether labels are multi-hot rows.
         task: "single_label", "multi_label" or "regression" (labels are float targets).
+        decode_log: which training elements have decoded (`DecodeLog`; by their position
+            in `train_files` or the training records).
+        skipped_in_training: training elements that failed to decode while training, by
+            position: the reason (see `tfinetune.runs.skipped`).
+        records: for TFRecord shards and TFDS, each split's `RecordIndex`.
     """
 
     train: tf.data.Dataset
@@ -64,6 +71,9 @@ class ImageData:
     train_labels: np.ndarray | None = None
     multi_label: bool = False
     task: str = "single_label"
+    decode_log: DecodeLog | None = None
+    skipped_in_training: dict[int, str] = field(default_factory=dict)
+    records: dict[str, RecordIndex] = field(default_factory=dict)
 
     def class_weights(self) -> dict[int, float]:
         """Keras `class_weight`s that balance the training classes (single-label data)."""
@@ -97,8 +107,10 @@ def build_image_data(
             f"The augmentation {options.augment!r} mixes labels (MixUp, CutMix), which has no "
             "meaning for regression targets: choose one without mixup or cutmix."
         )
-    built = build_splits(sources, options, len(class_names))
+    log = DecodeLog(sources["train"][1]) if "train" in sources else None
+    built = build_splits(sources, options, len(class_names), train_log=log)
     return ImageData(
+        decode_log=log,
         train=built["train"],
         val=built.get("val"),
         test=built.get("test"),

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfinetune.bars import progress_bar
 from tfinetune.data.hashes import as_uint64, perceptual_hash
+from tfinetune.data.headers import check_header
 from tfinetune.data.images import decode_image, undecodable_reason
 from tfinetune.data.splits import stratified_split
 
@@ -144,6 +145,31 @@ def _tf_error_text(err: Exception) -> str:
     return text.removesuffix("name:").strip()
 
 
+# How a scan checks files before training: "decode" every image (and hash it), read only the
+# "header" (format, size, decompression bombs), or "auto": decode up to this many files.
+SCAN_CHECKS = ("auto", "decode", "header")
+AUTO_DECODE_LIMIT = 20_000
+
+
+def scan_decoder(check: str, count: int) -> Callable:
+    """What a scan of `count` files runs on each: `decode_image` or `check_header`.
+
+    Args:
+        check: "auto" (decode up to `AUTO_DECODE_LIMIT` files, headers above), "decode" or
+            "header".
+        count: the number of files.
+
+    Example:
+    >>> scan_decoder("auto", 100).__name__, scan_decoder("auto", 10**6).__name__
+    ('decode_image', 'check_header')
+    """
+    if check not in SCAN_CHECKS:
+        raise ValueError(f"Unknown scan check {check!r}: use one of {', '.join(SCAN_CHECKS)}.")
+    if check == "decode" or (check == "auto" and count <= AUTO_DECODE_LIMIT):
+        return decode_image
+    return check_header
+
+
 def find_bad_files(
     paths: Sequence[str], verbose: int = 0, decode: Callable = decode_image
 ) -> list[BadFile]:
@@ -210,12 +236,25 @@ def check_files(
         hashes[index], readable[index] = rows, True
         if progress:
             progress.add(len(index))
-    bad = [BadFile(str(paths[i]), _failure_reason(paths[i], decode))
+    bad = [BadFile(str(paths[i]), failure_reason(paths[i], decode))
            for i in np.flatnonzero(~readable)]  # fmt: skip
     return bad, as_uint64(hashes) if hashing else None
 
 
-def _failure_reason(path: str, decode: Callable) -> str:
+def failure_reason(path: str, decode: Callable = decode_image) -> str:
+    """Why a file cannot be decoded, in words: the decoder's message, or what the file is.
+
+    Args:
+        path: the file.
+        decode: the decoder that failed on it.
+
+    Example:
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "notes.jpg")
+    >>> _ = open(p, "w").write("<html>")
+    >>> failure_reason(p)[:45]
+    'cannot be decoded: Unknown image file format.'
+    """
     try:
         decode(tf.io.read_file(path))
         reason = "cannot be decoded"

@@ -12,6 +12,7 @@ from tfinetune.data.files import (
     check_class_names,
     check_files,
     find_cross_class_duplicates,
+    scan_decoder,
 )
 from tfinetune.data.images import is_junk, sniff_format, undecodable_reason
 
@@ -49,6 +50,7 @@ def scan_image_folder(
     class_names: Sequence[str] | None = None,
     verify: bool = True,
     verbose: int = 0,
+    check: str = "auto",
 ) -> LabelledFiles:
     """List a folder with one sub-folder per class; skip and report unreadable files.
 
@@ -62,6 +64,9 @@ def scan_image_folder(
         verify: decode every file once to find corrupt ones (and hash each image for
             finding near-duplicates, `tfinetune.data.hashes`).
         verbose: show a progress bar while verifying.
+        check: how `verify` checks each file: "decode" (and hash), "header" (format,
+            size, decompression bombs; a corrupt image is then found while training), or
+            "auto": decode up to 20,000 files, headers above (`scan_decoder`).
 
     Example:
     >>> from tfinetune.data.synthetic import write_shapes_folder
@@ -75,7 +80,8 @@ def scan_image_folder(
     check_class_names(class_names)
     files = list_class_files(root, class_names)
     if verify:
-        bad, files.hashes = check_files(files.paths, verbose=verbose)
+        decode = scan_decoder(check, len(files))
+        bad, files.hashes = check_files(files.paths, verbose=verbose, decode=decode)
         files = files.without(bad)
     files = files.without(find_cross_class_duplicates(files))
     present = [name for name in class_names if (root / name).is_dir()]

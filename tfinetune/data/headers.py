@@ -109,3 +109,32 @@ def check_dimensions(dims: tf.Tensor) -> tf.Operation:
             f"${MAX_PIXELS_ENV} to allow it"
         ),
     )
+
+
+def check_header(encoded: tf.Tensor) -> tf.Tensor:
+    """`[height, width]` from a known image header within `max_pixels()`; an error otherwise.
+
+    What a header scan checks of each file (`tfinetune.data.files.check_files`): a format
+    TensorFlow decodes, sane dimensions, no decompression bomb; not the image data.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+
+    Example:
+    >>> check_header(tf.io.encode_png(tf.zeros([3, 5, 1], tf.uint8))).numpy().tolist()
+    [3, 5]
+    >>> check_header(tf.constant(b"<html>"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tensorflow.python.framework.errors_impl.InvalidArgumentError: ...not a JPEG, PNG, GIF, BMP...
+    """
+    dims = image_dimensions(encoded)
+    padded = tf.strings.join([encoded, b"\0" * 12])  # substr refuses to start past the end
+    webp = tf.logical_and(  # decodable; its header is not read here
+        _starts_with(encoded, b"RIFF"), tf.equal(tf.strings.substr(padded, 8, 4), b"WEBP")
+    )
+    known = tf.debugging.Assert(
+        tf.logical_or(tf.reduce_all(dims > 0), webp),
+        ["not a JPEG, PNG, GIF, BMP or WebP image, or its header gives no size"],
+    )
+    with tf.control_dependencies([known, check_dimensions(dims)]):
+        return tf.identity(dims)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from tfinetune.data.decode_log import DecodeLog
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -24,6 +26,7 @@ def shuffled_memory_cache(
     seed: int | None,
     batch_size: int,
     deterministic: bool = True,
+    log: DecodeLog | None = None,
 ) -> tf.data.Dataset:
     """Decode `(index, element)` pairs into memory slots, in batches; reshuffle every later pass.
 
@@ -39,6 +42,7 @@ def shuffled_memory_cache(
         seed: seeds the order of the passes after the first.
         batch_size: images per batch (the last batch of a pass may be smaller).
         deterministic: keep the element order fixed for a seed.
+        log: marks each index whose element decoded in the first pass.
 
     Example:
     >>> src = tf.data.Dataset.range(4).map(lambda i: (i, i))
@@ -65,8 +69,9 @@ def shuffled_memory_cache(
             labels.scatter_update(tf.IndexedSlices(batch_labels, rows)),
         ]
         with tf.control_dependencies(stored):
-            marked = filled.scatter_update(tf.IndexedSlices(tf.ones_like(rows, tf.bool), rows))
-        with tf.control_dependencies([marked]):
+            marked = [filled.scatter_update(tf.IndexedSlices(tf.ones_like(rows, tf.bool), rows))]
+            marked += [log.mark(rows)] if log is not None else []
+        with tf.control_dependencies(marked):
             return tf.identity(images), tf.identity(batch_labels)
 
     def mark_complete(images, batch_labels):

@@ -20,6 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfinetune.data.augment import Augment, build_augmentation, mixes_labels
+from tfinetune.data.decode_log import DecodeLog
 from tfinetune.data.images import (
     RESIZE_MODES,
     decode_and_resize,
@@ -101,6 +102,7 @@ def build_pipeline(
     encoded_bytes: int | None = None,
     num_classes: int | None = None,
     one_hot: bool = False,
+    decode_log: DecodeLog | None = None,
     **overrides: Any,
 ) -> tf.data.Dataset:
     """Turn a source of `(image, label)` elements into batches of `(float32 pixels, labels)`.
@@ -117,6 +119,9 @@ def build_pipeline(
         num_classes: needed for one-hot labels.
         one_hot: give one-hot labels (always so when the augmentation mixes labels, as
             MixUp and CutMix do; give it to the other splits of such data too).
+        decode_log: for training: marks the index of every element that decoded (an
+            element's index is its position in `source`, or the index it comes with), so
+            that the ones that failed can be named after a pass.
         **overrides: fields of `PipelineOptions`.
 
     Example:
@@ -150,7 +155,9 @@ def build_pipeline(
         # Shuffle the cheap elements (bytes) before decoding: nothing is cached, or the
         # memory cache stores the first pass as it goes (see `memory_cache`).
         source = source.enumerate().shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
-    ds = _decode(source, opts, cache, crop, is_encoded, paths=indexed)
+    elif training and not indexed and decode_log is not None:
+        source = source.enumerate()  # shuffled after the cache, with the index
+    ds = _decode(source, opts, cache, crop, is_encoded, paths=indexed, log=decode_log)
     if one_hot:
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
     if augmenter is not None and augmenter.layers:
@@ -196,53 +203,60 @@ class _Cache:
 
 
 def _decode(
-    source, opts: PipelineOptions, cache: _Cache, crop, is_encoded, paths: bool
-) -> tf.data.Dataset:
+    source, opts: PipelineOptions, cache: _Cache, crop, is_encoded, paths: bool,
+    log: DecodeLog | None = None,
+) -> tf.data.Dataset:  # fmt: skip
     """Batches of decoded images (a random crop, or the whole image resized), cached where
     it pays.
 
     `(index, (image, label))` sources come shuffled; with `paths`, their images are file
-    paths, read in the step that decodes them when the memory cache stores the first pass.
+    paths, read in the step that decodes them. Elements whose decoding fails are dropped;
+    with a `log`, each index that decoded is marked in it.
     """
     size, order, batch = opts.image_size, opts.deterministic, opts.batch_size
+    indexed = isinstance(source.element_spec[1], tuple)
 
     def image_of(item):
         return tf.io.read_file(item[0]) if paths else item[0]
 
-    if isinstance(source.element_spec[1], tuple):  # (index, (image, label)), shuffled
+    def decoded(ds, decode):
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
+        ds = ds.ignore_errors(log_warning=True)
+        if not indexed:
+            return ds
+        keep = log.passed if log is not None else lambda i, x, y: (x, y)
+        return ds.map(keep, num_parallel_calls=AUTOTUNE, deterministic=order)
+
+    if indexed:  # (index, (image, label)), shuffled
         if cache.replays(crop):  # (read,) decode and store in one step
             return shuffled_memory_cache(
                 source, cache.shuffle,
                 lambda item: (_to_pixels(image_of(item), size, opts.resize, is_encoded), item[1]),
-                opts.seed, batch, order,
+                opts.seed, batch, order, log=log,
             )  # fmt: skip
         source = source.map(
-            lambda i, item: (image_of(item), item[1]), num_parallel_calls=AUTOTUNE,
+            lambda i, item: (i, image_of(item), item[1]), num_parallel_calls=AUTOTUNE,
             deterministic=order,
         )  # fmt: skip
     if crop is not None:  # the crop changes every epoch: cache the encoded bytes
         ds = tf.data.Dataset.zip(cache(source), _seeds(opts.seed, 1))
-        return (
-            ds.map(
-                lambda item, s: (decode_random_crop(item[0], size, s, area=crop), item[1]),
-                num_parallel_calls=AUTOTUNE,
-                deterministic=order,
-            )
-            .ignore_errors(log_warning=True)
-            .batch(batch)
-        )
-    ds = source.map(
-        lambda image, label: (_to_pixels(image, size, opts.resize, is_encoded), label),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=order,
-    ).ignore_errors(log_warning=True)
-    return cache(ds).batch(batch)
+
+        def cropped(item, s):
+            return (*item[:-2], decode_random_crop(item[-2], size, s, area=crop), item[-1])
+
+        return decoded(ds, cropped).batch(batch)
+
+    def whole(*item):
+        return (*item[:-2], _to_pixels(item[-2], size, opts.resize, is_encoded), item[-1])
+
+    return cache(decoded(source, whole)).batch(batch)
 
 
 def build_splits(
     sources: Mapping[str, tuple[tf.data.Dataset, int, int | None]],
     options: PipelineOptions,
     num_classes: int,
+    train_log: DecodeLog | None = None,
 ) -> dict[str, tf.data.Dataset]:
     """One pipeline per split: "train" is shuffled and augmented, the others are not.
 
@@ -250,6 +264,7 @@ def build_splits(
         sources: split name -> `(source dataset, count, encoded bytes or None)`.
         options: the pipeline options; a disk cache path gets a `.<split>` suffix per split.
         num_classes: the number of classes (for one-hot labels).
+        train_log: marks each training element that decoded (see `build_pipeline`).
 
     Example:
     >>> import numpy as np
@@ -270,6 +285,7 @@ def build_splits(
             cache=f"{os.fspath(options.cache)}.{name}" if on_disk else options.cache,
             one_hot=one_hot,
             num_classes=num_classes,
+            decode_log=train_log if name == "train" else None,
         )
         for name, (source, count, encoded_bytes) in sources.items()
     }

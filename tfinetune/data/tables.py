@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tfinetune.data.files import BadFile, LabelledFiles, check_class_names, check_files
+from tfinetune.data.files import (
+    BadFile,
+    LabelledFiles,
+    check_class_names,
+    check_files,
+    scan_decoder,
+)
 
 
 def files_from_rows(
@@ -26,6 +32,7 @@ def files_from_rows(
     task: str | None = None,
     target_name: str = "value",
     verify: bool = True,
+    check: str = "auto",
 ) -> LabelledFiles:
     """Labelled files from `(path, label)` rows; missing and unreadable files are reported.
 
@@ -42,6 +49,7 @@ def files_from_rows(
             `label_delim` is given or a label is a list, else single-label.
         target_name: regression: the target's name (the model's one output).
         verify: decode every file once to find corrupt ones.
+        check: how `verify` checks: "auto", "decode" or "header" (see `scan_decoder`).
 
     Example:
     >>> import tempfile
@@ -71,9 +79,10 @@ def files_from_rows(
     present = [p for p in paths if os.path.isfile(p)]
     hashes = None
     if verify:
-        unreadable, checked = check_files(present)
+        unreadable, checked = check_files(present, decode=scan_decoder(check, len(present)))
         bad += unreadable
-        hashes = dict(zip(present, checked.tolist(), strict=True))
+        if checked is not None:
+            hashes = dict(zip(present, checked.tolist(), strict=True))
     skip = {b.path for b in bad}
     keep = [i for i, path in enumerate(paths) if path not in skip]
     if not keep:
@@ -245,6 +254,7 @@ def read_csv_files(
     label_delim: str | None = None,
     class_names: Sequence[str] | None = None,
     task: str | None = None,
+    check: str = "auto",
 ) -> LabelledFiles:
     """Labelled files from a CSV with a path column and a label column (header row needed).
 
@@ -259,6 +269,7 @@ def read_csv_files(
         class_names: the classes, in label order (default: sorted names).
         task: "single_label", "multi_label" or "regression" (a number per row); by default
             multi-label when `label_delim` is given, else single-label.
+        check: how each file is checked: "auto", "decode" or "header" (`scan_decoder`).
 
     Example:
     >>> import tempfile
@@ -278,4 +289,5 @@ def read_csv_files(
         label_delim=label_delim,
         task=task,
         target_name=label_column,
+        check=check,
     )

@@ -84,6 +84,7 @@ def data_and_model(
             d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
             label_delim=d.label_delim or None, path_column=d.path_column,
             label_column=d.label_column, exclude=d.exclude or None, verbose=bool(verbose),
+            check=d.scan, tfds_dir=d.tfds_dir or None,
         )  # fmt: skip
     if verbose:
         _print_bad_files(data.bad_files)

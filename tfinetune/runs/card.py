@@ -46,7 +46,7 @@ def relative(path: str | os.PathLike, start: str | os.PathLike) -> str:
     '../photos/train'
     """
     text = os.fspath(path)
-    if not text or "://" in text or text.startswith("hub:"):
+    if not text or "://" in text or text.startswith(("hub:", "tfds:")):
         return text
     return os.path.relpath(text, os.fspath(start))
 
@@ -90,7 +90,8 @@ def _training_data(experiment: Experiment, data: ImageData, parent: Path) -> str
     held = f"`{val}`" if val else f"{experiment.data.val_split:.0%} of it held out"
     lines.append(f"From `{train}` (validation: {held}), listed file by file in `manifest.csv`.")
     lines.append("")
-    splits = [(s, f) for s in ("train", "val", "test") if (f := getattr(data, f"{s}_files"))]
+    splits = [(s, f) for s in ("train", "val", "test")
+              if (f := getattr(data, f"{s}_files") or data.records.get(s))]  # fmt: skip
     if data.task == "single_label" and splits:
         lines += ["| class | " + " | ".join(s for s, _ in splits) + " |",
                   "|---|" + "---:|" * len(splits)]  # fmt: skip
@@ -99,7 +100,8 @@ def _training_data(experiment: Experiment, data: ImageData, parent: Path) -> str
             lines.append(f"| {name} | " + " | ".join(str(c[i]) for c in counts) + " |")
     else:
         lines.append(", ".join(f"{len(f)} {s}" for s, f in splits) + " examples.")
-    lines += ["", f"Skipped (unreadable): {len(data.bad_files)}; excluded (`--exclude`): "
+    lines += ["", f"Skipped (unreadable): {len(data.bad_files)}; failed to decode while "
+              f"training: {len(data.skipped_in_training)}; excluded (`--exclude`): "
               f"{len(data.excluded)}; ignored (hidden or system files): "
               f"{len(data.ignored)}."]  # fmt: skip
     if data.leaks:

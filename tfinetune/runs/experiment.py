@@ -28,12 +28,16 @@ class DataConfig:
     """Where the images come from and how they reach the model."""
 
     train: str = option(
-        "", "training folder (DIR/<class>/<images or WAV files>) or CSV file",
-        flag=("--data", "--csv"),
+        "", "training folder (DIR/<class>/<images or WAV files>), CSV file, folder or glob of "
+        "TFRecord shards (tfinetune convert), or tfds:NAME", flag=("--data", "--csv"),
     )  # fmt: skip
     val: str = option(
-        "", "validation folder or CSV, with train's columns; empty: hold out val_split",
-        flag=("--val-data", "--val-csv"),
+        "", "validation folder, CSV or shards, like train; empty: hold out val_split (a "
+        "convert folder: its val shards)", flag=("--val-data", "--val-csv"),
+    )  # fmt: skip
+    tfds_dir: str = option(
+        "", "where tfds:NAME is prepared (downloaded there if missing); empty: TFDS's",
+        flag="--tfds-dir",
     )  # fmt: skip
     val_split: float = option(
         0.2, "share held out for validation when there is no val", flag="--val-split"
@@ -41,6 +45,12 @@ class DataConfig:
     exclude: str = option(
         "", "CSV of files to leave out (the issues.csv of `tfinetune clean`: rows whose action "
         "is exclude; or a list with a path column)", flag="--exclude",
+    )  # fmt: skip
+    scan: str = option(
+        "auto", "how files are checked before training: decode each (and hash it for leaks), "
+        "read its header only (a corrupt image is then skipped while training and named in "
+        "the manifest), or auto: decode up to 20,000 files, headers above", flag="--scan",
+        choices=("auto", "decode", "header"),
     )  # fmt: skip
     task: str = option(
         "", "what a CSV's label column holds; empty: multi_label with label_delim, else "
@@ -219,8 +229,8 @@ def resolve_paths(experiment: Experiment, base: str | os.PathLike) -> Experiment
         base: the folder relative paths start from.
     """
 
-    def full(value: str) -> str:
-        return str((Path(base) / value).resolve()) if value else value
+    def full(value: str) -> str:  # `tfds:NAME` is a name, not a path
+        return str((Path(base) / value).resolve()) if value and value[:5] != "tfds:" else value
 
     weights = experiment.model.weights
     return dataclasses.replace(
@@ -230,6 +240,7 @@ def resolve_paths(experiment: Experiment, base: str | os.PathLike) -> Experiment
             train=full(experiment.data.train),
             val=full(experiment.data.val),
             exclude=full(experiment.data.exclude),
+            tfds_dir=full(experiment.data.tfds_dir),
         ),
         model=dataclasses.replace(
             experiment.model,

@@ -100,10 +100,12 @@ def _label_text(files: LabelledFiles, label) -> str:
 
 
 def manifest_rows(data: ImageData) -> list[dict]:
-    """One row per file: `split`, `path`, `label`, `status`, `reason`.
+    """One row per file (or record, `SHARD#POSITION`): `split`, `path`, `label`, `status`,
+    `reason`.
 
-    The status is `used`, `skipped` (unreadable), `excluded` (left out by `--exclude`) or
-    `ignored` (known junk).
+    The status is `used`, `skipped` (unreadable: found by the scan, or with its split when it
+    failed to decode while training), `excluded` (left out by `--exclude`) or `ignored`
+    (known junk).
 
     Args:
         data: the run's datasets.
@@ -111,9 +113,18 @@ def manifest_rows(data: ImageData) -> list[dict]:
     rows = []
     for split in ("train", "val", "test"):
         files = getattr(data, f"{split}_files")
-        for path, label in zip(files.paths, files.labels, strict=True) if files else ():
+        failed = data.skipped_in_training if split == "train" else {}
+        for i, (path, label) in enumerate(zip(files.paths, files.labels, strict=True)
+                                          if files else ()):  # fmt: skip
+            status = "skipped" if i in failed else "used"
             rows.append({"split": split, "path": path, "label": _label_text(files, label),
-                         "status": "used", "reason": ""})  # fmt: skip
+                         "status": status, "reason": failed.get(i, "")})  # fmt: skip
+    for split, index in data.records.items():  # shards or TFDS: `SOURCE#POSITION`
+        failed = data.skipped_in_training if split == "train" else {}
+        for i, (name, label) in enumerate(index.rows()):
+            rows.append({"split": split, "path": name, "label": label,
+                         "status": "skipped" if i in failed else "used",
+                         "reason": failed.get(i, "")})  # fmt: skip
     for bad in data.bad_files:
         rows.append({"split": "", "path": bad.path, "label": "", "status": "skipped",
                      "reason": bad.reason})  # fmt: skip
@@ -199,8 +210,9 @@ def check_same_files(run: Path, data: ImageData) -> None:
     if not (run / MANIFEST_FILE).is_file():
         return  # stopped before the data was read: nothing to compare
 
-    def used(rows):
-        return {(r["split"], r["path"], r["label"]) for r in rows if r["status"] == "used"}
+    def used(rows):  # a file that failed while training was in the data all the same
+        return {(r["split"], r["path"], r["label"]) for r in rows
+                if r["status"] == "used" or (r["status"] == "skipped" and r["split"])}  # fmt: skip
 
     before, now = used(read_manifest(run)), used(manifest_rows(data))
     if before != now:

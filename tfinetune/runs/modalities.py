@@ -18,6 +18,7 @@ from pathlib import Path
 from tfinetune.data.audio import audio_dataset, is_audio_folder, scan_audio_folder
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.labelled import is_csv
+from tfinetune.data.shards import is_record_source
 from tfinetune.data.splits import split_parts
 from tfinetune.data.text import read_text_csv, text_datasets
 from tfinetune.models.backbones import BackboneSpec, get_spec
@@ -61,6 +62,8 @@ def data_modality(train: str, text_column: str = "text", path_column: str = "pat
     >>> data_modality(str(path))
     'text'
     """
+    if is_record_source(train):
+        return "image"
     if is_csv(train):
         if not Path(train).is_file():
             return "image"  # reading it reports the missing file

@@ -14,6 +14,12 @@ from tfinetune.data.exclude import read_exclusions
 from tfinetune.data.folders import scan_image_folder
 from tfinetune.data.labelled import is_csv
 from tfinetune.data.pipeline import PipelineOptions
+from tfinetune.data.shards import (
+    TFDS_PREFIX,
+    is_record_source,
+    shard_datasets,
+    tfds_run_datasets,
+)
 from tfinetune.data.tables import read_csv_files
 from tfinetune.models.classifier import build_classifier
 from tfinetune.models.saving import load_keras_model
@@ -34,8 +40,11 @@ def load_run_data(
     label_column: str = "label",
     exclude: str | os.PathLike | None = None,
     verbose: int = 1,
+    check: str = "auto",
+    tfds_dir: str | os.PathLike | None = None,
 ) -> ImageData:
-    """Training and validation datasets from folders of class sub-folders or CSV files.
+    """Training and validation datasets from folders of class sub-folders, CSV files,
+    TFRecord shards or `tfds:NAME` (`tfinetune.data.shards`).
 
     A CSV has a header row, a path column (relative to the CSV's folder) and a label column:
     a class name, several separated by `label_delim` (multi-label), or a number (regression).
@@ -54,6 +63,9 @@ def load_run_data(
         exclude: a CSV of files to leave out (`tfinetune.data.exclude.read_exclusions`);
             they are named in `ImageData.excluded`, never deleted.
         verbose: show progress while checking files.
+        check: how files are checked: "auto", "decode" or "header"
+            (`tfinetune.data.files.scan_decoder`).
+        tfds_dir: where `tfds:NAME` data is prepared.
 
     Example:
     >>> load_run_data("no/such/folder", None, PipelineOptions(32, 4))  # doctest: +ELLIPSIS
@@ -62,18 +74,22 @@ def load_run_data(
     """
     if task == "multi_label" and label_delim is None:
         label_delim = " "
+    if is_record_source(data):
+        return _record_data(data, val, options, val_split, task, exclude, tfds_dir, verbose)
     if not is_csv(data):
         if task not in (None, "single_label") or (val is not None and is_csv(val)):
             raise ValueError(
                 f"A folder of class sub-folders ({str(data)!r}) gives one label per image; for "
                 f"the {task or 'given'} task, pass CSV files (--csv, --val-csv)."
             )
-        train_files = scan_image_folder(data, verbose=verbose)
+        train_files = scan_image_folder(data, verbose=verbose, check=check)
         val_files = (
-            scan_image_folder(val, train_files.class_names, verbose=verbose) if val else None
+            scan_image_folder(val, train_files.class_names, verbose=verbose, check=check)
+            if val
+            else None
         )
     else:
-        columns = {"path_column": path_column, "label_column": label_column}
+        columns = {"path_column": path_column, "label_column": label_column, "check": check}
         train_files = read_csv_files(data, label_delim=label_delim, task=task, **columns)
         val_files = None
         if val is not None:
@@ -93,6 +109,19 @@ def load_run_data(
         train_files = train_files.excluding(reasons)
         val_files = val_files.excluding(reasons) if val_files is not None else None
     return files_datasets(train_files, val_files, val_split=val_split, options=options)
+
+
+def _record_data(data, val, options, val_split, task, exclude, tfds_dir, verbose) -> ImageData:
+    """Shards or a TFDS dataset: single-label images, nothing left out by a list."""
+    if task not in (None, "single_label") or exclude:
+        what = f"--exclude {str(exclude)!r}" if exclude else f"the {task} task"
+        raise ValueError(
+            f"{what} needs image files; {str(data)!r} holds records (shards or TFDS), which "
+            "give one label per image. Train from the folder or CSV instead."
+        )
+    if str(data).startswith(TFDS_PREFIX):
+        return tfds_run_datasets(str(data), tfds_dir or None, options, val_split, verbose)
+    return shard_datasets(str(data), str(val) if val else None, options, verbose)
 
 
 def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict, Path]:
@@ -119,7 +148,7 @@ def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict
     except FileNotFoundError:  # a bare .keras file: what the model carries
         class_names, contract = keras_contract(model_file, model)
     for key in RUN_RELATIVE:  # recorded relative to the run folder (absolute before 0.1)
-        if contract.get(key):
+        if contract.get(key) and not contract[key].startswith(TFDS_PREFIX):
             contract[key] = str((model_file.parent / contract[key]).resolve())
     return model, class_names, contract, model_file
 

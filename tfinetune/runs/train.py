@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.backbones import BackboneSpec
 from tfinetune.models.heads import set_model_info
 from tfinetune.runs.build import data_and_model, resolved_backbone
-from tfinetune.runs.card import write_model_card
+from tfinetune.runs.card import relative, write_model_card
 from tfinetune.runs.checks import check_values
 from tfinetune.runs.experiment import Experiment, load_config, resolve_paths
 from tfinetune.runs.folder import (
@@ -44,6 +45,7 @@ from tfinetune.runs.folder import (
     write_manifest,
     write_record,
 )
+from tfinetune.runs.skipped import SkippedInTraining
 from tfinetune.runs.sources import load_teacher
 from tfinetune.runs.validation import evaluate_validation
 from tfinetune.serving.export import export_version
@@ -139,7 +141,7 @@ def train_run(
             check_same_files(out, data)
         write_manifest(out, data)
         write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
-        history = _train(experiment, data, model, verbose, out / CHECKPOINTS, resume, strategy)
+        history = _train(experiment, data, model, verbose, out, resume, strategy)
         write_text(out / "history.json", json.dumps(history.to_dict(), indent=2))
         plot_history(history, out / "training_curves.png")
         report = None
@@ -161,10 +163,12 @@ def train_run(
 
 def _train(
     experiment: Experiment, data: ImageData, model: keras.Model, verbose: int,
-    checkpoints: Path, resume: bool, strategy,
+    out: Path, resume: bool, strategy,
 ) -> FineTuneHistory:  # fmt: skip
     """Fine-tune the model (or distil it) in the experiment's stages, with checkpoints;
-    with several replicas, every learning rate times their number (the batch grew so)."""
+    with several replicas, every learning rate times their number (the batch grew so).
+    After each epoch that is a whole pass, training files that failed to decode are named in
+    the manifest."""
     t, distill, p = experiment.training, experiment.distill, experiment.performance
     trained = model
     if distill.teacher:
@@ -184,7 +188,8 @@ def _train(
         performance=replace(
             p, strategy=strategy if keras.config.backend() == "tensorflow" else "auto"
         ),
-        checkpoint_dir=checkpoints, resume=resume,
+        checkpoint_dir=out / CHECKPOINTS, resume=resume,
+        callbacks=[SkippedInTraining(data, out, verbose)] if t.steps_per_epoch is None else [],
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
@@ -239,10 +244,14 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
                "top_k": experiment.export.top_k,
                "metadata": {**_export_facts(spec, sources, csv_columns, out),
                             **_calibration_facts(report)}}  # fmt: skip
-    if keras.config.backend() != "tensorflow":  # a SavedModel is TensorFlow's: export there
-        export_in_tensorflow(out / "model.keras", out / SAVED_MODEL_DIR, options, data.val_files)
-        return
-    export_saved_version(model, out / SAVED_MODEL_DIR, options, data.val_files)
+    with tempfile.TemporaryDirectory() as scratch:
+        val_files = data.val_files
+        if val_files is None and "val" in data.records:  # check on real images all the same
+            val_files = data.records["val"].sample(Path(scratch))
+        if keras.config.backend() != "tensorflow":  # a SavedModel is TensorFlow's: export there
+            export_in_tensorflow(out / "model.keras", out / SAVED_MODEL_DIR, options, val_files)
+            return
+        export_saved_version(model, out / SAVED_MODEL_DIR, options, val_files)
 
 
 def export_saved_version(model: keras.Model, base: Path, options: dict, val_files) -> None:
@@ -311,7 +320,7 @@ def _export_facts(spec: BackboneSpec, sources: dict, csv_columns: dict | None, r
     """What an export records of its run: backbone, data and teacher paths (relative to the
     run folder, so that the two can move together), CSV columns."""
     facts = {"backbone": spec.name, "normalization": spec.normalization}
-    facts.update({k: os.path.relpath(Path(v).resolve(), run.resolve())
+    facts.update({k: relative(Path(v).resolve(), run) if v[:5] != "tfds:" else v
                   for k, v in sources.items() if v})  # fmt: skip
     if csv_columns:  # how to read the CSVs again, to evaluate and verify
         facts["csv"] = csv_columns

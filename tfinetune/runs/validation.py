@@ -131,7 +131,8 @@ def evaluate_validation(
         (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
     # A file that became unreadable after the scan would shift the order: no paths then.
     val = data.val_files
-    paths = (val.texts if modality == "text" else val.paths) if len(labels) == len(val) else None
+    known = val is not None and len(labels) == len(val)  # records: named in the manifest
+    paths = (val.texts if modality == "text" else val.paths) if known else None
     write_evaluation(
         out, report, paths, data.bad_files, modality=modality, seconds=seconds, tta=tta
     )

@@ -1,0 +1,90 @@
+"""Training data that failed to decode while training: named in the run's manifest.
+
+A scan that reads headers only (large inputs) or nothing (TFRecord shards, TFDS) cannot see a
+file whose header is sound and whose image data is corrupt. The pipeline drops such an
+element and marks every one it decoded (`tfinetune.data.decode_log`); after each epoch (a
+whole pass over the training data), `SkippedInTraining` names the ones that failed, with the
+decoder's reason, in `manifest.csv`, so that every file is still used or reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from tfinetune.data.datasets import ImageData
+from tfinetune.data.files import failure_reason
+from tfinetune.runs.folder import write_manifest
+
+
+def training_element(data: ImageData, index: int) -> tuple[str, str]:
+    """The name of a training element (a file path, or `shard#record`) and why it fails.
+
+    Args:
+        data: the run's datasets.
+        index: the element's position in the training files or records.
+
+    Example:
+    >>> import tempfile, os
+    >>> from tfinetune.data.files import LabelledFiles
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
+    >>> _ = open(p, "wb").write(b"\\x89PNG\\r\\n\\x1a\\n broken")
+    >>> d = ImageData(None, None, ["a"], train_files=LabelledFiles([p], [0], ["a"]))
+    >>> training_element(d, 0)[1].startswith("cannot be decoded")
+    True
+    """
+    records = getattr(data, "records", None) or {}
+    if data.train_files is not None:
+        path = data.train_files.paths[index]
+        return path, failure_reason(path)
+    if "train" in records:
+        return records["train"].name(index), records["train"].failure(index)
+    return f"training element {index}", "cannot be decoded"
+
+
+class SkippedInTraining(keras.callbacks.Callback):
+    """After each epoch, names the training elements that failed to decode in the manifest.
+
+    Only meaningful when an epoch is a whole pass over the training data (no
+    `steps_per_epoch`); each element is reported once, with the epoch it failed in.
+
+    Args:
+        data: the run's datasets, with their `decode_log`.
+        out: the run folder whose `manifest.csv` is rewritten.
+        verbose: print a line per epoch that skipped something.
+
+    Example:
+    >>> import numpy as np
+    >>> from tfinetune.data.datasets import array_datasets
+    >>> d = array_datasets(np.zeros((4, 8, 8), "uint8"), np.array([0, 1] * 2), ["a", "b"],
+    ...                    val_split=0, image_size=8)
+    >>> _ = list(d.train)  # a whole pass: every element decoded
+    >>> SkippedInTraining(d, Path("unused")).on_epoch_end(0)
+    >>> d.skipped_in_training
+    {}
+    """
+
+    def __init__(self, data: ImageData, out: Path, verbose: int = 1) -> None:
+        super().__init__()
+        self.data, self.out, self.verbose = data, Path(out), verbose
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        log, skipped = self.data.decode_log, self.data.skipped_in_training
+        if log is None:
+            return
+        new = [int(i) for i in log.missing() if int(i) not in skipped]
+        if not new:
+            return
+        names = []
+        for index in new:
+            name, reason = training_element(self.data, index)
+            skipped[index] = f"failed to decode while training (epoch {epoch + 1}): {reason}"
+            names.append(name)
+        write_manifest(self.out, self.data)
+        if self.verbose:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            print(
+                f"Epoch {epoch + 1}: skipped {len(new)} training file(s) that failed to decode "
+                f"({shown}); manifest.csv names each with the reason."
+            )
