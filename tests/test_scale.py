@@ -182,3 +182,23 @@ def test_train_from_a_locally_prepared_tfds_dataset(tmp_path, capsys):
     missing = ["train", "--data", "tfds:scale_shapes", "--tfds-dir", str(tmp_path / "empty")]
     assert main([*missing, *TINY, "--out", str(tmp_path / "run2")]) == 2
     assert "scale_shapes" in capsys.readouterr().err
+
+
+def test_shuffled_shards_give_every_record_once_an_epoch_with_its_index(tmp_path, monkeypatch):
+    from tfinetune.data import shards as shards_module
+    from tfinetune.data.records import write_tfrecords
+
+    data = write_shapes_folder(tmp_path / "data", ["ring", "star", "cross"], 10, size=16)
+    files = scan_image_folder(data)
+    paths = write_tfrecords(files, tmp_path / "train", shard_size=4)
+    index = shards_module._shard_index(paths, files.class_names)
+    assert index.counts.tolist() == [4] * 7 + [2] and index.labels.tolist() == files.labels
+    monkeypatch.setattr(shards_module, "SHUFFLE_BYTES", 1)  # the smallest buffer: one record
+    size = sum(Path(p).stat().st_size for p in paths)
+    ds = shards_module.shuffled_records(index, 3, size, seed=5)
+    epochs = [[(int(i), int(y)) for i, (_, y) in ds] for _ in range(2)]
+    for epoch in epochs:  # every record once, with the label its index names
+        assert sorted(i for i, _ in epoch) == list(range(30))
+        assert all(index.labels[i] == y for i, y in epoch)
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    assert [i for i, _ in epochs[0]] != list(range(30))

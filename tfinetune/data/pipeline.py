@@ -103,6 +103,7 @@ def build_pipeline(
     num_classes: int | None = None,
     one_hot: bool = False,
     decode_log: DecodeLog | None = None,
+    reads_files: bool | None = None,
     **overrides: Any,
 ) -> tf.data.Dataset:
     """Turn a source of `(image, label)` elements into batches of `(float32 pixels, labels)`.
@@ -122,6 +123,8 @@ def build_pipeline(
         decode_log: for training: marks the index of every element that decoded (an
             element's index is its position in `source`, or the index it comes with), so
             that the ones that failed can be named after a pass.
+        reads_files: whether an indexed source's images are file paths (the default) or
+            encoded bytes (shuffled records).
         **overrides: fields of `PipelineOptions`.
 
     Example:
@@ -137,8 +140,9 @@ def build_pipeline(
     one_hot = one_hot or (augmenter is not None and augmenter.mixes_labels)
     if one_hot and not num_classes:
         raise ValueError("One-hot labels (which MixUp and CutMix need) need num_classes.")
-    # An indexed source, `(index, (path, label))`, comes shuffled (see `file_source`).
+    # An indexed source, `(index, (path or bytes, label))`, comes shuffled (`file_source`).
     indexed = isinstance(source.element_spec[1], tuple)
+    reads_files = indexed if reads_files is None else reads_files
     image_spec = source.element_spec[1][0] if indexed else source.element_spec[0]
     is_encoded = image_spec.dtype == tf.string
     if crop is not None and not is_encoded:
@@ -157,7 +161,7 @@ def build_pipeline(
         source = source.enumerate().shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
     elif training and not indexed and decode_log is not None:
         source = source.enumerate()  # shuffled after the cache, with the index
-    ds = _decode(source, opts, cache, crop, is_encoded, paths=indexed, log=decode_log)
+    ds = _decode(source, opts, cache, crop, is_encoded, paths=reads_files, log=decode_log)
     if one_hot:
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
     if augmenter is not None and augmenter.layers:
@@ -261,7 +265,8 @@ def build_splits(
     """One pipeline per split: "train" is shuffled and augmented, the others are not.
 
     Args:
-        sources: split name -> `(source dataset, count, encoded bytes or None)`.
+        sources: split name -> `(source dataset, count, encoded bytes or None)`, and for
+            an indexed source whose images are bytes, not paths, a fourth item: False.
         options: the pipeline options; a disk cache path gets a `.<split>` suffix per split.
         num_classes: the number of classes (for one-hot labels).
         train_log: marks each training element that decoded (see `build_pipeline`).
@@ -286,8 +291,9 @@ def build_splits(
             one_hot=one_hot,
             num_classes=num_classes,
             decode_log=train_log if name == "train" else None,
+            reads_files=reads[0] if reads else None,
         )
-        for name, (source, count, encoded_bytes) in sources.items()
+        for name, (source, count, encoded_bytes, *reads) in sources.items()
     }
 
 

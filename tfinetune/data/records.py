@@ -161,17 +161,30 @@ def read_tfrecords(
     [0, 0, 1, 1]
     """
 
-    def parse(record):
-        example = tf.io.parse_single_example(record, FEATURES)
-        labels = tf.sparse.to_dense(example["image/class/label"])
-        if multi_label:
-            label = tf.reduce_max(tf.one_hot(labels, num_classes), axis=0)
-        else:
-            label = tf.cast(labels[0], tf.int32)
-        return example["image/encoded"], label
-
     records = tf.data.TFRecordDataset([os.fspath(p) for p in paths], num_parallel_reads=None)
-    return records.map(parse, num_parallel_calls=AUTOTUNE)
+    return records.map(lambda r: parse_record(r, num_classes, multi_label),
+                       num_parallel_calls=AUTOTUNE)  # fmt: skip
+
+
+def parse_record(
+    record: tf.Tensor, num_classes: int, multi_label: bool = False
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(encoded bytes, label)` from one serialized `tf.train.Example` that `convert` wrote.
+
+    Args:
+        record: the serialized example (a scalar string).
+        num_classes: the number of classes (for multi-hot labels).
+        multi_label: the label as a multi-hot float32 row instead of one class index.
+
+    Example:
+    >>> int(parse_record(tf.constant(_example(b"img", [1])), 2)[1])
+    1
+    """
+    example = tf.io.parse_single_example(record, FEATURES)
+    labels = tf.sparse.to_dense(example["image/class/label"])
+    if multi_label:
+        return example["image/encoded"], tf.reduce_max(tf.one_hot(labels, num_classes), axis=0)
+    return example["image/encoded"], tf.cast(labels[0], tf.int32)
 
 
 def tfrecord_datasets(

@@ -24,9 +24,11 @@ import tensorflow as tf
 from tfinetune.data.datasets import ImageData, build_image_data
 from tfinetune.data.pipeline import AUTOTUNE, PipelineOptions
 from tfinetune.data.record_index import RecordIndex
-from tfinetune.data.records import MANIFEST, read_tfrecords
+from tfinetune.data.records import MANIFEST, parse_record, read_tfrecords
 
 TFDS_PREFIX = "tfds:"
+# The most encoded records (bytes) the training shuffle of shards holds.
+SHUFFLE_BYTES = 256 * 1024**2
 
 
 def is_record_source(data: str | os.PathLike) -> bool:
@@ -66,20 +68,79 @@ def _shard_split(data: str, split: str) -> tuple[list[Path], dict]:
 
 
 def _label_index(read, sources: list[str], names: list[str], what: str) -> RecordIndex:
-    """Every record's label, in one pass that decodes no image."""
+    """Every record's label, source by source, in one pass that decodes no image."""
     counts, labels = [], []
     for source in sources:
         try:
             found = [int(y) for y in read(source).map(lambda _, y: y).batch(4096)
                      .unbatch().as_numpy_iterator()]  # fmt: skip
         except tf.errors.OpError as err:
-            raise ValueError(
-                f"{what} {source!r} cannot be read ({getattr(err, 'message', err)}): it is "
-                "damaged or cut short; write it again (tfinetune convert)."
-            ) from None
+            raise _damaged(what, source, err) from None
         counts.append(len(found))
         labels += found
     return RecordIndex(sources, np.array(counts, np.int64), np.array(labels, np.int32), names)
+
+
+def _damaged(what: str, source: str, err: Exception) -> ValueError:
+    return ValueError(
+        f"{what} {source!r} cannot be read ({getattr(err, 'message', err)}): it is damaged or "
+        "cut short; write it again (tfinetune convert)."
+    )
+
+
+def _shard_index(paths: list[str], names: list[str]) -> RecordIndex:
+    """Every record's label from many shards, read in parallel (labels parsed in batches)."""
+    spec = {"image/class/label": tf.io.VarLenFeature(tf.int64)}
+
+    def labels(shard, records):
+        parsed = tf.sparse.to_dense(tf.io.parse_example(records, spec)["image/class/label"])
+        return shard, parsed[:, 0] if parsed.shape.rank == 2 else parsed
+
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths)).interleave(
+        lambda i, p: tf.data.TFRecordDataset(p).batch(4096).map(lambda r: labels(i, r)),
+        cycle_length=min(8, len(paths)), num_parallel_calls=AUTOTUNE, deterministic=True,
+    )  # fmt: skip
+    shards, found = [], []
+    try:
+        for shard, batch in ds.as_numpy_iterator():
+            shards.append(np.full(len(batch), shard, np.int64))
+            found.append(batch.astype(np.int32))
+    except tf.errors.OpError:  # which one: read them one by one
+        return _label_index(lambda p: read_tfrecords([p], len(names)), paths, names, "The shard")
+    shard_of = np.concatenate(shards) if shards else np.zeros(0, np.int64)
+    order = np.argsort(shard_of, kind="stable")  # each shard's records stay in order
+    labels_ = np.concatenate(found)[order] if found else np.zeros(0, np.int32)
+    return RecordIndex(paths, np.bincount(shard_of, minlength=len(paths)), labels_, names)
+
+
+def shuffled_records(
+    index: RecordIndex, num_classes: int, encoded_bytes: int, seed: int | None
+) -> tf.data.Dataset:
+    """`(record index, (encoded, label))` for training, in a new order every epoch, in
+    bounded memory: the shards in a new order, 16 read at once and interleaved, then shuffled
+    in a buffer of at most `SHUFFLE_BYTES` of records.
+
+    Args:
+        index: the training records.
+        num_classes: the number of classes.
+        encoded_bytes: the shards' total size (for the buffer's length).
+        seed: seeds both shuffles.
+    """
+    starts = np.cumsum(index.counts) - index.counts
+    shards = tf.data.Dataset.from_tensor_slices((index.sources, starts))
+    shards = shards.shuffle(len(index.sources), seed=seed, reshuffle_each_iteration=True)
+
+    def read(path, start):
+        records = tf.data.TFRecordDataset(path).enumerate()
+        return records.map(lambda j, r: (start + j, parse_record(r, num_classes)))
+
+    ds = shards.interleave(read, cycle_length=min(16, len(index.sources)),
+                           num_parallel_calls=AUTOTUNE, deterministic=True)  # fmt: skip
+    per_record = max(1, encoded_bytes // max(1, len(index)))
+    buffer = int(max(1, min(len(index), SHUFFLE_BYTES // per_record)))
+    return ds.shuffle(
+        buffer, seed=None if seed is None else seed + 1, reshuffle_each_iteration=True
+    )
 
 
 def shard_datasets(
@@ -112,17 +173,19 @@ def shard_datasets(
         parts.update({s: _shard_split(train, s)[0] for s in ("val", "test")})
     names = list(manifest["class_names"])
 
-    def read(source):
-        return read_tfrecords([source], len(names))
-
     sources, records = {}, {}
     for split, paths in parts.items():
         if not paths:
             continue
-        index = _label_index(read, [str(p) for p in paths], names, "The shard")
+        index = _shard_index([str(p) for p in paths], names)
         index.read = lambda paths=paths: read_tfrecords(paths, len(names))
         size = sum(p.stat().st_size for p in paths)
-        sources[split], records[split] = (index.read(), len(index), size), index
+        records[split] = index
+        if split == "train":  # indexed, shuffled by shard, bounded: bytes, not paths
+            train = shuffled_records(index, len(names), size, options.seed)
+            sources[split] = (train, len(index), size, False)
+        else:
+            sources[split] = (index.read(), len(index), size)
     if verbose:
         print(", ".join(f"{split}: {len(i)} records" for split, i in records.items()))
     return build_image_data(sources, names, options, records=records,
