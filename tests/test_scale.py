@@ -202,3 +202,22 @@ def test_shuffled_shards_give_every_record_once_an_epoch_with_its_index(tmp_path
         assert all(index.labels[i] == y for i, y in epoch)
     assert epochs[0] != epochs[1]  # a new order every epoch
     assert [i for i, _ in epochs[0]] != list(range(30))
+
+
+@pytest.mark.parametrize("cache, augment", [(True, None), (False, "light"), (True, "medium")])
+def test_after_a_whole_pass_the_decode_log_names_the_failed_element(tmp_path, cache, augment):
+    from tfinetune.data.datasets import files_datasets
+
+    data = write_shapes_folder(
+        tmp_path / "data", ["ring", "star"], 20, size=24, image_format="jpeg"
+    )
+    _truncated_jpeg(data / "star" / "cut_short.jpg")
+    files = scan_image_folder(data, check="header")
+    d = files_datasets(files, val_split=0, image_size=16, batch_size=4, cache=cache,
+                       augment=augment)  # fmt: skip
+    bad = files.paths.index(str(data / "star" / "cut_short.jpg"))
+    assert d.decode_log.failed() is None  # nothing tried yet
+    seen = sum(len(y) for _, y in d.train)  # a whole pass
+    assert seen == 40 and d.decode_log.failed().tolist() == [bad]
+    assert sum(len(y) for _, y in d.train) == 40  # later passes: the same 40
+    assert d.decode_log.failed().tolist() == [bad]

@@ -238,10 +238,12 @@ def _decode(
                 lambda item: (_to_pixels(image_of(item), size, opts.resize, is_encoded), item[1]),
                 opts.seed, batch, order, log=log,
             )  # fmt: skip
-        source = source.map(
-            lambda i, item: (i, image_of(item), item[1]), num_parallel_calls=AUTOTUNE,
-            deterministic=order,
-        )  # fmt: skip
+
+        def start(i, item):  # flagged as tried before it is read or decoded
+            with tf.control_dependencies([log.attempt(i)] if log is not None else []):
+                return i, image_of(item), tf.identity(item[1])
+
+        source = source.map(start, num_parallel_calls=AUTOTUNE, deterministic=order)
     if crop is not None:  # the crop changes every epoch: cache the encoded bytes
         ds = tf.data.Dataset.zip(cache(source), _seeds(opts.seed, 1))
 

@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tfinetune.atomic import write_text
+from tfinetune.atomic import replace_into, write_text
 from tfinetune.data.datasets import ImageData
 from tfinetune.data.files import LabelledFiles
 from tfinetune.runs.experiment import Experiment, load_config, to_toml
@@ -99,9 +99,9 @@ def _label_text(files: LabelledFiles, label) -> str:
     return files.class_names[label]
 
 
-def manifest_rows(data: ImageData) -> list[dict]:
+def manifest_rows(data: ImageData) -> Iterator[dict]:
     """One row per file (or record, `SHARD#POSITION`): `split`, `path`, `label`, `status`,
-    `reason`.
+    `reason`, made as they are written (a million rows are never held at once).
 
     The status is `used`, `skipped` (unreadable: found by the scan, or with its split when it
     failed to decode while training), `excluded` (left out by `--exclude`) or `ignored`
@@ -110,45 +110,45 @@ def manifest_rows(data: ImageData) -> list[dict]:
     Args:
         data: the run's datasets.
     """
-    rows = []
+
+    def row(split, path, label, status, reason=""):
+        return {"split": split, "path": path, "label": label, "status": status,
+                "reason": reason}  # fmt: skip
+
     for split in ("train", "val", "test"):
         files = getattr(data, f"{split}_files")
         failed = data.skipped_in_training if split == "train" else {}
-        for i, (path, label) in enumerate(zip(files.paths, files.labels, strict=True)
-                                          if files else ()):  # fmt: skip
+        pairs = zip(files.paths, files.labels, strict=True) if files else ()
+        for i, (path, label) in enumerate(pairs):
             status = "skipped" if i in failed else "used"
-            rows.append({"split": split, "path": path, "label": _label_text(files, label),
-                         "status": status, "reason": failed.get(i, "")})  # fmt: skip
+            yield row(split, path, _label_text(files, label), status, failed.get(i, ""))
     for split, index in data.records.items():  # shards or TFDS: `SOURCE#POSITION`
         failed = data.skipped_in_training if split == "train" else {}
         for i, (name, label) in enumerate(index.rows()):
-            rows.append({"split": split, "path": name, "label": label,
-                         "status": "skipped" if i in failed else "used",
-                         "reason": failed.get(i, "")})  # fmt: skip
+            yield row(split, name, label, "skipped" if i in failed else "used", failed.get(i, ""))
     for bad in data.bad_files:
-        rows.append({"split": "", "path": bad.path, "label": "", "status": "skipped",
-                     "reason": bad.reason})  # fmt: skip
+        yield row("", bad.path, "", "skipped", bad.reason)
     for out in data.excluded:
-        rows.append({"split": "", "path": out.path, "label": "", "status": "excluded",
-                     "reason": out.reason})  # fmt: skip
+        yield row("", out.path, "", "excluded", out.reason)
     for path in data.ignored:
-        rows.append({"split": "", "path": path, "label": "", "status": "ignored",
-                     "reason": "known junk (hidden or system file)"})  # fmt: skip
-    return rows
+        yield row("", path, "", "ignored", "known junk (hidden or system file)")
 
 
 def write_manifest(out: Path, data: ImageData) -> Path:
-    """Write `manifest.csv` (see `manifest_rows`) into a run folder.
+    """Write `manifest.csv` (see `manifest_rows`) into a run folder, row by row, atomically.
 
     Args:
         out: the run folder.
         data: the run's datasets.
     """
-    text = io.StringIO()
-    writer = csv.DictWriter(text, ["split", "path", "label", "status", "reason"])
-    writer.writeheader()
-    writer.writerows(manifest_rows(data))
-    return write_text(out / MANIFEST_FILE, text.getvalue())
+
+    def write(staged: Path) -> None:
+        with open(staged, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["split", "path", "label", "status", "reason"])
+            writer.writeheader()
+            writer.writerows(manifest_rows(data))
+
+    return replace_into(out / MANIFEST_FILE, write)
 
 
 def read_manifest(run: str | Path) -> list[dict]:

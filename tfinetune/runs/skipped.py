@@ -2,9 +2,10 @@
 
 A scan that reads headers only (large inputs) or nothing (TFRecord shards, TFDS) cannot see a
 file whose header is sound and whose image data is corrupt. The pipeline drops such an
-element and marks every one it decoded (`tfinetune.data.decode_log`); after each epoch (a
-whole pass over the training data), `SkippedInTraining` names the ones that failed, with the
-decoder's reason, in `manifest.csv`, so that every file is still used or reported.
+element and flags every one it tried and every one it decoded (`tfinetune.data.decode_log`);
+after each epoch, once every element has been tried, `SkippedInTraining` names the ones that
+failed, with the decoder's reason, in `manifest.csv`, so that every file is still used or
+reported.
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ def training_element(data: ImageData, index: int) -> tuple[str, str]:
 class SkippedInTraining(keras.callbacks.Callback):
     """After each epoch, names the training elements that failed to decode in the manifest.
 
-    Only meaningful when an epoch is a whole pass over the training data (no
-    `steps_per_epoch`); each element is reported once, with the epoch it failed in.
+    Only an epoch that is a whole pass over the data counts (the pipeline reads ahead, so an
+    epoch cut short by `steps_per_epoch` or a stop leaves elements in flight); each element
+    is named once, with the epoch it failed in.
 
     Args:
         data: the run's datasets, with their `decode_log`.
         out: the run folder whose `manifest.csv` is rewritten.
         verbose: print a line per epoch that skipped something.
+        whole_epochs: whether each epoch is a whole pass (no `steps_per_epoch`).
 
     Example:
     >>> import numpy as np
@@ -65,15 +68,19 @@ class SkippedInTraining(keras.callbacks.Callback):
     {}
     """
 
-    def __init__(self, data: ImageData, out: Path, verbose: int = 1) -> None:
+    def __init__(
+        self, data: ImageData, out: Path, verbose: int = 1, whole_epochs: bool = True
+    ) -> None:
         super().__init__()
-        self.data, self.out, self.verbose = data, Path(out), verbose
+        self.data, self.out, self.verbose, self.whole = data, Path(out), verbose, whole_epochs
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         log, skipped = self.data.decode_log, self.data.skipped_in_training
-        if log is None:
+        stopped = getattr(self.model, "stop_training", False)  # cut short: elements in flight
+        failed = log.failed() if log is not None and self.whole and not stopped else None
+        if failed is None:  # some element not tried yet: nothing is certain
             return
-        new = [int(i) for i in log.missing() if int(i) not in skipped]
+        new = [int(i) for i in failed if int(i) not in skipped]
         if not new:
             return
         names = []

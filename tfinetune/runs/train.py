@@ -167,8 +167,8 @@ def _train(
 ) -> FineTuneHistory:  # fmt: skip
     """Fine-tune the model (or distil it) in the experiment's stages, with checkpoints;
     with several replicas, every learning rate times their number (the batch grew so).
-    After each epoch that is a whole pass, training files that failed to decode are named in
-    the manifest."""
+    After each epoch that is a whole pass, training files that failed to decode are named
+    in the manifest."""
     t, distill, p = experiment.training, experiment.distill, experiment.performance
     trained = model
     if distill.teacher:
@@ -189,7 +189,7 @@ def _train(
             p, strategy=strategy if keras.config.backend() == "tensorflow" else "auto"
         ),
         checkpoint_dir=out / CHECKPOINTS, resume=resume,
-        callbacks=[SkippedInTraining(data, out, verbose)] if t.steps_per_epoch is None else [],
+        callbacks=[SkippedInTraining(data, out, verbose, t.steps_per_epoch is None)],
         # One line per epoch in logs; live progress bars in a terminal.
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
