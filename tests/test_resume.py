@@ -19,6 +19,7 @@ from PIL import Image
 
 from tfinetune import build_classifier, fine_tune
 from tfinetune.cli import main
+from tfinetune.data import scan_record
 from tfinetune.training import checkpoints
 from tfinetune.training.checkpoints import Progress, load_checkpoint, save_checkpoint
 from tfinetune.training.stages import Stage
@@ -242,13 +243,22 @@ def test_a_checkpoint_from_other_versions_resumes_and_says_so(tmp_path, capsys, 
 
 
 @pytest.mark.processes
-def test_resume_with_a_damaged_checkpoint_finishes_from_the_one_before(data, tmp_path, capsys):
+def test_resume_with_a_damaged_checkpoint_finishes_from_the_one_before(
+    data, tmp_path, capsys, monkeypatch
+):
     run = tmp_path / "run"
     killed = _cli("train", "--data", data, "--out", run, *TINY, prelude=KILL_IN_STAGE_2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     folder = tmp_path / "run.partial" / "checkpoints"
     latest = folder / "checkpoint.npz"
     latest.write_bytes(latest.read_bytes()[:1000])  # damaged on disk
+    # The data did not change: the resumed run reads what the first scan found.
+    assert len(list((tmp_path / "run.partial" / "scan").glob("scan-*.npz"))) == 1
+
+    def scanned_again(*args, **kwargs):
+        raise AssertionError("the resumed run checked its unchanged files again")
+
+    monkeypatch.setattr(scan_record, "check_files", scanned_again)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert "resuming from the checkpoint before it" in capsys.readouterr().err
     assert len(_history(run)["history"]["loss"]) == 9  # epoch 3 of stage 2 trained again

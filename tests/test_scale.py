@@ -1,6 +1,7 @@
 """Data at scale: header scans, files that fail while training, shards and TFDS from the CLI."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,25 @@ def test_after_a_whole_pass_the_decode_log_names_the_failed_element(tmp_path, ca
     assert seen == 40 and d.decode_log.failed().tolist() == [bad]
     assert sum(len(y) for _, y in d.train) == 40  # later passes: the same 40
     assert d.decode_log.failed().tolist() == [bad]
+
+
+def test_a_scan_record_spares_a_second_check_of_unchanged_files(tmp_path, monkeypatch):
+    from tfinetune.data import scan_record
+
+    data = write_shapes_folder(tmp_path / "data", ["ring", "star"], 3, size=24)
+    (data / "ring" / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\n then nothing")
+    record = tmp_path / "record"
+    first = scan_image_folder(data, record=record)
+    assert [Path(b.path).name for b in first.bad_files] == ["notes.png"]
+    calls = []
+    original = scan_record.check_files
+    monkeypatch.setattr(
+        scan_record, "check_files", lambda *a, **k: calls.append(a) or original(*a, **k)
+    )
+    again = scan_image_folder(data, record=record)
+    assert calls == [] and again.paths == first.paths and again.bad_files == first.bad_files
+    assert np.array_equal(again.hashes, first.hashes)
+    # A file changed (its modification time): everything is checked again.
+    stamp = (data / "star" / "star_0001.png").stat()
+    os.utime(data / "star" / "star_0001.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    assert scan_image_folder(data, record=record).paths == first.paths and len(calls) == 1

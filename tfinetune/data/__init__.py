@@ -8,6 +8,7 @@ Modules, in the order the data passes through them:
 - `hashes`: perceptual hashes, and the near-duplicate pairs they reveal.
 - `files`: `LabelledFiles`, `BadFile`; find unreadable files (decoding and hashing images,
   or reading headers only for large inputs); seeded splits of file lists.
+- `scan_record`: what checking files found, kept so that a resumed run reads no file twice.
 - `folders`: list a folder of class sub-folders.
 - `tables`: labelled files from CSV files or `(path, label)` rows.
 - `exclude`: the files a person chose to leave out (`--exclude`, a `tfinetune clean` report).

@@ -10,11 +10,11 @@ from tfinetune.data.files import (
     BadFile,
     LabelledFiles,
     check_class_names,
-    check_files,
     find_cross_class_duplicates,
     scan_decoder,
 )
 from tfinetune.data.images import is_junk, sniff_format, undecodable_reason
+from tfinetune.data.scan_record import checked
 
 IMAGE_KINDS = "images (JPEG, PNG, GIF, BMP or WebP)"
 
@@ -51,6 +51,7 @@ def scan_image_folder(
     verify: bool = True,
     verbose: int = 0,
     check: str = "auto",
+    record: str | os.PathLike | None = None,
 ) -> LabelledFiles:
     """List a folder with one sub-folder per class; skip and report unreadable files.
 
@@ -67,6 +68,8 @@ def scan_image_folder(
         check: how `verify` checks each file: "decode" (and hash), "header" (format,
             size, decompression bombs; a corrupt image is then found while training), or
             "auto": decode up to 20,000 files, headers above (`scan_decoder`).
+        record: a folder that keeps what the check found; a later scan of the same,
+            unchanged files reads it instead (`tfinetune.data.scan_record`).
 
     Example:
     >>> from tfinetune.data.synthetic import write_shapes_folder
@@ -81,9 +84,9 @@ def scan_image_folder(
     files = list_class_files(root, class_names)
     if verify:
         decode = scan_decoder(check, len(files))
-        bad, files.hashes = check_files(files.paths, verbose=verbose, decode=decode)
-        files = files.without(bad)
-    files = files.without(find_cross_class_duplicates(files))
+        files = checked(files, decode, verbose=verbose, duplicates=True, record=record)
+    else:
+        files = files.without(find_cross_class_duplicates(files))
     present = [name for name in class_names if (root / name).is_dir()]
     check_every_class_kept_files(files, present, root)
     return files

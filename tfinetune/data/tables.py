@@ -12,15 +12,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from tfinetune.data.files import (
     BadFile,
     LabelledFiles,
     check_class_names,
-    check_files,
     scan_decoder,
 )
+from tfinetune.data.scan_record import checked
 
 
 def files_from_rows(
@@ -33,6 +31,7 @@ def files_from_rows(
     target_name: str = "value",
     verify: bool = True,
     check: str = "auto",
+    record: str | os.PathLike | None = None,
 ) -> LabelledFiles:
     """Labelled files from `(path, label)` rows; missing and unreadable files are reported.
 
@@ -50,6 +49,8 @@ def files_from_rows(
         target_name: regression: the target's name (the model's one output).
         verify: decode every file once to find corrupt ones.
         check: how `verify` checks: "auto", "decode" or "header" (see `scan_decoder`).
+        record: a folder that keeps what the check found, for a later read of the same,
+            unchanged files (`tfinetune.data.scan_record`).
 
     Example:
     >>> import tempfile
@@ -76,20 +77,13 @@ def files_from_rows(
         target_name=target_name,
     )
     bad = [BadFile(p, "file not found") for p in paths if not os.path.isfile(p)]
-    present = [p for p in paths if os.path.isfile(p)]
-    hashes = None
-    if verify:
-        unreadable, checked = check_files(present, decode=scan_decoder(check, len(present)))
-        bad += unreadable
-        if checked is not None:
-            hashes = dict(zip(present, checked.tolist(), strict=True))
-    skip = {b.path for b in bad}
-    keep = [i for i, path in enumerate(paths) if path not in skip]
-    if not keep:
-        raise ValueError("None of the listed images can be read.")
+    missing = {b.path for b in bad}
+    keep = [i for i, path in enumerate(paths) if path not in missing]
     files = LabelledFiles([paths[i] for i in keep], [labels[i] for i in keep], class_names, bad)
-    if hashes is not None:  # as the scan computed them, for finding leaks between splits
-        files.hashes = np.array([hashes[p] for p in files.paths], np.uint64)
+    if verify and len(files):  # with the hashes, for finding leaks between splits
+        files = checked(files, scan_decoder(check, len(files)), record=record)
+    if not len(files):
+        raise ValueError("None of the listed images can be read.")
     return files
 
 
@@ -255,6 +249,7 @@ def read_csv_files(
     class_names: Sequence[str] | None = None,
     task: str | None = None,
     check: str = "auto",
+    record: str | os.PathLike | None = None,
 ) -> LabelledFiles:
     """Labelled files from a CSV with a path column and a label column (header row needed).
 
@@ -270,6 +265,7 @@ def read_csv_files(
         task: "single_label", "multi_label" or "regression" (a number per row); by default
             multi-label when `label_delim` is given, else single-label.
         check: how each file is checked: "auto", "decode" or "header" (`scan_decoder`).
+        record: a folder that keeps what the check found (`tfinetune.data.scan_record`).
 
     Example:
     >>> import tempfile
@@ -290,4 +286,5 @@ def read_csv_files(
         task=task,
         target_name=label_column,
         check=check,
+        record=record,
     )

@@ -6,6 +6,7 @@ data the run would train.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import keras
@@ -51,8 +52,9 @@ def resolved_backbone(
 
 
 def data_and_model(
-    experiment: Experiment, spec: BackboneSpec, weights: str | None, verbose: int, strategy
-) -> tuple[ImageData, keras.Model]:
+    experiment: Experiment, spec: BackboneSpec, weights: str | None, verbose: int, strategy,
+    scan_record: str | os.PathLike | None = None,
+) -> tuple[ImageData, keras.Model]:  # fmt: skip
     """The run's datasets (bad files reported; global batches) and the model for them, made
     in the strategy's scope.
 
@@ -62,6 +64,8 @@ def data_and_model(
         weights: the backbone's weights argument.
         verbose: report unreadable files.
         strategy: the `tf.distribute` strategy (its replicas multiply the batch).
+        scan_record: a folder keeping what checking image files found, read again by a
+            resumed run whose files did not change.
     """
     d, m = experiment.data, experiment.model
     batch = d.batch_size * replicas(strategy)
@@ -84,7 +88,7 @@ def data_and_model(
             d.train, d.val or None, options, val_split=d.val_split, task=d.task or None,
             label_delim=d.label_delim or None, path_column=d.path_column,
             label_column=d.label_column, exclude=d.exclude or None, verbose=bool(verbose),
-            check=d.scan, tfds_dir=d.tfds_dir or None,
+            check=d.scan, tfds_dir=d.tfds_dir or None, record=scan_record,
         )  # fmt: skip
     if verbose:
         _print_bad_files(data.bad_files)

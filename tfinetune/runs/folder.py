@@ -2,8 +2,9 @@
 
 - `config.toml`: the resolved experiment (`tfinetune train --config` runs it again);
 - `environment.json`: package versions, Python, the devices, the command line;
-- `manifest.csv`: every file used, per split, with its label; every file skipped, with
-  the reason; the junk passed over;
+- `manifest.csv`: every file (or record) used, per split, with its label; every file
+  skipped, with the reason; the junk passed over;
+- `scan/`: what checking the files found (`tfinetune.data.scan_record`), for a resume;
 - `README.md`: for a person, a model card (`tfinetune.runs.card`).
 """
 

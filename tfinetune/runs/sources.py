@@ -42,6 +42,7 @@ def load_run_data(
     verbose: int = 1,
     check: str = "auto",
     tfds_dir: str | os.PathLike | None = None,
+    record: str | os.PathLike | None = None,
 ) -> ImageData:
     """Training and validation datasets from folders of class sub-folders, CSV files,
     TFRecord shards or `tfds:NAME` (`tfinetune.data.shards`).
@@ -66,6 +67,8 @@ def load_run_data(
         check: how files are checked: "auto", "decode" or "header"
             (`tfinetune.data.files.scan_decoder`).
         tfds_dir: where `tfds:NAME` data is prepared.
+        record: a folder that keeps what checking the files found, so that a resumed run
+            reads unchanged files' outcome there (`tfinetune.data.scan_record`).
 
     Example:
     >>> load_run_data("no/such/folder", None, PipelineOptions(32, 4))  # doctest: +ELLIPSIS
@@ -82,14 +85,12 @@ def load_run_data(
                 f"A folder of class sub-folders ({str(data)!r}) gives one label per image; for "
                 f"the {task or 'given'} task, pass CSV files (--csv, --val-csv)."
             )
-        train_files = scan_image_folder(data, verbose=verbose, check=check)
-        val_files = (
-            scan_image_folder(val, train_files.class_names, verbose=verbose, check=check)
-            if val
-            else None
-        )
+        scan = {"verbose": verbose, "check": check, "record": record}
+        train_files = scan_image_folder(data, **scan)
+        val_files = scan_image_folder(val, train_files.class_names, **scan) if val else None
     else:
-        columns = {"path_column": path_column, "label_column": label_column, "check": check}
+        columns = {"path_column": path_column, "label_column": label_column, "check": check,
+                   "record": record}  # fmt: skip
         train_files = read_csv_files(data, label_delim=label_delim, task=task, **columns)
         val_files = None
         if val is not None:

@@ -136,7 +136,7 @@ def train_run(
         if resume and not allow_changes:
             check_same_experiment(out, experiment)
         write_record(out, experiment)
-        data, model = data_and_model(experiment, spec, weights, verbose, strategy)
+        data, model = data_and_model(experiment, spec, weights, verbose, strategy, out / "scan")
         if resume and not allow_changes:
             check_same_files(out, data)
         write_manifest(out, data)
