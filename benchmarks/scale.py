@@ -8,7 +8,7 @@ augmentation, no validation), which measures:
 - **time to first step**: from the moment the command is started (Python and TensorFlow
   imports included) to the end of the first training step: the scan (headers above 20,000
   files), the label pass over shards, the manifest, building the pipeline and the model;
-- **peak memory**: the process's peak resident set (`ru_maxrss`) at its end;
+- **peak memory**: the process's peak resident set (`VmHWM`) at its end;
 - **steady throughput**: images per second over steps 6 to 36 of the first epoch (wall
   clock), and CPU seconds per image over the same steps (`time.process_time`, every thread
   of the process), within the first pass over the data at every size, so that no size reads
@@ -104,11 +104,18 @@ def run_child(source: str, data: Path, out: Path, steps: int) -> dict:
     return facts
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB: `VmHWM`, which (unlike `ru_maxrss`, kept
+    across `exec` on Linux) starts anew in a fresh process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def child(result: str, timing: str, argv: list[str]) -> None:
     """In the fresh process: time the steps of `tfinetune train ARGV` and write `result`
     (`timing`: the batch size, the first step measured and the steps, comma-separated)."""
-    import resource
-
     import keras
 
     import tfinetune.runs.train as train_module
@@ -134,9 +141,7 @@ def child(result: str, timing: str, argv: list[str]) -> None:
                 wall = self.ends[-1] - self.ends[first - 1]
                 cpu = self.cpu[-1] - self.cpu[first - 1]
                 facts.update(images_per_second=n / wall, cpu_seconds_per_image=cpu / n)
-                facts["rss_after_steps_mb"] = (
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                )
+                facts["rss_after_steps_mb"] = peak_rss_mb()
 
     original = train_module.fine_tune
 
@@ -149,7 +154,7 @@ def child(result: str, timing: str, argv: list[str]) -> None:
 
     train_module.fine_tune = timed
     code = main(argv)
-    facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    facts["peak_rss_mb"] = peak_rss_mb()
     facts["exit"] = code
     Path(result).write_text(json.dumps(facts))
 

@@ -244,3 +244,38 @@ def test_a_scan_record_spares_a_second_check_of_unchanged_files(tmp_path, monkey
     stamp = (data / "star" / "star_0001.png").stat()
     os.utime(data / "star" / "star_0001.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
     assert scan_image_folder(data, record=record).paths == first.paths and len(calls) == 1
+
+
+def test_an_interrupted_convert_resumes_to_the_same_shards(tmp_path, monkeypatch, capsys):
+    from tfinetune.data import records
+
+    data = write_shapes_folder(tmp_path / "data", ["ring", "star"], 9, size=24)
+    whole = records.convert_folder(data, tmp_path / "whole", shard_size=2, workers=2)
+    written = []
+    original = records._example
+
+    def fails_at_the_ninth(encoded, labels):
+        written.append(1)
+        if len(written) == 9:
+            raise KeyboardInterrupt
+        return original(encoded, labels)
+
+    monkeypatch.setattr(records, "_example", fails_at_the_ninth)
+    with pytest.raises(KeyboardInterrupt):
+        records.convert_folder(data, tmp_path / "out", shard_size=2, workers=1)
+    partial = tmp_path / "out.partial"
+    done_before = sorted(p.name for p in partial.glob("*.tfrecord"))
+    assert "train-00004-of-00007.tfrecord" not in done_before  # the shard it failed in
+    assert len(done_before) >= 4 and not (tmp_path / "out").exists()
+    # Another shard size cannot mix into it; the same one finishes only what is missing.
+    args = ["convert", "--data", str(data), "--out", str(tmp_path / "out"), "--resume"]
+    assert main([*args, "--shard-size", "3"]) == 2
+    assert "resuming would mix two" in capsys.readouterr().err
+    monkeypatch.setattr(records, "_example", original)
+    written.clear()
+    assert main([*args, "--shard-size", "2"]) == 0
+    out = tmp_path / "out"
+    assert json.loads((out / "dataset.json").read_text()) == whole and not partial.exists()
+    for shard in (tmp_path / "whole").glob("*.tfrecord"):
+        assert (out / shard.name).read_bytes() == shard.read_bytes()
+    assert not list(out.glob("*.partial")) and not (out / "plan.json").exists()

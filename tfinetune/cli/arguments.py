@@ -203,6 +203,13 @@ def _add_convert(commands) -> None:
     )
     convert.add_argument("--shard-size", type=positive_int, default=1000, help="images per shard")
     convert.add_argument("--seed", type=int, default=1337, help="seeds the split")
+    convert.add_argument(
+        "--workers", type=positive_int, default=None, help="shards written at once (default: CPUs)"
+    )
+    convert.add_argument(
+        "--resume", action="store_true", help="finish an interrupted conversion into --out"
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an earlier --out")
 
 
 def _add_clean(commands) -> None:

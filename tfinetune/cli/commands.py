@@ -123,6 +123,9 @@ def _convert(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_size=args.shard_size,
         verbose=sys.stdout.isatty(),
+        workers=args.workers,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
     for name, count in manifest["counts"].items():
         print(f"{name}: {count} images in {len(manifest['shards'][name])} shard(s)")

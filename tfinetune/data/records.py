@@ -9,15 +9,17 @@ same seeded stratified split as the folder loaders, with `dataset.json` describi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-from tfinetune.atomic import check_output_folder, folder_lock, staged_folder
+from tfinetune.atomic import check_output_folder, folder_lock, resumable_folder
 from tfinetune.bars import progress_bar
 from tfinetune.data.datasets import ImageData, build_image_data
 from tfinetune.data.files import LabelledFiles
@@ -46,16 +48,19 @@ def write_tfrecords(
     *,
     shard_size: int = 1000,
     verbose: int = 0,
+    workers: int = 1,
 ) -> list[str]:
     """Write labelled files as TFRecord shards `<prefix>-00000-of-00003.tfrecord`, ...
 
-    Each shard is written to a temporary name and renamed when complete.
+    Each shard is written to a temporary name and renamed when complete; a shard already
+    complete under its final name is kept (so an interrupted write can be resumed).
 
     Args:
         files: the labelled files (already checked, e.g. by `scan_image_folder`).
         prefix: the path prefix of the shard files.
         shard_size: examples per shard.
         verbose: show a progress bar.
+        workers: shards written at once (threads).
 
     Returns:
         The shard paths.
@@ -72,20 +77,31 @@ def write_tfrecords(
         raise ValueError(f"shard_size must be at least 1. Received: {shard_size!r}")
     n_shards = max(1, -(-len(files) // shard_size))
     progress = progress_bar(len(files), "image", "writing", verbose)
-    paths = []
-    for shard in range(n_shards):
-        path = f"{os.fspath(prefix)}-{shard:05d}-of-{n_shards:05d}.tfrecord"
-        partial = path + ".partial"
-        with tf.io.TFRecordWriter(partial) as writer:
-            for i in range(shard * shard_size, min(len(files), (shard + 1) * shard_size)):
-                labels = files.labels[i]
-                labels = labels if isinstance(labels, (tuple, list)) else [labels]
-                writer.write(_example(Path(files.paths[i]).read_bytes(), labels))
-                if progress:
-                    progress.add(1)
-        os.replace(partial, path)
-        paths.append(path)
+    paths = [f"{os.fspath(prefix)}-{i:05d}-of-{n_shards:05d}.tfrecord" for i in range(n_shards)]
+
+    def write(shard: int) -> None:
+        rows = range(shard * shard_size, min(len(files), (shard + 1) * shard_size))
+        if not os.path.exists(paths[shard]):  # complete shards stay as they are
+            partial = paths[shard] + ".partial"
+            with tf.io.TFRecordWriter(partial) as writer:
+                for i in rows:
+                    labels = files.labels[i]
+                    labels = labels if isinstance(labels, (tuple, list)) else [labels]
+                    writer.write(_example(Path(files.paths[i]).read_bytes(), labels))
+            os.replace(partial, paths[shard])
+        return len(rows)
+
+    pool = ThreadPoolExecutor(max(1, workers))
+    try:
+        for written in pool.map(write, range(n_shards)):  # in order; the first error is raised
+            if progress:
+                progress.add(written)
+    finally:  # on an error or Ctrl-C, shards not begun are not begun
+        pool.shutdown(wait=True, cancel_futures=True)
     return paths
+
+
+PLAN = "plan.json"
 
 
 def convert_folder(
@@ -97,8 +113,15 @@ def convert_folder(
     seed: int = 1337,
     shard_size: int = 1000,
     verbose: int = 0,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Convert a folder of classes into split, sharded TFRecord files and `dataset.json`.
+
+    The shards are written in parallel into `NAME.partial`, which becomes `out_dir` when
+    every one is complete. Interrupted, `resume=True` writes only the shards still missing
+    (the same files, split and shard size are required: `plan.json` records them).
 
     Args:
         data_dir: a folder with one sub-folder per class.
@@ -108,6 +131,9 @@ def convert_folder(
         seed: seeds the stratified split.
         shard_size: examples per shard.
         verbose: show progress.
+        workers: shards written at once (default: one per CPU).
+        resume: continue the unfinished conversion of `out_dir` (`NAME.partial`).
+        overwrite: replace an earlier `out_dir` when this one is complete.
 
     Returns:
         The manifest: class names, counts and shard files per split, and skipped files.
@@ -120,12 +146,16 @@ def convert_folder(
     >>> convert_folder(data, root + "/records")["counts"]
     {'train': 8, 'val': 2}
     """
-    check_output_folder(out_dir, overwrite=False)
+    if not resume:
+        check_output_folder(out_dir, overwrite=overwrite)
     files = scan_image_folder(data_dir, verbose=verbose)
     parts = {
         name: files.subset(idx)
         for name, idx in split_indices(files.labels, val_split, test_split, seed).items()
     }
+    digests = {name: hashlib.sha1("\n".join(part.paths).encode()).hexdigest()
+               for name, part in parts.items()}  # fmt: skip
+    plan = {"data": str(Path(data_dir).resolve()), "shard_size": shard_size, "parts": digests}
     manifest = {
         "class_names": files.class_names,
         "counts": {name: len(part) for name, part in parts.items()},
@@ -133,12 +163,26 @@ def convert_folder(
         "bad_files": [{"path": b.path, "reason": b.reason} for b in files.bad_files],
         "seed": seed,
     }
-    with folder_lock(out_dir), staged_folder(out_dir, "records") as out:
+    with folder_lock(out_dir), resumable_folder(out_dir, "records", overwrite, resume, PLAN) as out:
+        _check_plan(out / PLAN, plan, resume)
         for name, part in parts.items():
-            shards = write_tfrecords(part, out / name, shard_size=shard_size, verbose=verbose)
+            shards = write_tfrecords(part, out / name, shard_size=shard_size, verbose=verbose,
+                                     workers=workers or os.cpu_count() or 1)  # fmt: skip
             manifest["shards"][name] = [Path(p).name for p in shards]
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (out / PLAN).unlink()
     return manifest
+
+
+def _check_plan(path: Path, plan: dict, resume: bool) -> None:
+    """Record what is written; a resumed conversion must write the same."""
+    if resume and path.is_file() and json.loads(path.read_text()) != plan:
+        raise ValueError(
+            f"The files, split or shard size differ from those of the unfinished conversion in "
+            f"{str(path.parent)!r}; resuming would mix two. Start again with --overwrite."
+        )
+    if not path.is_file():
+        path.write_text(json.dumps(plan))
 
 
 def read_tfrecords(
