@@ -86,7 +86,12 @@ class ImageData:
 
 
 def build_image_data(
-    sources: Sources, class_names: Sequence[str], options: PipelineOptions, **facts: Any
+    sources: Sources,
+    class_names: Sequence[str],
+    options: PipelineOptions,
+    *,
+    log_decodes: bool = False,
+    **facts: Any,
 ) -> ImageData:
     """Run each split's source through the pipeline and collect them in an `ImageData`.
 
@@ -94,6 +99,9 @@ def build_image_data(
         sources: split name ("train", "val", "test") -> `(source, count, encoded bytes)`.
         class_names: the names the labels index.
         options: the pipeline options.
+        log_decodes: flag each training element that decodes (`ImageData.decode_log`), for
+            data no scan decoded beforehand. It costs training speed (a stateful step in the
+            pipeline: about 1 ms of CPU per image here, `benchmarks/scale.py`).
         **facts: the other fields of `ImageData` (files, bad files, labels).
 
     Example:
@@ -107,7 +115,7 @@ def build_image_data(
             f"The augmentation {options.augment!r} mixes labels (MixUp, CutMix), which has no "
             "meaning for regression targets: choose one without mixup or cutmix."
         )
-    log = DecodeLog(sources["train"][1]) if "train" in sources else None
+    log = DecodeLog(sources["train"][1]) if log_decodes and "train" in sources else None
     built = build_splits(sources, options, len(class_names), train_log=log)
     return ImageData(
         decode_log=log,
@@ -208,6 +216,7 @@ def files_datasets(
         ignored=[i for f in (train_files, val_files, test_files) if f for i in f.ignored],
         excluded=[e for f in (train_files, val_files, test_files) if f for e in f.excluded],
         leaks=find_leaks(parts["train"], [parts["val"], parts["test"]]),
+        log_decodes=parts["train"].hashes is None,  # no scan decoded (and hashed) them
         train_labels=None if train_files.multi_label else parts["train"].label_array(),
         multi_label=train_files.multi_label,
         task=train_files.task,

@@ -3,8 +3,8 @@
 The scan before training reads headers only for large inputs (or nothing, for shards), so a
 file whose header is sound but whose image data is corrupt is found while training: the
 pipeline drops it (one bad file never stops an epoch), and flags in a `DecodeLog` every
-element it tried and every one it decoded. Once every element has been tried, those tried and
-not decoded are the ones that failed, and the run names them in its manifest.
+element it decoded. After a whole pass, the elements not flagged are the ones that failed,
+and the run names them in its manifest.
 """
 
 from __future__ import annotations
@@ -14,68 +14,52 @@ import tensorflow as tf
 
 
 class DecodeLog:
-    """Two flags per element of a source: tried (its decoding began) and decoded.
+    """One flag per element of a source: set once the element has been decoded.
 
-    The flags live in `tf.Variable`s (on the host), which the `tf.data` pipeline sets as it
-    goes. An element tried and not decoded failed; since the pipeline runs ahead of training
-    on other threads, that is only certain after a whole pass (at the end of an epoch that
-    read the dataset to its end), and `failed` answers only once every element was tried.
+    The flags are a NumPy array in this process, which the `tf.data` pipeline sets a batch at
+    a time (a `tf.Variable` updated from the pipeline halved the training speed of a million
+    images: `benchmarks/scale.py`). The pipeline runs ahead of training on other threads, so
+    read the flags after a whole pass (at the end of an epoch that read the dataset to its
+    end): the elements not flagged then are the ones that failed.
 
     Args:
         count: the number of elements (indices 0 to `count - 1`).
 
     Example:
     >>> log = DecodeLog(3)
-    >>> _ = log.attempt(tf.constant(0, tf.int64)), log.mark(tf.constant([0], tf.int64))
-    >>> log.failed() is None  # elements 1 and 2 were never tried
-    True
-    >>> _ = log.attempt(tf.constant([1, 2], tf.int64)), log.mark(tf.constant([2], tf.int64))
+    >>> _ = log.mark(tf.constant([0, 2], tf.int64))
     >>> log.failed().tolist()
     [1]
     """
 
     def __init__(self, count: int) -> None:
         self.count = int(count)
-        with tf.device("/cpu:0"):
-            self.tried = tf.Variable(tf.zeros([self.count], tf.bool), trainable=False)
-            self.decoded = tf.Variable(tf.zeros([self.count], tf.bool), trainable=False)
+        self.decoded = np.zeros(self.count, bool)
 
-    @staticmethod
-    def _set(flags: tf.Variable, indices: tf.Tensor) -> tf.Operation:
-        rows = tf.reshape(tf.cast(indices, tf.int64), [-1])
-        return flags.scatter_update(tf.IndexedSlices(tf.ones_like(rows, tf.bool), rows))
+    def _set(self, rows: np.ndarray) -> np.bool_:
+        self.decoded[rows] = True
+        return np.bool_(True)
 
-    def attempt(self, indices: tf.Tensor) -> tf.Operation:
-        """Flag `indices` (int64, a vector or a scalar) as tried: make the reading and
-        decoding depend on it (`tf.control_dependencies`).
-
-        Args:
-            indices: the indices of the elements about to be decoded.
-        """
-        return self._set(self.tried, indices)
-
-    def mark(self, indices: tf.Tensor) -> tf.Operation:
+    def mark(self, indices: tf.Tensor) -> tf.Tensor:
         """Flag `indices` (int64, a vector or a scalar) as decoded.
 
         Args:
             indices: the decoded elements' indices.
         """
-        return self._set(self.decoded, indices)
+        rows = tf.reshape(tf.cast(indices, tf.int64), [-1])
+        return tf.numpy_function(self._set, [rows], tf.bool, stateful=True)
 
-    def passed(self, index: tf.Tensor, *values: tf.Tensor) -> tuple:
-        """`values`, once the element `index` is flagged as decoded (for a `tf.data` map).
+    def passed(self, indices: tf.Tensor, *values: tf.Tensor) -> tuple:
+        """`values`, once `indices` are flagged as decoded (for a `tf.data` map of batches).
 
         Args:
-            index: the element's index.
-            *values: what the element carries on (pixels, label).
+            indices: the batch's element indices.
+            *values: what the batch carries on (pixels, labels).
         """
-        with tf.control_dependencies([self.mark(index)]):
+        with tf.control_dependencies([self.mark(indices)]):
             return tuple(tf.identity(v) for v in values)
 
-    def failed(self) -> np.ndarray | None:
-        """The indices tried and never decoded (int64, in order), or None while some element
-        has not been tried yet (call it after a pass, e.g. at the end of an epoch)."""
-        tried = self.tried.numpy()
-        if not tried.all():
-            return None
-        return np.flatnonzero(tried & ~self.decoded.numpy()).astype(np.int64)
+    def failed(self) -> np.ndarray:
+        """The indices not decoded so far (int64, in order): after a whole pass, those that
+        failed."""
+        return np.flatnonzero(~self.decoded).astype(np.int64)

@@ -42,7 +42,7 @@ def shuffled_memory_cache(
         seed: seeds the order of the passes after the first.
         batch_size: images per batch (the last batch of a pass may be smaller).
         deterministic: keep the element order fixed for a seed.
-        log: flags each index tried and each decoded in the first pass (`DecodeLog`).
+        log: flags each index decoded in the first pass, a batch at a time (`DecodeLog`).
 
     Example:
     >>> src = tf.data.Dataset.range(4).map(lambda i: (i, i))
@@ -78,12 +78,10 @@ def shuffled_memory_cache(
         with tf.control_dependencies([complete.assign(True)]):
             return tf.identity(images), tf.identity(batch_labels)
 
-    def decode_first(index, element):  # flagged as tried before it is read or decoded
-        with tf.control_dependencies([log.attempt(index)] if log is not None else []):
-            return (index, *decode(element))
-
     first = source.map(
-        decode_first, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        lambda index, element: (index, *decode(element)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
     ).ignore_errors(log_warning=True)
     first = first.batch(batch_size).map(
         store, num_parallel_calls=AUTOTUNE, deterministic=deterministic

@@ -215,7 +215,7 @@ def _decode(
 
     `(index, (image, label))` sources come shuffled; with `paths`, their images are file
     paths, read in the step that decodes them. Elements whose decoding fails are dropped;
-    with a `log`, each index that decoded is marked in it.
+    with a `log`, the indices of each batch that decoded are flagged in it.
     """
     size, order, batch = opts.image_size, opts.deterministic, opts.batch_size
     indexed = isinstance(source.element_spec[1], tuple)
@@ -225,7 +225,10 @@ def _decode(
 
     def decoded(ds, decode):
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
-        ds = ds.ignore_errors(log_warning=True)
+        return ds.ignore_errors(log_warning=True)
+
+    def batched(ds):  # the index travels with each image until its batch is flagged
+        ds = ds.batch(batch)
         if not indexed:
             return ds
         keep = log.passed if log is not None else lambda i, x, y: (x, y)
@@ -238,24 +241,22 @@ def _decode(
                 lambda item: (_to_pixels(image_of(item), size, opts.resize, is_encoded), item[1]),
                 opts.seed, batch, order, log=log,
             )  # fmt: skip
-
-        def start(i, item):  # flagged as tried before it is read or decoded
-            with tf.control_dependencies([log.attempt(i)] if log is not None else []):
-                return i, image_of(item), tf.identity(item[1])
-
-        source = source.map(start, num_parallel_calls=AUTOTUNE, deterministic=order)
+        source = source.map(
+            lambda i, item: (i, image_of(item), item[1]), num_parallel_calls=AUTOTUNE,
+            deterministic=order,
+        )  # fmt: skip
     if crop is not None:  # the crop changes every epoch: cache the encoded bytes
         ds = tf.data.Dataset.zip(cache(source), _seeds(opts.seed, 1))
 
         def cropped(item, s):
             return (*item[:-2], decode_random_crop(item[-2], size, s, area=crop), item[-1])
 
-        return decoded(ds, cropped).batch(batch)
+        return batched(decoded(ds, cropped))
 
     def whole(*item):
         return (*item[:-2], _to_pixels(item[-2], size, opts.resize, is_encoded), item[-1])
 
-    return cache(decoded(source, whole)).batch(batch)
+    return batched(cache(decoded(source, whole)))
 
 
 def build_splits(

@@ -188,7 +188,7 @@ def shard_datasets(
             sources[split] = (index.read(), len(index), size)
     if verbose:
         print(", ".join(f"{split}: {len(i)} records" for split, i in records.items()))
-    return build_image_data(sources, names, options, records=records,
+    return build_image_data(sources, names, options, records=records, log_decodes=True,
                             train_labels=records["train"].labels)  # fmt: skip
 
 
@@ -245,7 +245,7 @@ def tfds_run_datasets(
         sources[part], records[part] = (index.read(), len(index), None), index
     if verbose:
         print(", ".join(f"{split}: {len(i)} records" for split, i in records.items()))
-    return build_image_data(sources, names, options, records=records,
+    return build_image_data(sources, names, options, records=records, log_decodes=True,
                             train_labels=records["train"].labels)  # fmt: skip
 
 

@@ -2,10 +2,9 @@
 
 A scan that reads headers only (large inputs) or nothing (TFRecord shards, TFDS) cannot see a
 file whose header is sound and whose image data is corrupt. The pipeline drops such an
-element and flags every one it tried and every one it decoded (`tfinetune.data.decode_log`);
-after each epoch, once every element has been tried, `SkippedInTraining` names the ones that
-failed, with the decoder's reason, in `manifest.csv`, so that every file is still used or
-reported.
+element and flags every one it decoded (`tfinetune.data.decode_log`); after each epoch that
+is a whole pass, `SkippedInTraining` names the ones that failed, with the decoder's reason,
+in `manifest.csv`, so that every file is still used or reported.
 """
 
 from __future__ import annotations
@@ -77,9 +76,9 @@ class SkippedInTraining(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         log, skipped = self.data.decode_log, self.data.skipped_in_training
         stopped = getattr(self.model, "stop_training", False)  # cut short: elements in flight
-        failed = log.failed() if log is not None and self.whole and not stopped else None
-        if failed is None:  # some element not tried yet: nothing is certain
+        if log is None or not self.whole or stopped:  # elements may be in flight
             return
+        failed = log.failed()
         new = [int(i) for i in failed if int(i) not in skipped]
         if not new:
             return
