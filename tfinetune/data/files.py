@@ -139,7 +139,12 @@ def label_array(labels: Sequence, num_classes: int, task: str) -> np.ndarray:
 # === Finding bad files ===
 
 
-def _tf_error_text(err: Exception) -> str:
+def tf_error_text(err: Exception) -> str:
+    """A TensorFlow error's message without its op and function names.
+
+    Args:
+        err: the error raised by an op.
+    """
     text = getattr(err, "message", str(err)).split("\n")[0]
     text = re.sub(r"\[Op:\w+\]", "", text.split("}} ")[-1]).strip()
     return text.removesuffix("name:").strip()
@@ -259,7 +264,7 @@ def failure_reason(path: str, decode: Callable = decode_image) -> str:
         decode(tf.io.read_file(path))
         reason = "cannot be decoded"
     except (tf.errors.OpError, ValueError) as err:
-        reason = f"cannot be decoded: {_tf_error_text(err)}"
+        reason = f"cannot be decoded: {tf_error_text(err)}"
     try:
         with open(path, "rb") as f:
             header = f.read(16)

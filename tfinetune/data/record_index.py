@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tfinetune.data.files import LabelledFiles
+from tfinetune.data.files import LabelledFiles, tf_error_text
 
 
 @dataclass
@@ -79,8 +79,7 @@ class RecordIndex:
             encoded, _ = next(iter(self.read().skip(index).take(1)))
             decode_image(encoded)
         except (tf.errors.OpError, ValueError) as err:
-            text = getattr(err, "message", str(err)).split("\n")[0].split("}} ")[-1]
-            return "cannot be decoded: " + text.split(" [Op:")[0].strip()
+            return f"cannot be decoded: {tf_error_text(err)}"
         return "cannot be decoded"
 
     def sample(self, folder: Path, limit: int = 64) -> LabelledFiles:
