@@ -29,6 +29,31 @@ def asset(*parts: str) -> Path:
     return path
 
 
+# The test files that take longest in CI, longest first (CI's --durations, stop 42: the
+# flowers run's 740 s setup, YAMNet's 490 s, three same-pixels runs of ~105 s, the demos...).
+# The two workers take whole files in collection order (`--dist loadfile` with
+# `--no-loadscope-reorder`, setup.cfg), so these start first and the short files even out
+# the end; xdist's own order, most tests first, started them last, one worker idle meanwhile.
+LONGEST_FIRST = (
+    "test_real_data.py",
+    "test_text_audio_real.py",
+    "test_same_pixels.py",
+    "test_demo.py",
+    "test_hub.py",
+    "test_notebooks.py",
+    "test_jax_backend.py",
+    "test_saving.py",
+    "test_gpu_benchmark.py",
+    "test_experiments.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest test files first (LONGEST_FIRST), the others in collection order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)

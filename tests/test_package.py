@@ -196,3 +196,11 @@ def test_each_sub_package_docstring_names_every_module_in_it():
         docstring = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
         for module in sorted(p.stem for p in package.glob("*.py") if not p.stem.startswith("_")):
             assert f"`{module}`" in docstring, f"{package.name}/__init__.py omits {module}"
+
+
+def test_the_longest_first_list_names_test_files_that_exist():
+    """A renamed slow file would silently drop back to the end of the workers' queue."""
+    from conftest import LONGEST_FIRST
+
+    tests = Path(__file__).parent
+    assert [name for name in LONGEST_FIRST if not (tests / name).is_file()] == []
