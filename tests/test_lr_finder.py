@@ -51,7 +51,7 @@ def test_suggestions_lie_on_the_descending_part_of_the_curve(tmp_path):
     assert smoothed[lowest] < 0.5 * smoothed[0]  # the sweep found a rate that learns
     for name, rate in result.suggestions.items():
         i = result.learning_rates.index(rate)
-        assert 0 < i < lowest, name
+        assert len(smoothed) // 10 <= i < lowest, name  # past the noisy start, before the minimum
         assert smoothed[lowest] < smoothed[i] < smoothed[0], name
         assert smoothed[i + 3] < smoothed[i - 3], name  # still falling there
     fig = result.plot(tmp_path / "lr.png")

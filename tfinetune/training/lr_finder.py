@@ -82,7 +82,7 @@ def suggest(learning_rates: Sequence[float], smoothed: Sequence[float]) -> dict[
     Only the part of the curve up to its minimum counts. The valley is two-thirds of the way
     along the longest run of steps over which the loss keeps falling (a longest decreasing
     subsequence, so that noise does not break it); steepest is where the loss falls fastest
-    against log(rate).
+    against log(rate), past the sweep's first tenth.
 
     Args:
         learning_rates: increasing rates.
@@ -113,7 +113,11 @@ def suggest(learning_rates: Sequence[float], smoothed: Sequence[float]) -> dict[
     first = int(start[last])
     valley = first + (2 * (last - first)) // 3
     slopes = np.gradient(values, np.log(lrs))
-    steepest = int(np.argmin(slopes[1:-1])) + 1 if end > 3 else 1
+    # Not in the first tenth of the sweep (as fastai): the smoothed loss there averages a
+    # few steps only, and its noise outran the real descent (step 1 was "steepest").
+    low = max(1, len(learning_rates) // 10)
+    low = low if low < end - 1 else 1
+    steepest = low + int(np.argmin(slopes[low : end - 1])) if end > 3 else 1
     return {"valley": float(lrs[valley]), "steepest": float(lrs[steepest])}
 
 
