@@ -57,7 +57,8 @@ def test_a_corrupt_jpeg_is_skipped_while_training_and_named_in_the_manifest(tmp_
     data = write_shapes_folder(tmp_path / "data", ["ring", "star"], 6, size=32)
     val = write_shapes_folder(tmp_path / "val", ["ring", "star"], 2, size=32, seed=1)
     _truncated_jpeg(data / "star" / "cut_short.jpg")
-    # The header scan lets it through: it is found while training.
+    _truncated_jpeg(val / "ring" / "val_cut_short.jpg")
+    # The header scan lets them through: they are found while training and evaluating.
     assert "cut_short.jpg" in {Path(p).name for p in scan_image_folder(data, check="header").paths}
     args = ["train", "--data", str(data), "--val-data", str(val), "--scan", "header"]
     assert main([*args, *TINY, *ONE_EPOCH, "--out", str(tmp_path / "run")]) == 0
@@ -70,11 +71,23 @@ def test_a_corrupt_jpeg_is_skipped_while_training_and_named_in_the_manifest(tmp_
     assert named["cut_short.jpg"]["reason"].startswith(
         "failed to decode while training (epoch 1): cannot be decoded"
     )
+    assert "Skipped 1 validation file(s) that failed to decode (" in printed
+    assert named["val_cut_short.jpg"]["status"] == "skipped"
+    assert named["val_cut_short.jpg"]["split"] == "val"
+    assert named["val_cut_short.jpg"]["reason"].startswith(
+        "failed to decode while evaluating: cannot be decoded"
+    )
     # Every other file is used; nothing else is missing.
     used = [r for r in rows if r["status"] == "used"]
-    assert len(used) == 12 + 4 and len(rows) == 17
+    assert len(used) == 12 + 4 and len(rows) == 18
     card = (tmp_path / "run" / "README.md").read_text()
-    assert "failed to decode while training: 1" in card
+    assert "failed to decode while training: 1, while evaluating: 1" in card
+    # The report still knows each validation prediction's file (the failed one left out).
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["num_examples"] == 4
+    losses = json.loads((tmp_path / "run" / "top_losses.json").read_text())
+    assert {Path(x["path"]).parent.parent for x in losses} == {val}
+    assert "val_cut_short.jpg" not in {Path(x["path"]).name for x in losses}
 
 
 def _record(encoded: bytes, label: int) -> bytes:
@@ -95,29 +108,36 @@ def test_train_from_convert_shards_accounts_for_every_record(tmp_path, capsys):
     with tf.io.TFRecordWriter(str(records / "train-extra.tfrecord")) as writer:
         writer.write(_record((data / "ring" / "ring_0000.png").read_bytes(), 0))
         writer.write(_record(cut, 1))
+    with tf.io.TFRecordWriter(str(records / "val-extra.tfrecord")) as writer:  # first, cut
+        writer.write(_record(cut, 0))
+        writer.write(_record((data / "star" / "star_0000.png").read_bytes(), 1))
     capsys.readouterr()
 
     train = ["train", "--data", str(records / "train-*.tfrecord")]
     train += ["--val-data", str(records / "val-*.tfrecord"), *TINY, *ONE_EPOCH]
     assert main([*train, "--out", str(tmp_path / "run")]) == 0
     printed = capsys.readouterr().out
-    assert "train: 14 records, val: 4 records" in printed
+    assert "train: 14 records, val: 6 records" in printed
     assert "Epoch 1: skipped 1 training file(s) that failed to decode (" in printed
+    assert "Skipped 1 validation file(s) that failed to decode (" in printed
     rows = read_manifest(tmp_path / "run")
     shards = sorted(records.glob("*.tfrecord"))
     expected = set()
     for shard in shards:
         count = sum(1 for _ in tf.data.TFRecordDataset(str(shard)))
         expected |= {f"{shard}#{i}" for i in range(count)}
-    assert {r["path"] for r in rows} == expected and len(rows) == 18  # every record, once
+    assert {r["path"] for r in rows} == expected and len(rows) == 20  # every record, once
     bad = [r for r in rows if r["status"] != "used"]
     assert [(r["path"], r["split"], r["label"]) for r in bad] == [
-        (f"{records / 'train-extra.tfrecord'}#1", "train", "star")
+        (f"{records / 'train-extra.tfrecord'}#1", "train", "star"),
+        (f"{records / 'val-extra.tfrecord'}#0", "val", "ring"),
     ]
     assert bad[0]["reason"].startswith("failed to decode while training (epoch 1): cannot be")
+    assert bad[1]["reason"].startswith("failed to decode while evaluating: cannot be decoded")
     assert {r["split"] for r in rows if "val-" in r["path"]} == {"val"}
+    # The SavedModel was checked on validation records that decode, the cut one left out.
     assert (tmp_path / "run" / "saved_model" / "1" / "saved_model.pb").is_file()
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_examples"] == 4
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_examples"] == 5
 
     # The convert folder itself: its train and val shards (the extra shard is not listed).
     assert (

@@ -54,6 +54,8 @@ class ImageData:
             in `train_files` or the training records).
         skipped_in_training: training elements that failed to decode while training, by
             position: the reason (see `tfinetune.runs.skipped`).
+        skipped_in_validation: validation elements that failed to decode while the run
+            evaluated them, by position: the reason.
         records: for TFRecord shards and TFDS, each split's `RecordIndex`.
     """
 
@@ -73,6 +75,7 @@ class ImageData:
     task: str = "single_label"
     decode_log: DecodeLog | None = None
     skipped_in_training: dict[int, str] = field(default_factory=dict)
+    skipped_in_validation: dict[int, str] = field(default_factory=dict)
     records: dict[str, RecordIndex] = field(default_factory=dict)
 
     def class_weights(self) -> dict[int, float]:

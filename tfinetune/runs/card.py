@@ -101,7 +101,8 @@ def _training_data(experiment: Experiment, data: ImageData, parent: Path) -> str
     else:
         lines.append(", ".join(f"{len(f)} {s}" for s, f in splits) + " examples.")
     lines += ["", f"Skipped (unreadable): {len(data.bad_files)}; failed to decode while "
-              f"training: {len(data.skipped_in_training)}; excluded (`--exclude`): "
+              f"training: {len(data.skipped_in_training)}, while evaluating: "
+              f"{len(data.skipped_in_validation)}; excluded (`--exclude`): "
               f"{len(data.excluded)}; ignored (hidden or system files): "
               f"{len(data.ignored)}."]  # fmt: skip
     if data.leaks:

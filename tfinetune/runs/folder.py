@@ -105,8 +105,8 @@ def manifest_rows(data: ImageData) -> Iterator[dict]:
     `reason`, made as they are written (a million rows are never held at once).
 
     The status is `used`, `skipped` (unreadable: found by the scan, or with its split when it
-    failed to decode while training), `excluded` (left out by `--exclude`) or `ignored`
-    (known junk).
+    failed to decode while training or evaluating), `excluded` (left out by `--exclude`) or
+    `ignored` (known junk).
 
     Args:
         data: the run's datasets.
@@ -116,15 +116,16 @@ def manifest_rows(data: ImageData) -> Iterator[dict]:
         return {"split": split, "path": path, "label": label, "status": status,
                 "reason": reason}  # fmt: skip
 
+    skipped = {"train": data.skipped_in_training, "val": data.skipped_in_validation}
     for split in ("train", "val", "test"):
         files = getattr(data, f"{split}_files")
-        failed = data.skipped_in_training if split == "train" else {}
+        failed = skipped.get(split, {})
         pairs = zip(files.paths, files.labels, strict=True) if files else ()
         for i, (path, label) in enumerate(pairs):
             status = "skipped" if i in failed else "used"
             yield row(split, path, _label_text(files, label), status, failed.get(i, ""))
     for split, index in data.records.items():  # shards or TFDS: `SOURCE#POSITION`
-        failed = data.skipped_in_training if split == "train" else {}
+        failed = skipped.get(split, {})
         for i, (name, label) in enumerate(index.rows()):
             yield row(split, name, label, "skipped" if i in failed else "used", failed.get(i, ""))
     for bad in data.bad_files:

@@ -1,10 +1,12 @@
-"""Training data that failed to decode while training: named in the run's manifest.
+"""Data that failed to decode while training or evaluating: named in the run's manifest.
 
 A scan that reads headers only (large inputs) or nothing (TFRecord shards, TFDS) cannot see a
 file whose header is sound and whose image data is corrupt. The pipeline drops such an
 element and flags every one it decoded (`tfinetune.data.decode_log`); after each epoch that
 is a whole pass, `SkippedInTraining` names the ones that failed, with the decoder's reason,
-in `manifest.csv`, so that every file is still used or reported.
+in `manifest.csv`, so that every file is still used or reported. Validation data that comes
+up short when the run evaluates it is decoded once more, element by element, to name the
+failures the same way (`name_validation_failures`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from tfinetune.data.datasets import ImageData
-from tfinetune.data.files import failure_reason
+from tfinetune.data.files import check_files, failure_reason, tf_error_text
+from tfinetune.data.images import decode_image
 from tfinetune.runs.folder import write_manifest
 
 
@@ -94,3 +98,70 @@ class SkippedInTraining(keras.callbacks.Callback):
                 f"Epoch {epoch + 1}: skipped {len(new)} training file(s) that failed to decode "
                 f"({shown}); manifest.csv names each with the reason."
             )
+
+
+def split_size(data: ImageData, split: str) -> int | None:
+    """How many files or records a split holds (None: not known, such as arrays)."""
+    files = getattr(data, f"{split}_files", None)
+    if files is not None:
+        return len(files)
+    return len(data.records[split]) if split in data.records else None
+
+
+def failed_elements(data: ImageData, split: str, verbose: int = 0) -> dict[int, str]:
+    """Each element of a split that does not decode, by position: the decoder's reason.
+
+    Decodes the whole split once more (files in parallel, records one by one): for when an
+    evaluation came up short, not for every run.
+
+    Args:
+        data: the run's datasets.
+        split: "val" or "test".
+        verbose: a progress bar over files.
+
+    Example:
+    >>> import tempfile, os
+    >>> from tfinetune.data.files import LabelledFiles
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.jpg")
+    >>> _ = open(p, "wb").write(b"\\xff\\xd8\\xff\\xe0 cut short")
+    >>> d = ImageData(None, None, ["a"], val_files=LabelledFiles([p], [0], ["a"]))
+    >>> failed_elements(d, "val")[0].startswith("cannot be decoded")
+    True
+    """
+    files = getattr(data, f"{split}_files", None)
+    if files is not None:
+        position = {path: i for i, path in enumerate(files.paths)}
+        return {position[b.path]: b.reason for b in check_files(files.paths, verbose)[0]}
+    index = data.records.get(split)
+    failed: dict[int, str] = {}
+    for i, (encoded, _) in enumerate(index.read() if index and index.read else ()):
+        try:
+            decode_image(encoded)
+        except (tf.errors.OpError, ValueError) as err:
+            failed[i] = f"cannot be decoded: {tf_error_text(err)}"
+    return failed
+
+
+def name_validation_failures(data: ImageData, out: Path, verbose: int = 1) -> None:
+    """Name the validation elements that failed to decode in the run's manifest.
+
+    Args:
+        data: the run's datasets; `skipped_in_validation` is filled in.
+        out: the run folder whose `manifest.csv` is rewritten.
+        verbose: print one line naming them.
+    """
+    failed = failed_elements(data, "val")
+    if not failed:
+        return
+    data.skipped_in_validation.update(
+        {i: f"failed to decode while evaluating: {reason}" for i, reason in failed.items()}
+    )
+    write_manifest(out, data)
+    if verbose:
+        files = data.val_files
+        names = [files.paths[i] if files else data.records["val"].name(i) for i in failed]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        print(
+            f"Skipped {len(failed)} validation file(s) that failed to decode ({shown}); "
+            "manifest.csv names each with the reason."
+        )

@@ -245,9 +245,11 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
                "metadata": {**_export_facts(spec, sources, csv_columns, out),
                             **_calibration_facts(report)}}  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
-        val_files = data.val_files
+        val_files, failed = data.val_files, data.skipped_in_validation
+        if val_files is not None and failed:  # checked on the images that decode
+            val_files = val_files.subset([i for i in range(len(val_files)) if i not in failed])
         if val_files is None and "val" in data.records:  # check on real images all the same
-            val_files = data.records["val"].sample(Path(scratch))
+            val_files = data.records["val"].sample(Path(scratch), skip=failed)
         if keras.config.backend() != "tensorflow":  # a SavedModel is TensorFlow's: export there
             export_in_tensorflow(out / "model.keras", out / SAVED_MODEL_DIR, options, val_files)
             return

@@ -24,6 +24,7 @@ from tfinetune.evaluation.report import ClassificationReport
 from tfinetune.models.classifier import modality_of
 from tfinetune.models.heads import apply_temperature, task_of
 from tfinetune.models.mirror import mirrors
+from tfinetune.runs.skipped import name_validation_failures, split_size
 from tfinetune.serving.export import THRESHOLDS_FILE
 
 
@@ -129,10 +130,16 @@ def evaluate_validation(
         report = _calibrate_if_possible(model, report, verbose)
     if data.task == "multi_label":
         (out / THRESHOLDS_FILE).write_text(json.dumps(report.thresholds.tolist()) + "\n")
-    # A file that became unreadable after the scan would shift the order: no paths then.
-    val = data.val_files
-    known = val is not None and len(labels) == len(val)  # records: named in the manifest
-    paths = (val.texts if modality == "text" else val.paths) if known else None
+    expected = split_size(data, "val")
+    if modality == "image" and expected is not None and len(labels) < expected:
+        name_validation_failures(data, out, verbose)  # a scan did not decode them all
+    # Each prediction's file, where the files that failed are known (records: the manifest).
+    val, skipped = data.val_files, data.skipped_in_validation
+    known = val is not None and len(labels) == len(val) - len(skipped)
+    paths = None
+    if known:
+        named = val.texts if modality == "text" else val.paths
+        paths = [path for i, path in enumerate(named) if i not in skipped]
     write_evaluation(
         out, report, paths, data.bad_files, modality=modality, seconds=seconds, tta=tta
     )
