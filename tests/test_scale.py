@@ -138,6 +138,11 @@ def test_train_from_convert_shards_accounts_for_every_record(tmp_path, capsys):
     # The SavedModel was checked on validation records that decode, the cut one left out.
     assert (tmp_path / "run" / "saved_model" / "1" / "saved_model.pb").is_file()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_examples"] == 5
+    # export without --data verifies on the run's validation records that decode.
+    models = tmp_path / "models" / "shapes"
+    assert main(["export", str(tmp_path / "run"), "--out", str(models)]) == 0
+    assert "on 5 images" in capsys.readouterr().out
+    assert (models / "1" / "saved_model.pb").is_file()
 
     # The convert folder itself: its train and val shards (the extra shard is not listed).
     assert (
@@ -198,6 +203,10 @@ def test_train_from_a_locally_prepared_tfds_dataset(tmp_path, capsys):
         "tfds:scale_shapes/train[75%:]",
     }
     assert sorted(r["label"] for r in rows) == ["ring"] * 6 + ["star"] * 6
+    # export without --data finds the prepared dataset where the run did (--tfds-dir).
+    tflite = ["export", str(tmp_path / "run"), "--format", "tflite", "--quantize", "int8"]
+    assert main([*tflite, "--out", str(tmp_path / "lite")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "lite" / "model.tflite").is_file()
     assert (tmp_path / "run" / "saved_model" / "1" / "saved_model.pb").is_file()
     # A name that is not prepared there (and cannot be downloaded here) is one line.
     missing = ["train", "--data", "tfds:scale_shapes", "--tfds-dir", str(tmp_path / "empty")]

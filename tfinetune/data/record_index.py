@@ -7,7 +7,8 @@ named `SOURCE#POSITION` (its position within the source, from 0) in manifests an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,23 +83,32 @@ class RecordIndex:
             return f"cannot be decoded: {tf_error_text(err)}"
         return "cannot be decoded"
 
-    def sample(self, folder: Path, limit: int = 64, skip: Collection[int] = ()) -> LabelledFiles:
-        """The first `limit` records written as image files into `folder`, to check an export
-        on real images (`tfinetune.serving.verify.export_check`).
+    def sample(self, folder: Path, limit: int = 64) -> LabelledFiles:
+        """The first `limit` records that decode, written as image files into `folder/CLASS/`,
+        to check an export on real images (`tfinetune.serving.verify.export_check`,
+        `tfinetune export`).
 
         Args:
             folder: where to write them (it is created).
             limit: the most records to write.
-            skip: the positions of records to leave out (those that do not decode).
         """
-        from tfinetune.data.images import sniff_format
+        import tensorflow as tf
+
+        from tfinetune.data.images import decode_image, sniff_format
 
         folder.mkdir(parents=True, exist_ok=True)
         paths, labels = [], []
-        kept = (pair for i, pair in enumerate(self.read() if self.read else ()) if i not in skip)
-        for i, (encoded, label) in zip(range(limit), kept, strict=False):  # up to limit
+        for i, (encoded, label) in enumerate(self.read() if self.read else ()):
+            if len(paths) == limit:
+                break
+            try:
+                decode_image(encoded)
+            except (tf.errors.OpError, ValueError):  # the manifest names it; not a sample
+                continue
             data = encoded.numpy()
-            path = folder / f"record_{i:05d}.{sniff_format(data[:16]) or 'img'}"
+            name = self.class_names[int(label)].replace(os.sep, "_")
+            path = folder / name / f"record_{i:05d}.{sniff_format(data[:16]) or 'img'}"
+            path.parent.mkdir(exist_ok=True)
             path.write_bytes(data)
             paths.append(str(path))
             labels.append(int(label))

@@ -125,6 +125,23 @@ def _record_data(data, val, options, val_split, task, exclude, tfds_dir, verbose
     return shard_datasets(str(data), str(val) if val else None, options, verbose)
 
 
+def record_sample(data: str, contract: dict, folder: Path, limit: int = 64) -> Path:
+    """A class folder of up to `limit` validation records of a shards or TFDS run, to verify
+    its exports on (the records of its training data where it has no validation split).
+
+    Args:
+        data: what the run recorded as its data: a shard glob, a `convert` folder or
+            `tfds:NAME`.
+        contract: the run's preprocessing contract (`tfds_dir` where the run had one).
+        folder: where the images are written.
+        limit: the most records.
+    """
+    options = PipelineOptions(tuple(contract.get("image_size", (224, 224))), 32)
+    found = _record_data(data, None, options, 0.2, None, None, contract.get("tfds_dir"), 0)
+    (found.records.get("val") or found.records["train"]).sample(folder, limit)
+    return folder
+
+
 def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict, Path]:
     """A run's Keras model, class names, preprocessing contract and model file.
 
@@ -155,7 +172,7 @@ def load_run_model(run: str | os.PathLike) -> tuple[keras.Model, list[str], dict
 
 
 # The paths a run's export records relative to the run folder.
-RUN_RELATIVE = ("training_data", "validation_data", "teacher")
+RUN_RELATIVE = ("training_data", "validation_data", "teacher", "tfds_dir")
 
 
 def load_teacher(path: str | os.PathLike, class_names: list[str]) -> keras.Model:

@@ -238,7 +238,8 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
     if not experiment.export.saved_model:
         return
     sources = {"training_data": d.train, "validation_data": d.val or None,
-               "teacher": experiment.distill.teacher or None}  # fmt: skip
+               "teacher": experiment.distill.teacher or None,
+               "tfds_dir": d.tfds_dir if d.train.startswith("tfds:") else None}  # fmt: skip
     options = {"class_names": list(data.class_names), "resize": d.resize,
                "thresholds": None if thresholds is None else [float(t) for t in thresholds],
                "top_k": experiment.export.top_k,
@@ -249,7 +250,7 @@ def _save_and_export(experiment, spec, data, model, report, out: Path) -> None:
         if val_files is not None and failed:  # checked on the images that decode
             val_files = val_files.subset([i for i in range(len(val_files)) if i not in failed])
         if val_files is None and "val" in data.records:  # check on real images all the same
-            val_files = data.records["val"].sample(Path(scratch), skip=failed)
+            val_files = data.records["val"].sample(Path(scratch))  # those that decode
         if keras.config.backend() != "tensorflow":  # a SavedModel is TensorFlow's: export there
             export_in_tensorflow(out / "model.keras", out / SAVED_MODEL_DIR, options, val_files)
             return
