@@ -166,3 +166,64 @@ def test_cli_mirrored_run(tiny_folder: Path, tmp_path: Path):
         == 4 * len(tf.config.list_logical_devices("GPU") or [0])
     )
     assert (out / "saved_model" / "1" / "saved_model.pb").is_file()
+
+
+def _cli_workers(args: list[str], cluster: dict, scratch: Path) -> list[subprocess.Popen]:
+    """`tfinetune ARGS` as the two workers of `cluster`, each with its TF_CONFIG."""
+    code = "import sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return [
+        _python(code, *args, env={"TMPDIR": str(scratch), "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]  # fmt: skip
+
+
+@pytest.mark.processes
+def test_the_cli_trains_as_two_workers_into_one_run_folder_and_resumes(tmp_path: Path):
+    """Two `tfinetune train --strategy multi_worker` processes on 127.0.0.1, killed in stage 2
+    and resumed: one run folder (the chief's), a SavedModel that passes `verify`, nothing
+    left by the other worker."""
+    import signal
+    import time
+
+    from tfinetune.atomic import partial_folder
+    from tfinetune.data.synthetic import write_shapes_folder
+    from tfinetune.training.checkpoints import load_checkpoint
+
+    data = write_shapes_folder(tmp_path / "data", ["ring", "star"], 12, size=32)
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
+    args += ["--image-size", "32", "--freeze-epochs", "1", "--epochs", "4", "--batch-size", "4"]
+    workers = _cli_workers(
+        [*args, "--strategy", "multi_worker", "--out", str(run)], cluster, scratch
+    )
+    deadline = time.monotonic() + 240
+    while True:  # until the chief's checkpoint is an epoch into stage 2
+        found = load_checkpoint(partial_folder(run) / "checkpoints")
+        if found and found[0].stage == 1 and found[0].epochs_done >= 1:
+            break
+        assert all(w.poll() is None for w in workers), workers[0].communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "stage 2 did not begin within 240 s"
+        time.sleep(0.1)
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert not run.exists() and partial_folder(run).is_dir()
+    killed = set(scratch.glob("tfinetune-worker-*"))  # SIGKILL leaves a worker's temp folder
+
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    workers = _cli_workers(["train", "--resume", str(run)], cluster, scratch)
+    outputs = [_finish(w, timeout=240) for w in workers]
+    assert all("Done in" in out for out in outputs)
+    history = json.loads((run / "history.json").read_text())
+    assert [stage["name"] for stage in history["stages"]] == ["head", "fine-tune"]
+    assert len(history["history"]["loss"]) == 5  # 1 + 4 epochs, across the kill
+    performance = history["performance"]
+    assert performance["replicas"] == 2 and performance["global_batch"] == 8
+    assert json.loads((run / "metrics.json").read_text())["num_examples"] == 4
+    assert not partial_folder(run).exists()
+    assert set(scratch.glob("tfinetune-worker-*")) == killed  # the resumed worker's is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run", "scratch"]
+    assert main(["verify", str(run / "saved_model" / "1"), "--data", str(data)]) == 0

@@ -11,7 +11,8 @@
 - `card`: the run folder's `README.md`, a model card.
 - `validation`: the validation report of a run, and `calibrate`.
 - `build`: what a run builds before training: the backbone for its data, datasets, model.
-- `skipped`: training files that failed to decode while training, named after the epoch.
+- `skipped`: files that failed to decode while training or evaluating, named in the manifest.
+- `workers`: several worker processes: the chief writes the run folder, the others scratch.
 - `train`: `train_run`, a folder or CSV in and a complete run folder out.
 - `evaluate`: `evaluate_run`, a model scored on labelled data.
 - `export`: `export_run`, a run's model as a verified SavedModel or TFLite file.

@@ -48,6 +48,7 @@ from tfinetune.runs.folder import (
 from tfinetune.runs.skipped import SkippedInTraining
 from tfinetune.runs.sources import load_teacher
 from tfinetune.runs.validation import evaluate_validation
+from tfinetune.runs.workers import is_multi_worker, outside_strategy, worker_folder
 from tfinetune.serving.export import export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR
 from tfinetune.serving.verify import export_check
@@ -127,6 +128,15 @@ def train_run(
     resolve_performance(p.precision, p.jit_compile)
     resolve_determinism(p.deterministic_ops, device="cpu")  # a bad value fails here
     experiment, spec, weights = resolved_backbone(experiment, bool(verbose))
+    with worker_folder(out_dir, strategy, resume) as (folder, chief):  # others: scratch
+        result = _run(experiment, spec, weights, strategy, folder, chief, overwrite, resume,
+                      allow_changes or not chief, verbose, started)  # fmt: skip
+    return replace(result, out_dir=Path(out_dir))  # a worker's scratch folder is gone
+
+
+def _run(experiment, spec, weights, strategy, out_dir, chief, overwrite, resume, allow_changes,
+         verbose, started) -> RunResult:  # fmt: skip
+    """`train_run` in the folder this process writes (see `tfinetune.runs.workers`)."""
     if not resume:
         check_output_folder(out_dir, overwrite, "run")
     keras.utils.set_random_seed(experiment.seed)
@@ -142,6 +152,11 @@ def train_run(
         write_manifest(out, data)
         write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
         history = _train(experiment, data, model, verbose, out, resume, strategy)
+        if not chief:  # the chief evaluates and exports the same weights
+            seconds = time.perf_counter() - started
+            return RunResult(Path(out_dir), model, data.class_names, history, None, [], seconds)
+        if is_multi_worker(strategy):  # evaluated and exported by this process alone
+            model = outside_strategy(model)
         write_text(out / "history.json", json.dumps(history.to_dict(), indent=2))
         plot_history(history, out / "training_curves.png")
         report = None
