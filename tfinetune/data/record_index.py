@@ -70,18 +70,17 @@ class RecordIndex:
         Args:
             index: the record's position in reading order.
         """
-        import tensorflow as tf
-
-        from tfinetune.data.images import decode_image
-
         if self.read is None:
             return "cannot be decoded"
-        try:
-            encoded, _ = next(iter(self.read().skip(index).take(1)))
-            decode_image(encoded)
-        except (tf.errors.OpError, ValueError) as err:
-            return f"cannot be decoded: {tf_error_text(err)}"
-        return "cannot be decoded"
+        encoded, _ = next(iter(self.read().skip(index).take(1)))
+        return decode_error(encoded) or "cannot be decoded"
+
+    def failures(self) -> dict[int, str]:
+        """Every record that does not decode, by position: why (decodes them all, one by one)."""
+        if self.read is None:
+            return {}
+        found = ((i, decode_error(encoded)) for i, (encoded, _) in enumerate(self.read()))
+        return {i: error for i, error in found if error}
 
     def sample(self, folder: Path, limit: int = 64) -> LabelledFiles:
         """The first `limit` records that decode, written as image files into `folder/CLASS/`,
@@ -92,18 +91,14 @@ class RecordIndex:
             folder: where to write them (it is created).
             limit: the most records to write.
         """
-        import tensorflow as tf
-
-        from tfinetune.data.images import decode_image, sniff_format
+        from tfinetune.data.images import sniff_format
 
         folder.mkdir(parents=True, exist_ok=True)
         paths, labels = [], []
         for i, (encoded, label) in enumerate(self.read() if self.read else ()):
             if len(paths) == limit:
                 break
-            try:
-                decode_image(encoded)
-            except (tf.errors.OpError, ValueError):  # the manifest names it; not a sample
+            if decode_error(encoded):  # the manifest names it; not a sample
                 continue
             data = encoded.numpy()
             name = self.class_names[int(label)].replace(os.sep, "_")
@@ -113,3 +108,24 @@ class RecordIndex:
             paths.append(str(path))
             labels.append(int(label))
         return LabelledFiles(paths, labels, list(self.class_names))
+
+
+def decode_error(encoded: Any) -> str | None:
+    """Why encoded image bytes do not decode (`cannot be decoded: ...`), or None if they do.
+
+    Args:
+        encoded: a scalar string tensor of image bytes.
+
+    Example:
+    >>> decode_error(b"not an image")[:45]
+    'cannot be decoded: Unknown image file format.'
+    """
+    import tensorflow as tf
+
+    from tfinetune.data.images import decode_image
+
+    try:
+        decode_image(encoded)
+    except (tf.errors.OpError, ValueError) as err:
+        return f"cannot be decoded: {tf_error_text(err)}"
+    return None

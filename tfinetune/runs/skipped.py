@@ -14,11 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from tfinetune.data.datasets import ImageData
-from tfinetune.data.files import check_files, failure_reason, tf_error_text
-from tfinetune.data.images import decode_image
+from tfinetune.data.files import check_files, failure_reason
 from tfinetune.runs.folder import write_manifest
 
 
@@ -132,14 +130,7 @@ def failed_elements(data: ImageData, split: str, verbose: int = 0) -> dict[int, 
     if files is not None:
         position = {path: i for i, path in enumerate(files.paths)}
         return {position[b.path]: b.reason for b in check_files(files.paths, verbose)[0]}
-    index = data.records.get(split)
-    failed: dict[int, str] = {}
-    for i, (encoded, _) in enumerate(index.read() if index and index.read else ()):
-        try:
-            decode_image(encoded)
-        except (tf.errors.OpError, ValueError) as err:
-            failed[i] = f"cannot be decoded: {tf_error_text(err)}"
-    return failed
+    return data.records[split].failures() if split in data.records else {}
 
 
 def name_validation_failures(data: ImageData, out: Path, verbose: int = 1) -> None:
