@@ -151,7 +151,9 @@ def label_issues(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndar
     from cleanlab.rank import get_label_quality_scores
 
     scores = get_label_quality_scores(labels, probabilities, method="self_confidence")
-    flagged = find_label_issues(labels, probabilities, filter_by="prune_by_noise_rate")
+    # One process: cleanlab's default forks a multiprocessing pool, and a fork of a process
+    # that runs TensorFlow's threads can deadlock (`tfinetune clean` hung in CI on it).
+    flagged = find_label_issues(labels, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
     return scores, np.asarray(flagged, bool)
 
 
