@@ -123,7 +123,7 @@ def child(result: str, timing: str, argv: list[str]) -> None:
 
     t0 = float(argv[argv.index("--t0") + 1])
     argv = argv[: argv.index("--t0")]
-    batch, first, steps = (int(n) for n in timing.split(","))  # noqa: RUF059 (batch is used)
+    batch_size, first, steps = (int(n) for n in timing.split(","))
     facts: dict = {}
 
     class Timing(keras.callbacks.Callback):
@@ -137,7 +137,7 @@ def child(result: str, timing: str, argv: list[str]) -> None:
             if batch == 0 and "first_step_seconds" not in facts:
                 facts["first_step_seconds"] = self.ends[0] - t0
             if len(self.ends) == steps:
-                n = (steps - first) * batch
+                n = (steps - first) * batch_size  # not `batch`: that is the step's index
                 wall = self.ends[-1] - self.ends[first - 1]
                 cpu = self.cpu[-1] - self.cpu[first - 1]
                 facts.update(images_per_second=n / wall, cpu_seconds_per_image=cpu / n)

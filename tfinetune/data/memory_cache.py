@@ -69,10 +69,10 @@ def shuffled_memory_cache(
             labels.scatter_update(tf.IndexedSlices(batch_labels, rows)),
         ]
         with tf.control_dependencies(stored):
-            marked = [filled.scatter_update(tf.IndexedSlices(tf.ones_like(rows, tf.bool), rows))]
-            marked += [log.mark(rows)] if log is not None else []
-        with tf.control_dependencies(marked):
-            return tf.identity(images), tf.identity(batch_labels)
+            marked = filled.scatter_update(tf.IndexedSlices(tf.ones_like(rows, tf.bool), rows))
+        with tf.control_dependencies([marked]):
+            images, batch_labels = tf.identity(images), tf.identity(batch_labels)
+        return log.passed(rows, images, batch_labels) if log is not None else (images, batch_labels)
 
     def mark_complete(images, batch_labels):
         with tf.control_dependencies([complete.assign(True)]):
