@@ -1,11 +1,13 @@
 """CPU seconds per image of the training input pipeline alone, as `tfinetune train` builds it.
 
-Settles where `benchmarks/scale.py`'s throughput gap at 1M images comes from: the same
-32 px JPEGs (written by `scale.py`), as a folder and as shards, through `build_pipeline` for
-training with the memory cache on or off (off is what a 1M-image run gets: it does not fit
-in 2 GiB) and with the decode log (`DecodeLog`) on or off. No model: each configuration
-iterates 36 batches of 256 and measures steps 6 to 36 (`time.process_time`, every thread),
-configurations interleaved and repeated, medians reported.
+The same 32 px JPEGs as `benchmarks/scale.py` (written by it), as a folder and as shards,
+through `build_pipeline` for training with the memory cache on or off (off is what a
+1M-image run gets: it does not fit in 2 GiB) and with the decode log (`DecodeLog`) on or off.
+No model: each configuration iterates 36 batches of 256 and measures steps 6 to 36
+(`time.process_time`, every thread), configurations interleaved and repeated, medians
+reported. Op determinism stays off here, as in a script that does not turn it on; training
+turns it on on a CPU, under which a stateful step serialises the whole pipeline
+(`benchmarks/decode_log.py`), which this benchmark therefore does not see.
 
     python benchmarks/pipeline_cpu.py --size 20000 --repeats 2
 """

@@ -103,9 +103,8 @@ def build_image_data(
         class_names: the names the labels index.
         options: the pipeline options.
         log_decodes: flag each training element that decodes (`ImageData.decode_log`), for
-            data no scan decoded beforehand. It costs training speed: a stateful step in
-            the pipeline, 0.005-0.009 ms of CPU per image alone, but about 1 ms per image
-            once `fit` runs beside it (`benchmarks/scale.py`, `benchmarks/pipeline_cpu.py`).
+            data no scan decoded beforehand: one NumPy step per batch, which training did
+            not measurably slow (`benchmarks/decode_log.py`).
         **facts: the other fields of `ImageData` (files, bad files, labels).
 
     Example:
