@@ -23,13 +23,10 @@ stateful step runs every map serially and prefetches nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,22 +58,6 @@ def patch(variant: str) -> None:
         DecodeLog.passed = lambda self, indices, *values: values
 
 
-def run(variant: str, data: Path, out: Path, extra: list[str]) -> dict:
-    """One `tfinetune train` run of `variant` in a fresh process; what it measured."""
-    result = out.with_suffix(".json")
-    command = [sys.executable, __file__, "--child", variant, str(result),
-               f"{scale.BATCH},{scale.FIRST_MEASURED},{scale.STEPS}", "train",
-               "--data", str(data), "--out", str(out), "--backbone", "convnet_tiny",
-               "--weights", "none", "--image-size", "32", "--batch-size", str(scale.BATCH),
-               "--augment", "none", "--epochs", "0", "--freeze-epochs", "1",
-               *extra, "--t0", repr(time.time())]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    facts = json.loads(result.read_text()) if result.is_file() else {}
-    if done.returncode != 0 or "images_per_second" not in facts:
-        raise RuntimeError(f"{variant}: {done.stderr.strip().splitlines()[-3:]}")
-    return facts
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000)
@@ -93,7 +74,8 @@ def main() -> None:
             for variant in VARIANTS:
                 out = Path(scratch) / f"{variant}_{repeat}"
                 extra = ["--nondeterministic"] if args.nondeterministic else []
-                facts = run(variant, root / f"shards_{args.size}", out, extra)
+                facts = scale.run_child("shards", root / f"shards_{args.size}", out, scale.STEPS,
+                                        script=__file__, before=[variant], extra=extra)  # fmt: skip
                 runs[variant].append(facts)
                 per_second, cpu = facts["images_per_second"], facts["cpu_seconds_per_image"]
                 print(f"{variant} repeat {repeat}: {per_second:.0f} images/s, "

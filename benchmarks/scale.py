@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -85,14 +86,21 @@ def write_dataset(root: Path, size: int) -> dict:
     return facts
 
 
-def run_child(source: str, data: Path, out: Path, steps: int) -> dict:
-    """`tfinetune train` in a fresh process; what its timing callback measured."""
+def run_child(
+    source: str, data: Path, out: Path, steps: int,
+    script: str = __file__, before: Sequence[str] = (), extra: Sequence[str] = (),
+) -> dict:  # fmt: skip
+    """`tfinetune train` in a fresh process; what its timing callback measured.
+
+    `script --child *before RESULT TIMING train ... *extra` is run: another benchmark can
+    time the same command with a `script` of its own (`decode_log.py`).
+    """
     result = out.with_suffix(".json")
     timing = f"{BATCH},{FIRST_MEASURED},{steps}"
-    command = [sys.executable, __file__, "--child", str(result), timing, "train",
+    command = [sys.executable, script, "--child", *before, str(result), timing, "train",
                "--data", str(data), "--out", str(out), "--backbone", "convnet_tiny",
                "--weights", "none", "--image-size", "32", "--batch-size", str(BATCH),
-               "--augment", "none", "--epochs", "0", "--freeze-epochs", "1"]  # fmt: skip
+               "--augment", "none", "--epochs", "0", "--freeze-epochs", "1", *extra]  # fmt: skip
     if source == "folder":
         command += ["--val-split", "0"]
     started = time.time()
