@@ -168,21 +168,41 @@ def test_cli_mirrored_run(tiny_folder: Path, tmp_path: Path):
     assert (out / "saved_model" / "1" / "saved_model.pb").is_file()
 
 
-def _cli_workers(args: list[str], cluster: dict, scratch: Path) -> list[subprocess.Popen]:
-    """`tfinetune ARGS` as the two workers of `cluster`, each with its TF_CONFIG."""
+def _cli_workers(args: list[str], envs: list[dict], scratch: Path) -> list[subprocess.Popen]:
+    """`tfinetune ARGS` as one process for each environment (TF_CONFIG or KERAS_*)."""
     code = "import sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return [_python(code, *args, env={"TMPDIR": str(scratch), **env}) for env in envs]
+
+
+def _tf_config(n: int = 2) -> list[dict]:
+    """Each worker's TF_CONFIG for a cluster of `n` on 127.0.0.1."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
     return [
-        _python(code, *args, env={"TMPDIR": str(scratch), "TF_CONFIG": json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": i}})})
-        for i in range(2)
+        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        for i in range(n)
+    ]
+
+
+def _keras_group(n: int = 2) -> list[dict]:
+    """Each process's Keras distribution variables for a JAX group of `n` on 127.0.0.1."""
+    address = f"127.0.0.1:{_free_ports(1)[0]}"
+    return [
+        {"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+         "KERAS_DISTRIBUTION_NUM_PROCESSES": str(n), "KERAS_DISTRIBUTION_PROCESS_ID": str(i)}
+        for i in range(n)
     ]  # fmt: skip
 
 
 @pytest.mark.processes
-def test_the_cli_trains_as_two_workers_into_one_run_folder_and_resumes(tmp_path: Path):
-    """Two `tfinetune train --strategy multi_worker` processes on 127.0.0.1, killed in stage 2
-    and resumed: one run folder (the chief's), a SavedModel that passes `verify`, nothing
-    left by the other worker."""
+# JAX compiles each stage's step in both processes, twice: about 100 s here, so a slow test.
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.slow)])
+def test_the_cli_trains_as_two_workers_into_one_run_folder_and_resumes(
+    tmp_path: Path, backend: str
+):
+    """Two `tfinetune train --strategy multi_worker` processes on 127.0.0.1 (TensorFlow's
+    MultiWorkerMirroredStrategy, or Keras's DataParallel on JAX), killed in stage 2 and
+    resumed: one run folder (the chief's), a SavedModel that passes `verify`, nothing left by
+    the other worker."""
     import signal
     import time
 
@@ -190,22 +210,22 @@ def test_the_cli_trains_as_two_workers_into_one_run_folder_and_resumes(tmp_path:
     from tfinetune.data.synthetic import write_shapes_folder
     from tfinetune.training.checkpoints import load_checkpoint
 
+    group = _tf_config if backend == "tensorflow" else _keras_group
     data = write_shapes_folder(tmp_path / "data", ["ring", "star"], 12, size=32)
     run, scratch = tmp_path / "run", tmp_path / "scratch"
     scratch.mkdir()
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     args = ["train", "--data", str(data), "--backbone", "convnet_tiny", "--weights", "none"]
     args += ["--image-size", "32", "--freeze-epochs", "1", "--epochs", "4", "--batch-size", "4"]
     workers = _cli_workers(
-        [*args, "--strategy", "multi_worker", "--out", str(run)], cluster, scratch
+        [*args, "--strategy", "multi_worker", "--out", str(run)], group(), scratch
     )
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 360
     while True:  # until the chief's checkpoint is an epoch into stage 2
         found = load_checkpoint(partial_folder(run) / "checkpoints")
         if found and found[0].stage == 1 and found[0].epochs_done >= 1:
             break
         assert all(w.poll() is None for w in workers), workers[0].communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "stage 2 did not begin within 240 s"
+        assert time.monotonic() < deadline, "stage 2 did not begin within 360 s"
         time.sleep(0.1)
     for worker in workers:
         worker.send_signal(signal.SIGKILL)
@@ -213,17 +233,55 @@ def test_the_cli_trains_as_two_workers_into_one_run_folder_and_resumes(tmp_path:
     assert not run.exists() and partial_folder(run).is_dir()
     killed = set(scratch.glob("tfinetune-worker-*"))  # SIGKILL leaves a worker's temp folder
 
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    workers = _cli_workers(["train", "--resume", str(run)], cluster, scratch)
-    outputs = [_finish(w, timeout=240) for w in workers]
+    workers = _cli_workers(["train", "--resume", str(run)], group(), scratch)
+    outputs = [_finish(w, timeout=360) for w in workers]
     assert all("Done in" in out for out in outputs)
     history = json.loads((run / "history.json").read_text())
     assert [stage["name"] for stage in history["stages"]] == ["head", "fine-tune"]
     assert len(history["history"]["loss"]) == 5  # 1 + 4 epochs, across the kill
     performance = history["performance"]
     assert performance["replicas"] == 2 and performance["global_batch"] == 8
+    assert performance["backend"] == backend
+    if backend == "jax":
+        assert performance["strategy"] == "keras.distribution.DataParallel"
+        assert performance["processes"] == 2
     assert json.loads((run / "metrics.json").read_text())["num_examples"] == 4
     assert not partial_folder(run).exists()
     assert set(scratch.glob("tfinetune-worker-*")) == killed  # the resumed worker's is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run", "scratch"]
     assert main(["verify", str(run / "saved_model" / "1"), "--data", str(data)]) == 0
+
+
+@pytest.mark.parametrize("processes, local", [(2, 1), (3, 1), (2, 2)])
+def test_each_process_takes_an_equal_share_of_every_batch(processes: int, local: int):
+    """Equal shares (JAX needs one shape), a multiple of the local devices, and together
+    every example of each batch, a short batch wrapping round."""
+    from tfinetune.training.processes import ProcessGroup, process_share
+
+    batches = tf.data.Dataset.range(11).map(lambda i: (i, -i)).batch(8)
+    shares = [
+        list(process_share(batches, ProcessGroup(p, processes, processes * local)))
+        for p in range(processes)
+    ]  # fmt: skip
+    for whole, parts in zip(batches, zip(*shares, strict=True), strict=True):
+        sizes = {int(tf.size(x)) for x, _ in parts}
+        assert len(sizes) == 1 and sizes.pop() % local == 0
+        taken = np.concatenate([x.numpy() for x, _ in parts])
+        assert set(taken) == set(whole[0].numpy())  # every example, none from elsewhere
+        assert len(taken) - len(whole[0]) < processes * local  # at most a few twice
+        assert all((y.numpy() == -x.numpy()).all() for x, y in parts)  # pairs kept together
+
+
+@pytest.mark.processes
+def test_multi_worker_on_jax_without_a_group_says_what_to_set(tiny_folder: Path, tmp_path: Path):
+    """No KERAS_DISTRIBUTION_* variables and no scheduler: one clear line, exit 2, nothing
+    written."""
+    code = "import sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
+    out = tmp_path / "run"
+    process = _python(code, "train", "--data", str(tiny_folder), "--backbone", "convnet_tiny",
+                      "--weights", "none", "--strategy", "multi_worker", "--out", str(out),
+                      env={"KERAS_BACKEND": "jax"})  # fmt: skip
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr[-3000:]
+    assert "KERAS_DISTRIBUTION_JOB_ADDRESSES" in stderr and "Traceback" not in stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["shapes"]  # no run, no temporary folder

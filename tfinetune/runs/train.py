@@ -48,7 +48,7 @@ from tfinetune.runs.folder import (
 from tfinetune.runs.skipped import SkippedInTraining
 from tfinetune.runs.sources import load_teacher
 from tfinetune.runs.validation import evaluate_validation
-from tfinetune.runs.workers import is_multi_worker, outside_strategy, worker_folder
+from tfinetune.runs.workers import trained_alone, worker_folder
 from tfinetune.serving.export import export_version
 from tfinetune.serving.inference import SAVED_MODEL_DIR
 from tfinetune.serving.verify import export_check
@@ -57,6 +57,12 @@ from tfinetune.training.distillation import Distiller
 from tfinetune.training.distribution import describe_strategy, replicas, resolve_strategy
 from tfinetune.training.fine_tuning import fine_tune
 from tfinetune.training.performance import resolve_determinism, resolve_performance
+from tfinetune.training.processes import (
+    ProcessGroup,
+    describe_group,
+    join_process_group,
+    process_share,
+)
 from tfinetune.training.stages import FineTuneHistory, Stage
 
 
@@ -152,11 +158,10 @@ def _run(experiment, spec, weights, strategy, out_dir, chief, overwrite, resume,
         write_manifest(out, data)
         write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
         history = _train(experiment, data, model, verbose, out, resume, strategy)
+        model = trained_alone(model, strategy)  # on the chief, evaluated and exported alone
         if not chief:  # the chief evaluates and exports the same weights
             seconds = time.perf_counter() - started
             return RunResult(Path(out_dir), model, data.class_names, history, None, [], seconds)
-        if is_multi_worker(strategy):  # evaluated and exported by this process alone
-            model = outside_strategy(model)
         write_text(out / "history.json", json.dumps(history.to_dict(), indent=2))
         plot_history(history, out / "training_curves.png")
         report = None
@@ -198,8 +203,11 @@ def _train(
         label_smoothing=t.label_smoothing if data.task == "single_label" else 0.0,
         class_weight=data.class_weights() if experiment.data.balance_classes else None,
     )
+    train, val = data.train, data.val
+    if isinstance(strategy, ProcessGroup):  # each process trains on its share of a batch
+        train, val = process_share(train, strategy), process_share(val, strategy)
     history = fine_tune(
-        trained, data.train, data.val, stages=stages, training=training,
+        trained, train, val, stages=stages, training=training,
         performance=replace(
             p, strategy=strategy if keras.config.backend() == "tensorflow" else "auto"
         ),
@@ -209,19 +217,25 @@ def _train(
         verbose=verbose if verbose != 1 or sys.stdout.isatty() else 2,
     )  # fmt: skip
     history.performance.update(describe_strategy(strategy, experiment.data.batch_size))
+    if isinstance(strategy, ProcessGroup):
+        history.performance.update(describe_group(strategy))
     history.performance["deterministic_ops"] = resolve_determinism(p.deterministic_ops)
     return history
 
 
 def _strategy(name: str):
-    """The run's `tf.distribute` strategy; on another Keras backend, TensorFlow's default one
-    (a scope that changes nothing), since `tf.distribute` cannot place JAX's arrays."""
+    """The run's `tf.distribute` strategy; on JAX, `multi_worker` joins a `ProcessGroup`
+    (Keras's distribution API), and otherwise TensorFlow's default strategy stands in (a
+    scope that changes nothing), since `tf.distribute` cannot place JAX's arrays."""
     if keras.config.backend() == "tensorflow":
         return resolve_strategy(name)
+    if name == "multi_worker" and keras.config.backend() == "jax":
+        return join_process_group()
     if name not in ("auto", "default"):
         raise ValueError(
             f"performance.strategy = {name!r} is TensorFlow's tf.distribute, and Keras runs "
-            f"on {keras.config.backend()}: use strategy 'auto', or the TensorFlow backend."
+            f"on {keras.config.backend()}: use strategy 'auto' (or 'multi_worker' on JAX, "
+            f"with Keras's KERAS_DISTRIBUTION_* variables), or the TensorFlow backend."
         )
     return tf.distribute.get_strategy()
 

@@ -1,14 +1,17 @@
 """More than one worker process: the chief writes the run folder, the others a scratch copy.
 
 Under `MultiWorkerMirroredStrategy` (`--strategy multi_worker`) every worker runs the same
-`tfinetune train` command with its own `TF_CONFIG`. The chief (the `chief` task, else worker
-0) writes the run folder as a single process would. Every other worker trains in step with it
-in a scratch folder of its own, removed when it ends, and writes nothing in the run folder; on
-`--resume` it starts from a copy of the chief's checkpoints (in `NAME.partial`), so the run
-folder must sit where every worker can read it (a cluster's shared file system); the chief
-alone checks that the experiment and the data did not change. After
-training the weights are the same on every worker: the chief evaluates and exports a copy of
-the model taken outside the strategy (one process, no collective ops), the others stop.
+`tfinetune train` command with its own `TF_CONFIG`; on the JAX backend, with its own
+`KERAS_DISTRIBUTION_*` variables (a `ProcessGroup`, see `tfinetune.training.processes`). The
+chief (the `chief` task, else worker 0; on JAX process 0) writes the run folder as a single
+process would. Every other worker trains in step with it in a scratch folder of its own,
+removed when it ends, and writes nothing in the run folder; on `--resume` it starts from a
+copy of the chief's checkpoints (in `NAME.partial`), so the run folder must sit where every
+worker can read it (a cluster's shared file system); the chief alone checks that the
+experiment and the data did not change. After training the weights are the same on every
+worker: the chief evaluates and exports a copy of the model taken outside the strategy (one
+process, no collective ops), the others stop (on JAX every process first leaves the group,
+together: `trained_alone`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import tensorflow as tf
 
 from tfinetune.atomic import MARKER, partial_folder
 from tfinetune.runs.folder import CHECKPOINTS
+from tfinetune.training.processes import ProcessGroup, leave_process_group
+
+# A run's strategy: TensorFlow's, or a group of processes on the JAX backend.
+Strategy = tf.distribute.Strategy | ProcessGroup
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def is_chief(strategy: Strategy) -> bool:
     """Whether this process writes the run folder: always, except a non-chief worker.
 
     Args:
@@ -37,17 +44,38 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     >>> is_chief(tf.distribute.get_strategy())
     True
     """
+    if isinstance(strategy, ProcessGroup):
+        return strategy.chief
     return bool(strategy.extended.should_checkpoint)
 
 
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """Whether the strategy is a `MultiWorkerMirroredStrategy` (one worker or several)."""
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+def is_multi_worker(strategy: Strategy) -> bool:
+    """Whether the strategy spans processes: `MultiWorkerMirroredStrategy` (one worker or
+    several) or a JAX process group."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy | ProcessGroup)
+
+
+def trained_alone(model: keras.Model, strategy: Strategy) -> keras.Model:
+    """After training, on every process: the model the chief evaluates and exports alone.
+
+    A JAX group is left by all its processes together first; on the chief the model is then
+    copied outside the strategy (`outside_strategy`); other processes and single-process runs
+    get the model back as it is.
+
+    Args:
+        model: the trained model.
+        strategy: the run's strategy.
+    """
+    if isinstance(strategy, ProcessGroup):
+        leave_process_group()
+    if is_multi_worker(strategy) and is_chief(strategy):
+        return outside_strategy(model)
+    return model
 
 
 @contextlib.contextmanager
 def worker_folder(
-    out_dir: str | os.PathLike, strategy: tf.distribute.Strategy, resume: bool
+    out_dir: str | os.PathLike, strategy: Strategy, resume: bool
 ) -> Iterator[tuple[Path, bool]]:
     """The folder this process writes, and whether it is the chief's run folder.
 

@@ -9,6 +9,7 @@
 - `stages`: checking stages, the simple two-stage spelling, and the history of every stage.
 - `performance`: the precision and XLA policy of the training step.
 - `distribution`: `tf.distribute` strategies, and how batches and rates scale.
+- `processes`: several processes on the JAX backend, through Keras's distribution API.
 - `step`: one stage's training step compiled (`compile_stage`), backend-neutral.
 - `guards`: checks around `fit` that turn silent damage into clear messages.
 - `checkpoints`: a checkpoint after every epoch, to resume from.

@@ -107,7 +107,7 @@ def describe_strategy(strategy: tf.distribute.Strategy, batch_per_replica: int) 
     """
     n = replicas(strategy)
     return {
-        "strategy": type(strategy).__name__.lstrip("_"),
+        "strategy": getattr(strategy, "name", type(strategy).__name__.lstrip("_")),
         "replicas": n,
         "batch_per_replica": batch_per_replica,
         "global_batch": batch_per_replica * n,

@@ -87,6 +87,8 @@ class PerformanceConfig:
             not while op determinism is on).
         strategy: a `tf.distribute` strategy or its name ("auto", "default", "mirrored",
             "multi_worker", "tpu"); "auto" in `fine_tune`: the one the model was built under.
+            On the JAX backend `train_run` reads "multi_worker" as Keras's own data
+            parallelism across processes (`tfinetune.training.processes`).
 
     Example:
     >>> PerformanceConfig().precision
@@ -105,7 +107,8 @@ class PerformanceConfig:
     )
     strategy: Any = option(
         "auto",
-        "tf.distribute strategy (auto: every local GPU, or a TPU); batch_size is per replica",
+        "tf.distribute strategy (auto: every local GPU, or a TPU; multi_worker on JAX: "
+        "Keras's DataParallel across processes); batch_size is per replica",
         str,
         flag="--strategy",
         choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
