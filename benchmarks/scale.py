@@ -15,9 +15,16 @@ augmentation, no validation), which measures:
   a cache the others do not.
 
 Sizes run interleaved, repeated (`--repeats`), medians reported; the ratio of each size's
-throughput to the 10k run's of the same source is computed per repeat.
+throughput to the 10k run's of the same source is computed per repeat. Up to 2 GiB of
+decoded images (the 10k and 100k runs) the first pass goes through the memory cache, whose
+stored batches make the whole pipeline serial under the op determinism training uses on a
+CPU; `--uncached` adds the smallest size's folder and shards with the cache off (the
+pipeline the 1M runs get) and the ratio of every run to that of its source, a baseline
+without that handicap.
 
     python benchmarks/scale.py --sizes 10000 100000 1000000 --out benchmarks/results/scale.json
+    python benchmarks/scale.py --sizes 10000 1000000 --uncached \
+        --out benchmarks/results/scale_uncached.json
     python benchmarks/scale.py --smoke   # tiny sizes: the whole path, in about a minute
 """
 
@@ -41,6 +48,7 @@ import numpy as np
 
 CLASSES = [f"class_{i}" for i in range(10)]
 BATCH, FIRST_MEASURED, STEPS = 256, 6, 36
+UNCACHED = " uncached"  # a source at the smallest size with the memory cache off
 
 
 def _write_some(job: tuple[str, int, int]) -> int:
@@ -169,16 +177,28 @@ def child(result: str, timing: str, argv: list[str]) -> None:
 
 def summarise(runs: list[dict]) -> dict:
     """Medians per (source, size), and each size's throughput against the 10k-image run's
-    (the smallest size) of the same source and repeat."""
+    (the smallest size) of the same source and repeat, and against the uncached one's when
+    there is one."""
     table: dict = {}
     smallest = min(r["size"] for r in runs)
+    uncached = any(r["source"].endswith(UNCACHED) for r in runs)
     for r in runs:
         base = next(b for b in runs if b["source"] == r["source"] and b["size"] == smallest
                     and b["repeat"] == r["repeat"])  # fmt: skip
         r["throughput_vs_smallest"] = r["images_per_second"] / base["images_per_second"]
+        if uncached:
+            source = r["source"].removesuffix(UNCACHED) + UNCACHED
+            base = next(b for b in runs if b["source"] == source and b["repeat"] == r["repeat"])
+            r["throughput_vs_uncached"] = r["images_per_second"] / base["images_per_second"]
         table.setdefault(f"{r['source']} {r['size']}", []).append(r)
-    keys = ("first_step_seconds", "peak_rss_mb", "images_per_second", "cpu_seconds_per_image",
-            "throughput_vs_smallest", "total_seconds")  # fmt: skip
+    keys = [
+        "first_step_seconds",
+        "peak_rss_mb",
+        "images_per_second",
+        "cpu_seconds_per_image",
+        "throughput_vs_smallest",
+        "total_seconds",
+    ] + ["throughput_vs_uncached"] * uncached
     return {
         name: {k: statistics.median(r[k] for r in rs) for k in keys}
         | {f"{k}_all": [round(r[k], 4) for r in rs] for k in keys}
@@ -193,6 +213,9 @@ def main() -> None:
     parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "tfinetune_scale"))
     parser.add_argument("--out", help="write the results here as JSON")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument(
+        "--uncached", action="store_true", help="also the smallest size, memory cache off"
+    )
     args = parser.parse_args()
     steps = STEPS
     if args.smoke:
@@ -207,10 +230,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
             for size in args.sizes:
-                for source in ("folder", "shards"):
-                    data = root / f"{source}_{size}"
-                    out = Path(scratch) / f"run_{source}_{size}_{repeat}"
-                    facts = run_child(source, data, out, steps) | {
+                sources = ["folder", "shards"]
+                if args.uncached and size == min(args.sizes):
+                    sources += [source + UNCACHED for source in sources]
+                for source in sources:
+                    data = root / f"{source.split()[0]}_{size}"
+                    out = Path(scratch) / f"run_{source.replace(' ', '_')}_{size}_{repeat}"
+                    before = ["--no-cache"] if source.endswith(UNCACHED) else []
+                    facts = run_child(source.split()[0], data, out, steps, before=before) | {
                         "source": source, "size": size, "repeat": repeat}  # fmt: skip
                     runs.append(facts)
                     print(json.dumps(facts), flush=True)
@@ -229,7 +256,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:  # a measured run: --child RESULT TIMING train ...
+    if sys.argv[1:3] == ["--child", "--no-cache"]:  # the same, the memory cache off
+        import tfinetune.data.pipeline as pipeline
+
+        pipeline.MEMORY_CACHE_LIMIT = 0
+        child(sys.argv[3], sys.argv[4], sys.argv[5:])
+    elif sys.argv[1:2] == ["--child"]:  # a measured run: --child RESULT TIMING train ...
         child(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         main()
