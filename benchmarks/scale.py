@@ -234,10 +234,10 @@ def main() -> None:
                 if args.uncached and size == min(args.sizes):
                     sources += [source + UNCACHED for source in sources]
                 for source in sources:
-                    data = root / f"{source.split()[0]}_{size}"
+                    kind = source.removesuffix(UNCACHED)  # folder or shards
                     out = Path(scratch) / f"run_{source.replace(' ', '_')}_{size}_{repeat}"
-                    before = ["--no-cache"] if source.endswith(UNCACHED) else []
-                    facts = run_child(source.split()[0], data, out, steps, before=before) | {
+                    before = ["--no-cache"] if source != kind else []
+                    facts = run_child(kind, root / f"{kind}_{size}", out, steps, before=before) | {
                         "source": source, "size": size, "repeat": repeat}  # fmt: skip
                     runs.append(facts)
                     print(json.dumps(facts), flush=True)

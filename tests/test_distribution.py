@@ -46,6 +46,10 @@ TRAINING = textwrap.dedent(
 )
 
 
+# The command line, in a fresh process: `python -c CLI ARGS`.
+CLI = "import sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
+
+
 def _python(code: str, *args: str, env=None, timeout=300) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
@@ -102,8 +106,6 @@ def _free_ports(n: int) -> list[int]:
 
 @pytest.mark.processes
 def test_multi_worker_across_two_processes(tmp_path: Path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     code = (
         "from tfinetune.training.distribution import resolve_strategy\n"
         "strategy = resolve_strategy('multi_worker')\n" + TRAINING + textwrap.dedent(
@@ -117,11 +119,7 @@ def test_multi_worker_across_two_processes(tmp_path: Path):
             """
         )
     )  # fmt: skip
-    workers = [
-        _python(code, env={"TF_CONFIG": json.dumps({"cluster": cluster,
-                                                     "task": {"type": "worker", "index": i}})})
-        for i in range(2)
-    ]  # fmt: skip
+    workers = [_python(code, env=env) for env in _tf_config()]
     results = [json.loads(_finish(w, timeout=240).strip().splitlines()[-1]) for w in workers]
     assert [r["replicas"] for r in results] == [2, 2]
     assert results[0]["weights"] == results[1]["weights"]  # one model, kept in sync
@@ -170,8 +168,7 @@ def test_cli_mirrored_run(tiny_folder: Path, tmp_path: Path):
 
 def _cli_workers(args: list[str], envs: list[dict], scratch: Path) -> list[subprocess.Popen]:
     """`tfinetune ARGS` as one process for each environment (TF_CONFIG or KERAS_*)."""
-    code = "import sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return [_python(code, *args, env={"TMPDIR": str(scratch), **env}) for env in envs]
+    return [_python(CLI, *args, env={"TMPDIR": str(scratch), **env}) for env in envs]
 
 
 def _tf_config(n: int = 2) -> list[dict]:
@@ -276,9 +273,8 @@ def test_each_process_takes_an_equal_share_of_every_batch(processes: int, local:
 def test_multi_worker_on_jax_without_a_group_says_what_to_set(tiny_folder: Path, tmp_path: Path):
     """No KERAS_DISTRIBUTION_* variables and no scheduler: one clear line, exit 2, nothing
     written."""
-    code = "import sys\nfrom tfinetune.cli import main\nsys.exit(main(sys.argv[1:]))"
     out = tmp_path / "run"
-    process = _python(code, "train", "--data", str(tiny_folder), "--backbone", "convnet_tiny",
+    process = _python(CLI, "train", "--data", str(tiny_folder), "--backbone", "convnet_tiny",
                       "--weights", "none", "--strategy", "multi_worker", "--out", str(out),
                       env={"KERAS_BACKEND": "jax"})  # fmt: skip
     _, stderr = process.communicate(timeout=120)
